@@ -1,0 +1,69 @@
+"""The FastAPI application; `tuneforge serve` runs it with an embedded worker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from tuneforge import __version__
+from tuneforge.api import errors
+from tuneforge.api.limits import BodySizeLimit
+from tuneforge.api.routes import datasets, files, fine_tuning, models, training_seed
+from tuneforge.config import Settings
+from tuneforge.db.store import Store
+from tuneforge.jobs.worker import Worker
+
+JSON_BODY_LIMIT = 1024 * 1024
+
+
+def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
+    """The API over `settings`' database; with `run_worker`, one worker runs in a thread."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        store = Store(settings.db_url)
+        store.create_schema()
+        app.state.store = store
+        app.state.settings = settings
+        worker = None
+        if run_worker:
+            worker = Worker(store, settings)
+            thread = threading.Thread(target=worker.run_forever, name="tuneforge-worker",
+                                      daemon=True)
+            thread.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop.set()
+                thread.join(timeout=30)
+            store.dispose()
+
+    app = FastAPI(title="tuneforge", version=__version__, lifespan=lifespan,
+                  description="Self-hosted fine-tuning: files, datasets, jobs, models.")
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, limit=JSON_BODY_LIMIT,
+                       upload_limit=settings.max_upload_bytes + 64 * 1024,
+                       upload_paths=("/v1/files",))
+    for module in (files, datasets, fine_tuning, models, training_seed):
+        app.include_router(module.router)
+
+    @app.get("/health", tags=["system"])
+    def health() -> dict[str, Any]:
+        worker = app.state.worker
+        return {"status": "ok", "version": __version__,
+                "worker": worker.worker_id if worker else None,
+                "jobs": app.state.store.count_jobs()}
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

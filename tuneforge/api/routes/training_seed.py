@@ -1,0 +1,140 @@
+"""The seed-000 training API (`POST /training/train` and friends), as a thin adapter over the
+same job engine: its request becomes a JobCreate, its task id is the job's UUID.
+
+Its dataset ids are UUIDs: `0b30b284-f7fe-...` is the file `file-0b30b284f7fe...`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.errors import InvalidRequestError, JobNotFoundError
+from tuneforge.jobs.service import create_job
+from tuneforge.training.spec import JobCreate
+
+router = APIRouter(tags=["seed-000 training"])
+
+STATUS = {"validating_files": "QUEUED", "queued": "QUEUED", "running": "RUNNING",
+          "succeeded": "DONE", "failed": "FAILED", "cancelled": "CANCELED"}
+# sentence-transformers' old `fit` scheduler names -> transformers' schedule names.
+SCHEDULERS = {"constantlr": "constant", "warmupconstant": "constant_with_warmup",
+              "warmuplinear": "linear", "warmupcosine": "cosine"}
+
+
+class TrainRequest(BaseModel):
+    """Seed 000's TrainRequest, field for field."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_tag: str = Field(..., min_length=1)
+    train_dataset_ids: list[str] = Field(..., min_length=1)
+    val_dataset_id: str | None = None
+    epochs: int = Field(1, gt=0)
+    per_device_train_batch_size: int = Field(8, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    optimizer_name: Literal["AdamW", "adamw"] = "AdamW"
+    scheduler: Literal["constantlr", "warmupconstant", "warmuplinear", "warmupcosine"] = (
+        "warmuplinear")
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    use_amp: bool = False
+    show_progress_bar: bool = True
+    evaluation_steps: int = Field(0, ge=0)
+    save_best_model: bool = False
+    save_each_epoch: bool = False
+    save_optimizer_state: bool = False
+    dataloader_num_workers: int = Field(0, ge=0, le=64)
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    timeout_seconds: int | None = Field(None, gt=0)
+
+
+def file_id_of(dataset_id: str, param: str) -> str:
+    if dataset_id.startswith("file-"):
+        return dataset_id
+    try:
+        return f"file-{uuid.UUID(dataset_id).hex}"
+    except ValueError:
+        raise InvalidRequestError(
+            f"{dataset_id!r} is not a valid dataset id (a UUID).", param=param) from None
+
+
+def job_id_of(task_id: str) -> str:
+    try:
+        return f"ftjob-{uuid.UUID(task_id).hex}"
+    except ValueError:
+        raise JobNotFoundError(f"No training task with id {task_id!r}.",
+                               param="task_id") from None
+
+
+def to_job(request: TrainRequest) -> JobCreate:
+    hyperparameters: dict[str, Any] = {
+        "n_epochs": request.epochs, "batch_size": request.per_device_train_batch_size,
+        "learning_rate": request.learning_rate, "warmup_steps": request.warmup_steps,
+        "lr_scheduler": SCHEDULERS[request.scheduler], "weight_decay": request.weight_decay,
+        "max_grad_norm": request.max_grad_norm, "use_amp": request.use_amp,
+        "save_best_model": request.save_best_model,
+        "dataloader_num_workers": request.dataloader_num_workers,
+    }
+    if request.evaluation_steps:
+        hyperparameters["eval_steps"] = request.evaluation_steps
+    return JobCreate(
+        model=request.model_tag,
+        training_files=[file_id_of(d, f"train_dataset_ids[{i}]")
+                        for i, d in enumerate(request.train_dataset_ids)],
+        validation_file=(file_id_of(request.val_dataset_id, "val_dataset_id")
+                         if request.val_dataset_id else None),
+        method={"type": "embedding",  # type: ignore[arg-type]
+                "embedding": {"loss": "mnrl", "hyperparameters": hyperparameters}},
+        timeout_seconds=request.timeout_seconds, device=request.device,
+    )
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+async def _train(store: StoreDep, settings: SettingsDep, request: TrainRequest,
+                 response: Response) -> dict[str, Any]:
+    job = await run_in_threadpool(create_job, store, settings, to_job(request))
+    task_id = str(uuid.UUID(job["id"].removeprefix("ftjob-")))
+    response.status_code = 202
+    response.headers["Location"] = f"/training/{task_id}/status"
+    return {"task_id": task_id, "status": STATUS[job["status"]],
+            "message": "Training queued"}
+
+
+def _status(store: StoreDep, task_id: str) -> dict[str, Any]:
+    job = store.require_job(job_id_of(task_id))
+    error = job.get("error")
+    return {
+        "task_id": task_id, "status": STATUS[job["status"]],
+        "created_at": _iso(job["created_at"]), "end_date": _iso(job.get("finished_at")),
+        "error_msg": error["message"] if error else None,
+        "error_code": error["code"] if error else None,
+        "trained_model_id": job.get("fine_tuned_model"),
+        "progress": job.get("progress"),
+    }
+
+
+def _cancel(store: StoreDep, task_id: str) -> dict[str, Any]:
+    job = store.request_cancel(job_id_of(task_id))
+    return {"status_code": 200, "task_id": task_id, "status": STATUS[job["status"]]}
+
+
+for prefix in ("/training/train", "/train"):
+    router.add_api_route(prefix, _train, methods=["POST"], status_code=202)
+router.add_api_route("/training/{task_id}/status", _status, methods=["GET"])
+router.add_api_route("/train/status/{task_id}", _status, methods=["GET"])
+router.add_api_route("/training/{task_id}/cancel", _cancel, methods=["POST"])
+router.add_api_route("/train/cancel/{task_id}", _cancel, methods=["POST"])

@@ -1,0 +1,80 @@
+"""Settings: the one place where tuneforge reads its environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration, from `TUNEFORGE_*` environment variables (and `DATABASE_URL`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNEFORGE_", extra="ignore", populate_by_name=True)
+
+    home: Path = Field(
+        Path("tuneforge-data"),
+        description="Data folder: database (embedded default), uploaded files, models, logs.",
+    )
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TUNEFORGE_DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy URL; default: SQLite at HOME/tuneforge.db.",
+    )
+    host: str = Field("127.0.0.1", description="Address `tuneforge serve` binds to.")
+    port: int = Field(8000, description="Port `tuneforge serve` listens on.")
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024, description="Largest accepted upload; larger ones get 413 while streaming."
+    )
+    min_rows: int = Field(2, ge=1, description="Fewest rows a training file may have.")
+    model_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders searched for base models by name (plain or `models--org--name`).",
+    )
+    stats_tokenizer: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="Model whose tokenizer counts tokens in dataset statistics (if available).",
+    )
+    heartbeat_seconds: float = Field(2.0, gt=0, description="How often a worker marks its job alive.")
+    stalled_after_seconds: float = Field(
+        60.0, gt=0, description="A running job without heartbeat for this long is requeued."
+    )
+    cancel_grace_seconds: float = Field(
+        15.0, ge=0, description="How long a cancelled job may take to stop before it is killed."
+    )
+    poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
+
+    @field_validator("home", "model_dirs")
+    @classmethod
+    def _absolute(cls, value: Path | list[Path]) -> Path | list[Path]:
+        # Job processes and workers may run elsewhere: paths must not depend on their cwd.
+        if isinstance(value, list):
+            return [p.expanduser().resolve() for p in value]
+        return value.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'tuneforge.db'}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.files_dir, self.models_dir, self.jobs_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Data files: reading JSONL/CSV/Parquet, validation reports, statistics, ingestion."""

@@ -1,0 +1,100 @@
+"""Table definitions (SQLAlchemy Core), portable between SQLite and PostgreSQL.
+
+Times are UNIX seconds (float), as in OpenAI's API objects.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("filename", String(255), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    # The validation report with statistics; see tuneforge.datasets.validation.
+    Column("report", JSON, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("status", String(32), nullable=False),
+    # The validated job spec (tuneforge.training.spec.JobSpec), as stored.
+    Column("spec", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("fine_tuned_model", String(255)),
+    Column("error", JSON),
+    Column("progress", JSON),
+    Column("metrics", JSON),
+    Column("result", JSON),
+    Column("worker_id", String(128)),
+    Column("heartbeat_at", Float),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_jobs_status_created", "status", "created_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("level", String(8), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("data", JSON),
+    Index("ix_events_job", "job_id", "id"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("epoch", Float),
+    Column("created_at", Float, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("metrics", JSON),
+    Index("ix_checkpoints_job", "job_id", "step"),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("kind", String(32), nullable=False),  # "base" or "fine-tuned"
+    Column("owned_by", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("base_model", String(255)),
+    Column("job_id", String(64)),
+    # Relative to the data folder for fine-tuned models; the resolved source for base models.
+    Column("path", Text),
+)

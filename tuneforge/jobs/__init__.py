@@ -1,0 +1,1 @@
+"""The job engine: statuses, the queue's service functions, the worker and the job process."""

@@ -1,0 +1,93 @@
+"""`JobReporter`: how a job's process tells the database what it is doing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tuneforge.config import Settings
+from tuneforge.db.store import Store, new_id
+
+# Progress rows and cancel checks at most this often: a database round trip per step would
+# cost more than a small model's step.
+MIN_INTERVAL = 1.0
+
+
+class JobReporter:
+    """Writes progress, metric events and checkpoints of one job; answers `stop_reason`."""
+
+    def __init__(self, store: Store, settings: Settings, job_id: str, *,
+                 deadline: float | None = None):
+        self.store = store
+        self.settings = settings
+        self.job_id = job_id
+        self.deadline = deadline
+        self.latest: dict[str, float] = {}
+        self._reason: str | None = None
+        self._started = time.monotonic()
+        self._first_step: int | None = None
+        self._last_write = 0.0
+        self._last_check = 0.0
+
+    def progress(self, step: int, total_steps: int, epoch: float) -> None:
+        now = time.monotonic()
+        if self._first_step is None:
+            self._first_step, self._started = step, now
+        if now - self._last_write < MIN_INTERVAL and step not in (0, total_steps):
+            return
+        self._last_write = now
+        done = step - self._first_step
+        remaining = max(total_steps - step, 0)
+        eta = (now - self._started) / done * remaining if done > 0 else None
+        self.store.update_job_fields(self.job_id, progress={
+            "step": step, "total_steps": total_steps, "epoch": round(epoch, 4),
+            "percent": round(100.0 * step / total_steps, 2) if total_steps else 0.0,
+            "eta_seconds": round(eta, 1) if eta is not None else None,
+            "elapsed_seconds": round(now - self._started, 1),
+        })
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.latest.update(values)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items()
+                          if k in ("loss", "learning_rate", "train_loss") or k.startswith("eval_")
+                          and "runtime" not in k and "per_second" not in k)
+        self.store.add_event(self.job_id, f"Step {step}: {shown}" if shown else f"Step {step}",
+                             type="metrics", data={"step": step, **values})
+        self.store.update_job_fields(self.job_id, metrics=dict(self.latest, step=step))
+
+    def checkpoint(self, step: int, epoch: float, path: str) -> None:
+        relative = _relative_to(path, self.settings)
+        self.store.add_checkpoint({
+            "id": new_id("ftckpt"), "job_id": self.job_id, "step": step, "epoch": epoch,
+            "created_at": time.time(), "path": relative, "metrics": dict(self.latest),
+        })
+        self.store.add_event(self.job_id, f"Checkpoint saved at step {step}.",
+                             data={"step": step, "path": relative})
+
+    def stop_reason(self) -> str | None:
+        """'cancelled' or 'timeout' once the job should stop; None while it may go on."""
+        if self._reason is not None:
+            return self._reason
+        if self.deadline is not None and time.time() >= self.deadline:
+            self._reason = "timeout"
+            return self._reason
+        now = time.monotonic()
+        if now - self._last_check >= MIN_INTERVAL:
+            self._last_check = now
+            if self.store.cancel_requested(self.job_id):
+                self._reason = "cancelled"
+        return self._reason
+
+    def note(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+             ) -> None:
+        self.store.add_event(self.job_id, message, level=level, data=data)
+
+
+def _relative_to(path: str, settings: Settings) -> str:
+    from pathlib import Path
+
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(settings.home.resolve()))
+    except ValueError:
+        return str(resolved)

@@ -1,0 +1,42 @@
+"""Job statuses and the transitions between them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    # Accepted; its files are being checked against the job's method.
+    VALIDATING_FILES = "validating_files"
+    # Waiting for a worker to claim it.
+    QUEUED = "queued"
+    # Claimed by a worker; its process is training.
+    RUNNING = "running"
+    # Finished; `fine_tuned_model` names the result.
+    SUCCEEDED = "succeeded"
+    # Ended with an error; `error.code` says why.
+    FAILED = "failed"
+    # Stopped at the user's request.
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# Which status may follow which. RUNNING -> QUEUED is the requeue of a job whose worker vanished.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.VALIDATING_FILES: frozenset(
+        {JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
+    ),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+def sources_of(target: JobStatus) -> frozenset[JobStatus]:
+    """Statuses from which `target` may be reached."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)

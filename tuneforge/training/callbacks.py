@@ -1,0 +1,57 @@
+"""The bridge from a transformers/sentence-transformers trainer to whoever follows the job."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from transformers import TrainerCallback
+
+
+class Reporter(Protocol):
+    """What a running job reports to, and asks whether to stop."""
+
+    def progress(self, step: int, total_steps: int, epoch: float) -> None: ...
+    def metrics(self, step: int, values: dict[str, float]) -> None: ...
+    def checkpoint(self, step: int, epoch: float, path: str) -> None: ...
+    def stop_reason(self) -> str | None: ...
+
+
+class ReportingCallback(TrainerCallback):
+    """Forwards progress, logged metrics and checkpoints; stops training when told to."""
+
+    def __init__(self, reporter: Reporter, samples_per_step: int):
+        self.reporter = reporter
+        self.samples_per_step = samples_per_step
+        self._last_time = 0.0
+        self._last_step = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._last_time = time.monotonic()
+        self._last_step = state.global_step
+        self.reporter.progress(state.global_step, state.max_steps, 0.0)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.reporter.progress(state.global_step, state.max_steps, state.epoch or 0.0)
+        if self.reporter.stop_reason() is not None:
+            control.should_training_stop = True
+            control.should_save = False
+            control.should_evaluate = False
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        if not logs:
+            return
+        values = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
+        if "loss" in values:
+            now = time.monotonic()
+            steps = state.global_step - self._last_step
+            if steps > 0 and now > self._last_time:
+                values["steps_per_second"] = steps / (now - self._last_time)
+                values["samples_per_second"] = values["steps_per_second"] * self.samples_per_step
+            self._last_time, self._last_step = now, state.global_step
+        self.reporter.metrics(state.global_step, values)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        path = f"{args.output_dir}/checkpoint-{state.global_step}"
+        self.reporter.checkpoint(state.global_step, state.epoch or 0.0, path)

@@ -1,0 +1,168 @@
+"""The `embedding` kind: sentence-transformers' trainer, built from an EmbeddingMethod spec.
+
+Plain steps over the library: load the model, build the loss and the evaluator for the data's
+layout, measure the base model, train, measure again, save a sentence-transformers folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuneforge.training.callbacks import Reporter, ReportingCallback
+from tuneforge.training.spec import EmbeddingMethodParams
+
+
+@dataclass
+class EmbeddingResult:
+    """What a finished run reports: losses, metrics before and after, the saved model."""
+
+    primary_metric: str | None
+    baseline: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, float] = field(default_factory=dict)
+    train_loss: float | None = None
+    steps: int = 0
+    stopped_early: bool = False
+
+
+def load_model(location: str, device: str, max_seq_length: int | None = None) -> Any:
+    """A SentenceTransformer from a local folder or Hub id: safetensors only, no remote code."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(location, device=device, trust_remote_code=False,
+                                model_kwargs={"use_safetensors": True})
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def build_loss(model: Any, params: EmbeddingMethodParams) -> Any:
+    from sentence_transformers.sentence_transformer import losses
+
+    hp = params.hyperparameters
+    match params.loss:
+        case "mnrl":
+            return losses.MultipleNegativesRankingLoss(model)
+        case "cached_mnrl":
+            return losses.CachedMultipleNegativesRankingLoss(
+                model, mini_batch_size=hp.mini_batch_size)
+        case "triplet":
+            return losses.TripletLoss(model, triplet_margin=hp.triplet_margin)
+        case "cosine":
+            return losses.CosineSimilarityLoss(model)
+        case "cosent":
+            return losses.CoSENTLoss(model)
+    raise ValueError(params.loss)
+
+
+def build_evaluator(layout: str, rows: list[dict[str, Any]], batch_size: int) -> Any:
+    """The evaluator that fits the layout: Spearman for scored pairs, accuracy for triplets,
+    retrieval (MRR@10, NDCG@10, Recall@1/10) for pairs."""
+    from sentence_transformers.sentence_transformer import evaluation
+
+    if layout == "scored_pair":
+        return evaluation.EmbeddingSimilarityEvaluator(
+            [r["sentence1"] for r in rows], [r["sentence2"] for r in rows],
+            [r["score"] for r in rows], batch_size=batch_size, name="")
+    if layout == "triplet":
+        return evaluation.TripletEvaluator(
+            [r["anchor"] for r in rows], [r["positive"] for r in rows],
+            [r["negative"] for r in rows], batch_size=batch_size, name="")
+    queries = {f"q{i}": r["anchor"] for i, r in enumerate(rows)}
+    corpus = {f"d{i}": r["positive"] for i, r in enumerate(rows)}
+    relevant = {f"q{i}": {f"d{i}"} for i in range(len(rows))}
+    return evaluation.InformationRetrievalEvaluator(
+        queries, corpus, relevant, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10],
+        precision_recall_at_k=[1, 10], map_at_k=[10], batch_size=batch_size, name="",
+        show_progress_bar=False)
+
+
+def evaluate(evaluator: Any, model: Any) -> dict[str, float]:
+    """Run an evaluator; metric names without the evaluator's prefix."""
+    return {k: float(v) for k, v in evaluator(model).items()}
+
+
+def to_dataset(layout: str, rows: list[dict[str, Any]]) -> Any:
+    from datasets import Dataset
+
+    from tuneforge.datasets.embedding import LAYOUTS
+
+    columns = LAYOUTS[layout]
+    return Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+
+
+def train_embedding(*, model_location: str, params: EmbeddingMethodParams, layout: str,
+                    train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]],
+                    seed: int, device: str, work_dir: Path, output_dir: Path,
+                    reporter: Reporter) -> EmbeddingResult:
+    """Train and save; stops early (unsaved) when `reporter.stop_reason()` says so."""
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from transformers import set_seed
+
+    hp = params.hyperparameters
+    set_seed(seed)
+    model = load_model(model_location, device, hp.max_seq_length)
+    loss = build_loss(model, params)
+    evaluator = build_evaluator(layout, eval_rows, hp.batch_size) if eval_rows else None
+    result = EmbeddingResult(primary_metric=None)
+    if evaluator is not None:
+        result.baseline = evaluate(evaluator, model)
+        result.primary_metric = str(evaluator.primary_metric)
+        reporter.metrics(0, {f"eval_{k}": v for k, v in result.baseline.items()})
+
+    in_batch_negatives = params.loss in ("mnrl", "cached_mnrl")
+    evaluate_by = ("steps" if hp.eval_steps else "epoch") if eval_rows else "no"
+    # The best model can only be kept when every evaluation has a checkpoint to go back to.
+    keep_best = hp.save_best_model and evaluator is not None
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work_dir / "checkpoints"),
+        num_train_epochs=hp.n_epochs,
+        per_device_train_batch_size=hp.batch_size,
+        per_device_eval_batch_size=hp.batch_size,
+        learning_rate=hp.learning_rate,
+        warmup_ratio=hp.warmup_ratio if hp.warmup_steps is None else 0.0,
+        warmup_steps=hp.warmup_steps or 0,
+        weight_decay=hp.weight_decay,
+        max_grad_norm=hp.max_grad_norm,
+        lr_scheduler_type=hp.lr_scheduler,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=hp.logging_steps,
+        eval_strategy=evaluate_by,
+        eval_steps=hp.eval_steps,
+        save_strategy="steps" if keep_best and hp.eval_steps else "epoch",
+        save_steps=hp.eval_steps if keep_best and hp.eval_steps else 500,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=f"eval_{result.primary_metric}" if keep_best else None,
+        greater_is_better=True if keep_best else None,
+        dataloader_num_workers=hp.dataloader_num_workers,
+        save_total_limit=3,
+        fp16=hp.use_amp and device == "cuda",
+        use_cpu=device == "cpu",
+        report_to=[],
+        disable_tqdm=True,
+        # Duplicates inside a batch would be false negatives for in-batch-negative losses.
+        batch_sampler=(BatchSamplers.NO_DUPLICATES if in_batch_negatives
+                       else BatchSamplers.BATCH_SAMPLER),
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=to_dataset(layout, train_rows),
+        eval_dataset=to_dataset(layout, eval_rows) if eval_rows else None,
+        loss=loss, evaluator=evaluator,
+        callbacks=[ReportingCallback(reporter, hp.batch_size)],
+    )
+    output = trainer.train()
+    result.train_loss = float(output.training_loss)
+    result.steps = trainer.state.global_step
+    if reporter.stop_reason() is not None:
+        result.stopped_early = True
+        return result
+    if evaluator is not None:
+        result.evaluation = evaluate(evaluator, model)
+    model.save(str(output_dir), safe_serialization=True)
+    return result
