@@ -1,0 +1,32 @@
+# The README names these targets. `make serve` and `make test` set everything up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned to the CPU build this project tests with (an unpinned torch pulls CUDA).
+TORCH ?= torch==2.13.0
+
+.PHONY: setup serve test test-fast lint bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+serve: setup
+	$(VENV)/bin/tuneforge serve
+
+test: setup
+	$(PY) -m pytest -ra
+
+test-fast: setup
+	$(PY) -m pytest -ra -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check tuneforge tests bench
+	$(VENV)/bin/mypy tuneforge
+
+bench: setup
+	$(PY) bench/embedding_overhead.py

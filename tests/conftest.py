@@ -1,0 +1,163 @@
+"""Shared fixtures: offline models, data slices from ../shared/data, stores on SQLite and
+PostgreSQL, and a real `tuneforge serve` process on a free port."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.offline_models import MINILM, build_hf_cache
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+# PostgreSQL for the tests that run on both databases; CI sets it, locally it is optional.
+POSTGRES_URL = os.environ.get("TUNEFORGE_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face cache holding all-MiniLM-L6-v2; the Hub itself is off."""
+    hf_home = build_hf_cache(tmp_path_factory.mktemp("hf"))
+    os.environ["HF_HOME"] = str(hf_home)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    return hf_home
+
+
+@pytest.fixture(scope="session")
+def model_id() -> str:
+    return MINILM
+
+
+def stsb_rows(name: str = "stsb-en-train.csv") -> list[list[str]]:
+    with (DATA / name).open(encoding="utf-8", newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.fixture(scope="session")
+def stsb_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every 8th line of the English STS Benchmark train file (720 lines from all of its
+    genres), as they are: no header line."""
+    path = tmp_path_factory.mktemp("data") / "stsb-en-slice.csv"
+    lines = (DATA / "stsb-en-train.csv").read_bytes().split(b"\n")[::8][:720]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def stsb_heldout() -> list[tuple[str, str, float]]:
+    """Pairs of the same file that the slice does not contain (every 8th, offset 4)."""
+    return [(a, b, float(s) / 5.0) for a, b, s in stsb_rows()[4::8][:500]]
+
+
+@pytest.fixture(scope="session")
+def german_triplets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A question/positive/negative JSONL file in German, built from the German STS pairs:
+    close pairs are (question, positive), another pair's sentence is the negative."""
+    import json
+
+    rows = [r for r in stsb_rows("stsb-de-train.csv") if float(r[2]) >= 4.0][:160]
+    rng = random.Random(7)
+    path = tmp_path_factory.mktemp("data") / "de-triplets.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for i, (a, b, _) in enumerate(rows):
+            other = rows[(i + rng.randrange(1, len(rows))) % len(rows)]
+            f.write(json.dumps({"question": a, "positive": b, "negative": other[1]},
+                               ensure_ascii=False) + "\n")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A running `tuneforge serve` and an HTTP client for it."""
+
+    def __init__(self, home: Path, database_url: str | None = None):
+        self.home = home
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(os.environ, TUNEFORGE_HOME=str(home), TUNEFORGE_CANCEL_GRACE_SECONDS="10")
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+        self.log = (home.parent / f"server-{self.port}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tuneforge.cli", "serve", "--port", str(self.port)],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(home.parent))
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if self.client.get("/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+            if self.process.poll() is not None:
+                break
+        raise RuntimeError(f"tuneforge serve did not start; see {self.log.name}")
+
+    def upload(self, path: Path, name: str | None = None) -> dict:
+        with path.open("rb") as f:
+            r = self.client.post("/v1/files", files={"file": (name or path.name, f)},
+                                 data={"purpose": "fine-tune"})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait_for(self, job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed",
+                 "cancelled"), timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.client.close()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, offline_hub: Path) -> Iterator[Server]:
+    """One real server (SQLite, embedded worker) per test module."""
+    srv = Server(tmp_path_factory.mktemp("server") / "tuneforge-data")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the test PostgreSQL database; skipped where none is configured."""
+    if not POSTGRES_URL:
+        pytest.skip("TUNEFORGE_TEST_POSTGRES_URL is not set")
+    import sqlalchemy
+
+    schema = f"tf_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    engine.dispose()
