@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Configuration, from `TUNEFORGE_*` environment variables (and `DATABASE_URL`)."""
 
-    model_config = SettingsConfigDict(env_prefix="TUNEFORGE_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TUNEFORGE_", extra="ignore", populate_by_name=True
+    )
 
     home: Path = Field(
         Path("tuneforge-data"),
@@ -26,7 +28,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `tuneforge serve` binds to.")
     port: int = Field(8000, description="Port `tuneforge serve` listens on.")
     max_upload_bytes: int = Field(
-        512 * 1024 * 1024, description="Largest accepted upload; larger ones get 413 while streaming."
+        512 * 1024 * 1024,
+        description="Largest accepted upload; larger ones get 413 while streaming.",
     )
     min_rows: int = Field(2, ge=1, description="Fewest rows a training file may have.")
     model_dirs: list[Path] = Field(
@@ -37,7 +40,9 @@ class Settings(BaseSettings):
         "sentence-transformers/all-MiniLM-L6-v2",
         description="Model whose tokenizer counts tokens in dataset statistics (if available).",
     )
-    heartbeat_seconds: float = Field(2.0, gt=0, description="How often a worker marks its job alive.")
+    heartbeat_seconds: float = Field(
+        2.0, gt=0, description="How often a worker marks its job alive."
+    )
     stalled_after_seconds: float = Field(
         60.0, gt=0, description="A running job without heartbeat for this long is requeued."
     )

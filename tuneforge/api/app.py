@@ -34,8 +34,9 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         worker = None
         if run_worker:
             worker = Worker(store, settings)
-            thread = threading.Thread(target=worker.run_forever, name="tuneforge-worker",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=worker.run_forever, name="tuneforge-worker", daemon=True
+            )
             thread.start()
         app.state.worker = worker
         try:
@@ -46,21 +47,31 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
                 thread.join(timeout=30)
             store.dispose()
 
-    app = FastAPI(title="tuneforge", version=__version__, lifespan=lifespan,
-                  description="Self-hosted fine-tuning: files, datasets, jobs, models.")
+    app = FastAPI(
+        title="tuneforge",
+        version=__version__,
+        lifespan=lifespan,
+        description="Self-hosted fine-tuning: files, datasets, jobs, models.",
+    )
     errors.install(app)
-    app.add_middleware(BodySizeLimit, limit=JSON_BODY_LIMIT,
-                       upload_limit=settings.max_upload_bytes + 64 * 1024,
-                       upload_paths=("/v1/files",))
+    app.add_middleware(
+        BodySizeLimit,
+        limit=JSON_BODY_LIMIT,
+        upload_limit=settings.max_upload_bytes + 64 * 1024,
+        upload_paths=("/v1/files",),
+    )
     for module in (files, datasets, fine_tuning, models, training_seed):
         app.include_router(module.router)
 
     @app.get("/health", tags=["system"])
     def health() -> dict[str, Any]:
         worker = app.state.worker
-        return {"status": "ok", "version": __version__,
-                "worker": worker.worker_id if worker else None,
-                "jobs": app.state.store.count_jobs()}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "worker": worker.worker_id if worker else None,
+            "jobs": app.state.store.count_jobs(),
+        }
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -23,10 +23,15 @@ STATUS_BY_CODE = {
 }
 
 
-def error_body(code: str, message: str, param: str | None = None,
-               details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"message": message, "type": "invalid_request_error",
-                             "param": param, "code": code}
+def error_body(
+    code: str, message: str, param: str | None = None, details: Any = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": param,
+        "code": code,
+    }
     if details is not None:
         error["details"] = details
     return {"error": error}
@@ -59,4 +64,5 @@ def install(app: FastAPI) -> None:
         first = errors[0] if errors else {"param": None, "message": "invalid request"}
         message = "; ".join(f"{e['param'] or 'body'}: {e['message']}" for e in errors)
         return JSONResponse(
-            error_body("validation_error", message, first["param"], errors), status_code=422)
+            error_body("validation_error", message, first["param"], errors), status_code=422
+        )

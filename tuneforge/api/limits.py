@@ -13,8 +13,9 @@ from tuneforge.api.errors import error_body
 class BodySizeLimit:
     """ASGI middleware: refuse bodies over `upload_limit` on upload paths, `limit` elsewhere."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, upload_limit: int,
-                 upload_paths: tuple[str, ...]):
+    def __init__(
+        self, app: ASGIApp, *, limit: int, upload_limit: int, upload_paths: tuple[str, ...]
+    ):
         self.app = app
         self.limit = limit
         self.upload_limit = upload_limit
@@ -65,11 +66,20 @@ class BodySizeLimit:
 
 
 async def _too_large(send: Any, limit: int) -> None:
-    body = json.dumps(error_body(
-        "file_too_large", f"The request body is larger than the limit of {limit} bytes.",
-        "file")).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    body = json.dumps(
+        error_body(
+            "file_too_large", f"The request body is larger than the limit of {limit} bytes.", "file"
+        )
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -48,8 +48,9 @@ class EmbeddingData:
         return bool(self.report["valid"])
 
 
-def read_embedding_file(path: Path, fmt: str, *, min_rows: int,
-                        tokenizer: Any = None) -> EmbeddingData:
+def read_embedding_file(
+    path: Path, fmt: str, *, min_rows: int, tokenizer: Any = None
+) -> EmbeddingData:
     """Read and check an embedding data file; every problem is reported, none raised."""
     raw = read_records(path, fmt, KNOWN_COLUMNS, HEADERLESS)
     problems = list(raw.problems)
@@ -57,12 +58,15 @@ def read_embedding_file(path: Path, fmt: str, *, min_rows: int,
     rows: list[dict[str, Any]] = []
     if raw.records and layout is None:
         first_line, first = raw.records[0]
-        problems.append(Problem(
-            "unknown_format",
-            f"Columns {sorted(first)} match no embedding layout; expected one of "
-            + "; ".join(f"{name}: {', '.join(cols)}" for name, cols in LAYOUTS.items())
-            + " (`question` may stand for `anchor`).",
-            line=first_line))
+        problems.append(
+            Problem(
+                "unknown_format",
+                f"Columns {sorted(first)} match no embedding layout; expected one of "
+                + "; ".join(f"{name}: {', '.join(cols)}" for name, cols in LAYOUTS.items())
+                + " (`question` may stand for `anchor`).",
+                line=first_line,
+            )
+        )
     elif layout is not None:
         rows = _check_rows(raw.records, layout, columns, problems)
     if not raw.records and not problems:
@@ -72,18 +76,27 @@ def read_embedding_file(path: Path, fmt: str, *, min_rows: int,
         for row in rows:
             row["score"] = row["score"] / scale
     if layout is not None and len(rows) < min_rows and not problems:
-        problems.append(Problem(
-            "too_few_rows", f"The file has {len(rows)} valid rows; at least {min_rows} are needed."))
-    report = build_report(fmt, layout, raw.has_header, problems, rows,
-                          text_columns=[c for c in LAYOUTS.get(layout or "", ()) if c != "score"],
-                          tokenizer=tokenizer)
+        problems.append(
+            Problem(
+                "too_few_rows",
+                f"The file has {len(rows)} valid rows; at least {min_rows} are needed.",
+            )
+        )
+    report = build_report(
+        fmt,
+        layout,
+        raw.has_header,
+        problems,
+        rows,
+        text_columns=[c for c in LAYOUTS.get(layout or "", ()) if c != "score"],
+        tokenizer=tokenizer,
+    )
     if scale is not None:
         report["statistics"]["score_scale"] = scale
     return EmbeddingData(layout, rows if not problems else [], report)
 
 
-def _detect_layout(records: list[tuple[int, dict[str, Any]]]
-                   ) -> tuple[str | None, dict[str, str]]:
+def _detect_layout(records: list[tuple[int, dict[str, Any]]]) -> tuple[str | None, dict[str, str]]:
     """The layout named by the first record's keys, and a map from file column to canonical."""
     if not records:
         return None, {}
@@ -96,8 +109,12 @@ def _detect_layout(records: list[tuple[int, dict[str, Any]]]
     return None, canonical
 
 
-def _check_rows(records: list[tuple[int, dict[str, Any]]], layout: str,
-                first_columns: dict[str, str], problems: list[Problem]) -> list[dict[str, Any]]:
+def _check_rows(
+    records: list[tuple[int, dict[str, Any]]],
+    layout: str,
+    first_columns: dict[str, str],
+    problems: list[Problem],
+) -> list[dict[str, Any]]:
     wanted = LAYOUTS[layout]
     rows = []
     for line, record in records:
@@ -106,17 +123,24 @@ def _check_rows(records: list[tuple[int, dict[str, Any]]], layout: str,
         for key, value in record.items():
             name = ALIASES.get(key.strip().lower(), key.strip().lower())
             if name not in wanted:
-                problems.append(Problem(
-                    "unknown_column",
-                    f"Column {key!r} is not part of the {layout} layout ({', '.join(wanted)}).",
-                    line=line, column=key))
+                problems.append(
+                    Problem(
+                        "unknown_column",
+                        f"Column {key!r} is not part of the {layout} layout ({', '.join(wanted)}).",
+                        line=line,
+                        column=key,
+                    )
+                )
                 ok = False
                 continue
             found[name] = value
         for name in wanted:
             if name not in found:
-                problems.append(Problem("missing_column", f"Column {name!r} is missing.",
-                                        line=line, column=name))
+                problems.append(
+                    Problem(
+                        "missing_column", f"Column {name!r} is missing.", line=line, column=name
+                    )
+                )
                 ok = False
                 continue
             value = found[name]
@@ -125,17 +149,22 @@ def _check_rows(records: list[tuple[int, dict[str, Any]]], layout: str,
                 ok = ok and score is not None
                 found[name] = score
             elif value is None:
-                problems.append(Problem("null_value", f"{name!r} is null.", line=line,
-                                        column=name))
+                problems.append(Problem("null_value", f"{name!r} is null.", line=line, column=name))
                 ok = False
             elif not isinstance(value, str):
-                problems.append(Problem(
-                    "wrong_type", f"{name!r} must be a string, got {type(value).__name__}.",
-                    line=line, column=name))
+                problems.append(
+                    Problem(
+                        "wrong_type",
+                        f"{name!r} must be a string, got {type(value).__name__}.",
+                        line=line,
+                        column=name,
+                    )
+                )
                 ok = False
             elif not value.strip():
-                problems.append(Problem("empty_value", f"{name!r} is empty.", line=line,
-                                        column=name))
+                problems.append(
+                    Problem("empty_value", f"{name!r} is empty.", line=line, column=name)
+                )
                 ok = False
         if ok:
             rows.append({name: found[name] for name in wanted})
@@ -153,13 +182,24 @@ def _check_score(value: Any, line: int, problems: list[Problem]) -> float | None
     except (TypeError, ValueError):
         score = math.nan
     if not math.isfinite(score):
-        problems.append(Problem("invalid_score", f"'score' must be a number, got {value!r}.",
-                                line=line, column="score"))
+        problems.append(
+            Problem(
+                "invalid_score",
+                f"'score' must be a number, got {value!r}.",
+                line=line,
+                column="score",
+            )
+        )
         return None
     if not 0.0 <= score <= 5.0:
-        problems.append(Problem(
-            "score_out_of_range", f"'score' {score:g} is outside [0, 1] (or [0, 5]).",
-            line=line, column="score"))
+        problems.append(
+            Problem(
+                "score_out_of_range",
+                f"'score' {score:g} is outside [0, 1] (or [0, 5]).",
+                line=line,
+                column="score",
+            )
+        )
         return None
     return score
 
@@ -168,9 +208,16 @@ def _score_scale(rows: list[dict[str, Any]]) -> float:
     return 5.0 if any(row["score"] > 1.0 for row in rows) else 1.0
 
 
-def build_report(fmt: str, layout: str | None, has_header: bool, problems: list[Problem],
-                 rows: list[dict[str, Any]], *, text_columns: list[str],
-                 tokenizer: Any = None) -> dict[str, Any]:
+def build_report(
+    fmt: str,
+    layout: str | None,
+    has_header: bool,
+    problems: list[Problem],
+    rows: list[dict[str, Any]],
+    *,
+    text_columns: list[str],
+    tokenizer: Any = None,
+) -> dict[str, Any]:
     """The validation report shown by `GET /v1/datasets/{id}`."""
     by_code: dict[str, int] = {}
     for problem in problems:
@@ -194,6 +241,8 @@ def build_report(fmt: str, layout: str | None, has_header: bool, problems: list[
         "statistics": {
             "rows": len(rows),
             "exact_duplicates": duplicates,
-            "columns": {c: column_statistics([r[c] for r in rows], tokenizer) for c in text_columns},
+            "columns": {
+                c: column_statistics([r[c] for r in rows], tokenizer) for c in text_columns
+            },
         },
     }

@@ -25,13 +25,21 @@ def file_path(settings: Settings, file_id: str) -> Path:
     return settings.files_dir / file_id
 
 
-def ingest_file(store: Store, settings: Settings, filename: str, source: BinaryIO, *,
-                purpose: str = "fine-tune", file_id: str | None = None) -> Row:
+def ingest_file(
+    store: Store,
+    settings: Settings,
+    filename: str,
+    source: BinaryIO,
+    *,
+    purpose: str = "fine-tune",
+    file_id: str | None = None,
+) -> Row:
     """Copy `source` into the data folder, validate it and record it. The file is kept even
     when it has problems, so that its report can be read; jobs refuse it."""
     if purpose not in PURPOSES:
         raise InvalidRequestError(
-            f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.", param="purpose")
+            f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.", param="purpose"
+        )
     file_id = file_id or new_id("file")
     settings.ensure_dirs()
     dest = file_path(settings, file_id)
@@ -45,7 +53,8 @@ def ingest_file(store: Store, settings: Settings, filename: str, source: BinaryI
                 if size > settings.max_upload_bytes:
                     raise FileTooLargeError(
                         f"The file is larger than the limit of {settings.max_upload_bytes} bytes.",
-                        param="file")
+                        param="file",
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         partial.rename(dest)
@@ -55,8 +64,13 @@ def ingest_file(store: Store, settings: Settings, filename: str, source: BinaryI
     fmt = detect_format(safe_name, dest)
     data = check_file(settings, dest, fmt)
     row = {
-        "id": file_id, "filename": safe_name, "purpose": purpose, "bytes": size,
-        "sha256": digest.hexdigest(), "format": fmt, "created_at": time.time(),
+        "id": file_id,
+        "filename": safe_name,
+        "purpose": purpose,
+        "bytes": size,
+        "sha256": digest.hexdigest(),
+        "format": fmt,
+        "created_at": time.time(),
         "report": data.report,
     }
     try:
@@ -68,8 +82,9 @@ def ingest_file(store: Store, settings: Settings, filename: str, source: BinaryI
 
 def check_file(settings: Settings, path: Path, fmt: str) -> EmbeddingData:
     """Read and validate a stored file for the training kinds it may serve."""
-    return read_embedding_file(path, fmt, min_rows=settings.min_rows,
-                               tokenizer=load_tokenizer(settings.stats_tokenizer))
+    return read_embedding_file(
+        path, fmt, min_rows=settings.min_rows, tokenizer=load_tokenizer(settings.stats_tokenizer)
+    )
 
 
 def require_file(store: Store, file_id: str, param: str = "file_id") -> Row:
@@ -84,7 +99,8 @@ def delete_file(store: Store, settings: Settings, file_id: str) -> None:
     users = store.files_in_use(file_id)
     if users:
         raise InvalidRequestError(
-            f"File {file_id} is used by unfinished jobs: {', '.join(users)}.", param="file_id")
+            f"File {file_id} is used by unfinished jobs: {', '.join(users)}.", param="file_id"
+        )
     store.delete_file(file_id)
     file_path(settings, file_id).unlink(missing_ok=True)
 
@@ -93,12 +109,19 @@ def public_file(row: Row) -> dict[str, Any]:
     """The OpenAI file object, with tuneforge's validation summary beside it."""
     report = row["report"]
     return {
-        "id": row["id"], "object": "file", "bytes": row["bytes"],
-        "created_at": int(row["created_at"]), "filename": row["filename"],
+        "id": row["id"],
+        "object": "file",
+        "bytes": row["bytes"],
+        "created_at": int(row["created_at"]),
+        "filename": row["filename"],
         "purpose": row["purpose"],
         "status": "processed" if report["valid"] else "error",
-        "status_details": None if report["valid"] else (
+        "status_details": None
+        if report["valid"]
+        else (
             f"{report['problem_count']} problem(s): "
-            + ", ".join(f"{code} x{n}" for code, n in report["problems_by_code"].items())),
-        "sha256": row["sha256"], "format": row["format"],
+            + ", ".join(f"{code} x{n}" for code, n in report["problems_by_code"].items())
+        ),
+        "sha256": row["sha256"],
+        "format": row["format"],
     }

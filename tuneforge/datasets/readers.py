@@ -27,8 +27,12 @@ class Problem:
     column: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "column": self.column, "code": self.code,
-                "message": self.message}
+        return {
+            "line": self.line,
+            "column": self.column,
+            "code": self.code,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -43,8 +47,14 @@ class RawRecords:
 def detect_format(filename: str, path: Path) -> str:
     """The file's format from its name, else from its first bytes."""
     name = filename.lower()
-    for suffix, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl"),
-                        (".csv", "csv"), (".parquet", "parquet"), (".pq", "parquet")):
+    for suffix, fmt in (
+        (".jsonl", "jsonl"),
+        (".json", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+    ):
         if name.endswith(suffix):
             return fmt
     with path.open("rb") as f:
@@ -56,8 +66,12 @@ def detect_format(filename: str, path: Path) -> str:
     return "csv"
 
 
-def read_records(path: Path, fmt: str, known_columns: Iterable[str],
-                 headerless_layouts: dict[int, list[tuple[str, ...]]]) -> RawRecords:
+def read_records(
+    path: Path,
+    fmt: str,
+    known_columns: Iterable[str],
+    headerless_layouts: dict[int, list[tuple[str, ...]]],
+) -> RawRecords:
     """Read `path` as `fmt`. For CSV, the first row is a header when it names a known column;
     otherwise the columns are taken from `headerless_layouts` by their count (the first
     layout whose numeric columns parse, see `_headerless_columns`)."""
@@ -78,8 +92,9 @@ def _decode_lines(data: bytes) -> tuple[list[str], list[Problem]]:
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            problems.append(Problem(
-                "not_utf8", f"Line is not valid UTF-8 (byte {exc.start + 1}).", line=number))
+            problems.append(
+                Problem("not_utf8", f"Line is not valid UTF-8 (byte {exc.start + 1}).", line=number)
+            )
             lines.append(raw.decode("utf-8", errors="replace"))
     if lines and lines[-1] == "":
         lines.pop()
@@ -98,16 +113,24 @@ def _read_jsonl(lines: list[str], problems: list[Problem]) -> RawRecords:
             out.problems.append(Problem("invalid_json", f"Not valid JSON: {exc.msg}.", line=number))
             continue
         if not isinstance(value, dict):
-            out.problems.append(Problem(
-                "not_an_object", f"Expected a JSON object, got {type(value).__name__}.",
-                line=number))
+            out.problems.append(
+                Problem(
+                    "not_an_object",
+                    f"Expected a JSON object, got {type(value).__name__}.",
+                    line=number,
+                )
+            )
             continue
         out.records.append((number, value))
     return out
 
 
-def _read_csv(lines: list[str], problems: list[Problem], known: set[str],
-              layouts: dict[int, list[tuple[str, ...]]]) -> RawRecords:
+def _read_csv(
+    lines: list[str],
+    problems: list[Problem],
+    known: set[str],
+    layouts: dict[int, list[tuple[str, ...]]],
+) -> RawRecords:
     out = RawRecords(problems=problems)
     # csv handles quoted fields spanning lines; track the line each record starts on.
     reader = csv.reader(io.StringIO("\n".join(lines) + "\n"))
@@ -133,29 +156,40 @@ def _read_csv(lines: list[str], problems: list[Problem], known: set[str],
         body = rows[1:]
     else:
         out.has_header = False
-        header = _headerless_columns(first, layouts)
+        inferred = _headerless_columns(first, layouts)
         body = rows
-        if header is None:
-            out.problems.append(Problem(
-                "unknown_format",
-                f"The first line has no known column names and {len(first)} columns, "
-                "which match no headerless layout.", line=first_line))
+        if inferred is None:
+            out.problems.append(
+                Problem(
+                    "unknown_format",
+                    f"The first line has no known column names and {len(first)} columns, "
+                    "which match no headerless layout.",
+                    line=first_line,
+                )
+            )
             return out
+        header = inferred
     for number, cells in body:
         if len(cells) != len(header):
-            out.problems.append(Problem(
-                "wrong_column_count",
-                f"Expected {len(header)} columns, found {len(cells)}.", line=number))
+            out.problems.append(
+                Problem(
+                    "wrong_column_count",
+                    f"Expected {len(header)} columns, found {len(cells)}.",
+                    line=number,
+                )
+            )
             continue
         out.records.append((number, dict(zip(header, cells, strict=True))))
     return out
 
 
-def _headerless_columns(first: list[str], layouts: dict[int, list[tuple[str, ...]]]
-                        ) -> list[str] | None:
+def _headerless_columns(
+    first: list[str], layouts: dict[int, list[tuple[str, ...]]]
+) -> list[str] | None:
     for layout in layouts.get(len(first), []):
-        numeric_ok = all(_is_number(cell) for name, cell in zip(layout, first, strict=True)
-                         if name == "score")
+        numeric_ok = all(
+            _is_number(cell) for name, cell in zip(layout, first, strict=True) if name == "score"
+        )
         if numeric_ok:
             return list(layout)
     return None

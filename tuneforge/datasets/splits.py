@@ -31,8 +31,10 @@ def check_job_files(store: Store, spec: JobCreate) -> str:
     Raises FileNotFoundInStoreError or InvalidDatasetError naming the offending parameter."""
     loss = spec.method.embedding.loss
     allowed = LOSS_LAYOUTS[loss]
-    named = [(f"training_files[{i}]" if spec.training_files else "training_file", file_id)
-             for i, file_id in enumerate(spec.all_training_files())]
+    named = [
+        (f"training_files[{i}]" if spec.training_files else "training_file", file_id)
+        for i, file_id in enumerate(spec.all_training_files())
+    ]
     if spec.validation_file:
         named.append(("validation_file", spec.validation_file))
     layouts = set()
@@ -41,18 +43,25 @@ def check_job_files(store: Store, spec: JobCreate) -> str:
         if not report["valid"]:
             raise InvalidDatasetError(
                 f"File {file_id} has {report['problem_count']} problem(s); see "
-                f"GET /v1/datasets/{file_id}.", param=param,
-                details={"problems": report["problems"][:20],
-                         "problems_by_code": report["problems_by_code"]})
+                f"GET /v1/datasets/{file_id}.",
+                param=param,
+                details={
+                    "problems": report["problems"][:20],
+                    "problems_by_code": report["problems_by_code"],
+                },
+            )
         if report["layout"] not in allowed:
             raise InvalidDatasetError(
                 f"File {file_id} holds {report['layout']} rows; loss {loss!r} trains on "
-                f"{' or '.join(allowed)}.", param=param)
+                f"{' or '.join(allowed)}.",
+                param=param,
+            )
         layouts.add(report["layout"])
     if len(layouts) > 1:
         raise InvalidDatasetError(
             f"The files mix layouts ({', '.join(sorted(layouts))}); use one layout per job.",
-            param="training_files")
+            param="training_files",
+        )
     return layouts.pop()
 
 
@@ -75,14 +84,17 @@ def split_rows(rows: list[dict[str, Any]], seed: int) -> tuple[list[Any], list[A
     random.Random(seed).shuffle(order)
     n_eval = min(max(1, round(len(rows) * VALIDATION_SHARE)), len(rows) - 1) if len(rows) > 1 else 0
     held = set(order[:n_eval])
-    return ([r for i, r in enumerate(rows) if i not in held],
-            [r for i, r in enumerate(rows) if i in held])
+    return (
+        [r for i, r in enumerate(rows) if i not in held],
+        [r for i, r in enumerate(rows) if i in held],
+    )
 
 
 def _read(store: Store, settings: Settings, file_id: str) -> list[dict[str, Any]]:
     row = require_file(store, file_id)
-    data = read_embedding_file(file_path(settings, file_id), row["format"],
-                               min_rows=settings.min_rows)
+    data = read_embedding_file(
+        file_path(settings, file_id), row["format"], min_rows=settings.min_rows
+    )
     if not data.valid:
         raise InvalidDatasetError(f"File {file_id} no longer passes validation.")
     return data.rows

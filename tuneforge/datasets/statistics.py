@@ -13,8 +13,12 @@ def summary(values: list[int]) -> dict[str, float] | None:
     if not values:
         return None
     arr = np.asarray(values)
-    return {"min": int(arr.min()), "median": float(np.median(arr)),
-            "p95": float(np.percentile(arr, 95)), "max": int(arr.max())}
+    return {
+        "min": int(arr.min()),
+        "median": float(np.median(arr)),
+        "p95": float(np.percentile(arr, 95)),
+        "max": int(arr.max()),
+    }
 
 
 def column_statistics(texts: list[str], tokenizer: Any = None) -> dict[str, Any]:

@@ -83,8 +83,9 @@ class Store:
             found = conn.execute(select(t.files).where(t.files.c.id == file_id)).first()
         return dict(found._mapping) if found else None
 
-    def list_files(self, *, purpose: str | None = None, after: str | None = None,
-                   limit: int = 100) -> tuple[list[Row], bool]:
+    def list_files(
+        self, *, purpose: str | None = None, after: str | None = None, limit: int = 100
+    ) -> tuple[list[Row], bool]:
         query = select(t.files)
         if purpose:
             query = query.where(t.files.c.purpose == purpose)
@@ -108,7 +109,8 @@ class Store:
                 )
             ).all()
         return [
-            r.id for r in rows
+            r.id
+            for r in rows
             if file_id in r.spec.get("training_files", [])
             or file_id == r.spec.get("validation_file")
         ]
@@ -132,8 +134,9 @@ class Store:
             raise JobNotFoundError(f"No fine-tuning job with id {job_id!r}.", param="id")
         return job
 
-    def list_jobs(self, *, after: str | None = None, limit: int = 20,
-                  status: str | None = None) -> tuple[list[Row], bool]:
+    def list_jobs(
+        self, *, after: str | None = None, limit: int = 20, status: str | None = None
+    ) -> tuple[list[Row], bool]:
         query = select(t.jobs)
         if status:
             query = query.where(t.jobs.c.status == status)
@@ -144,10 +147,17 @@ class Store:
             ).all()
         return [dict(r._mapping) for r in rows[:limit]], len(rows) > limit
 
-    def transition(self, job_id: str, target: JobStatus, message: str, *,
-                   expected: set[JobStatus] | frozenset[JobStatus] | None = None,
-                   level: str = "info", data: dict[str, Any] | None = None,
-                   **fields: Any) -> Row:
+    def transition(
+        self,
+        job_id: str,
+        target: JobStatus,
+        message: str,
+        *,
+        expected: set[JobStatus] | frozenset[JobStatus] | None = None,
+        level: str = "info",
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Row:
         """Move a job to `target` if its status is one of `expected` (default: any status
         that may lead there), set `fields`, and log `message`. Raises InvalidStateError."""
         allowed = sources_of(target) if expected is None else expected & sources_of(target)
@@ -177,8 +187,9 @@ class Store:
         status = JobStatus(job["status"])
         if status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED):
             try:
-                return self.transition(job_id, JobStatus.CANCELLED, "Job cancelled.",
-                                       expected={status})
+                return self.transition(
+                    job_id, JobStatus.CANCELLED, "Job cancelled.", expected={status}
+                )
             except InvalidStateError:
                 return self.request_cancel(job_id)  # a worker claimed it meanwhile
         if status is not JobStatus.RUNNING:
@@ -186,8 +197,11 @@ class Store:
         with self._tx() as conn:
             updated = conn.execute(
                 t.jobs.update()
-                .where(t.jobs.c.id == job_id, t.jobs.c.status == JobStatus.RUNNING.value,
-                       t.jobs.c.cancel_requested.is_(False))
+                .where(
+                    t.jobs.c.id == job_id,
+                    t.jobs.c.status == JobStatus.RUNNING.value,
+                    t.jobs.c.cancel_requested.is_(False),
+                )
                 .values(cancel_requested=True)
             ).rowcount
             if updated:
@@ -212,21 +226,30 @@ class Store:
             updated = conn.execute(
                 t.jobs.update()
                 .where(t.jobs.c.id == job_id, t.jobs.c.status == JobStatus.QUEUED.value)
-                .values(status=JobStatus.RUNNING.value, worker_id=worker_id, started_at=now,
-                        heartbeat_at=now, attempts=t.jobs.c.attempts + 1)
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    worker_id=worker_id,
+                    started_at=now,
+                    heartbeat_at=now,
+                    attempts=t.jobs.c.attempts + 1,
+                )
             ).rowcount
             if updated != 1:
                 return None
-            _add_event(conn, job_id, f"Job started on worker {worker_id}.",
-                       data={"worker_id": worker_id})
+            _add_event(
+                conn, job_id, f"Job started on worker {worker_id}.", data={"worker_id": worker_id}
+            )
         return self.get_job(job_id)
 
     def heartbeat(self, job_id: str, worker_id: str) -> None:
         with self._tx() as conn:
             conn.execute(
                 t.jobs.update()
-                .where(t.jobs.c.id == job_id, t.jobs.c.worker_id == worker_id,
-                       t.jobs.c.status == JobStatus.RUNNING.value)
+                .where(
+                    t.jobs.c.id == job_id,
+                    t.jobs.c.worker_id == worker_id,
+                    t.jobs.c.status == JobStatus.RUNNING.value,
+                )
                 .values(heartbeat_at=time.time())
             )
 
@@ -243,9 +266,12 @@ class Store:
         for job_id, worker_id in stalled:
             try:
                 self.transition(
-                    job_id, JobStatus.QUEUED,
+                    job_id,
+                    JobStatus.QUEUED,
                     f"Worker {worker_id} stopped responding; job queued again.",
-                    expected={JobStatus.RUNNING}, level="warning", worker_id=None,
+                    expected={JobStatus.RUNNING},
+                    level="warning",
+                    worker_id=None,
                 )
                 requeued.append(job_id)
             except InvalidStateError:
@@ -259,20 +285,36 @@ class Store:
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._tx() as conn:
-            return bool(conn.execute(
-                select(t.jobs.c.cancel_requested).where(t.jobs.c.id == job_id)
-            ).scalar())
+            return bool(
+                conn.execute(
+                    select(t.jobs.c.cancel_requested).where(t.jobs.c.id == job_id)
+                ).scalar()
+            )
 
     # -- events ------------------------------------------------------------------------------
 
-    def add_event(self, job_id: str, message: str, *, level: str = "info",
-                  type: str = "message", data: dict[str, Any] | None = None) -> None:
+    def add_event(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict[str, Any] | None = None,
+    ) -> None:
         with self._tx() as conn:
             _add_event(conn, job_id, message, level=level, type=type, data=data)
 
-    def list_events(self, job_id: str, *, after: int | None = None, limit: int = 20,
-                    level: str | None = None, type: str | None = None,
-                    newest_first: bool = True) -> tuple[list[Row], bool]:
+    def list_events(
+        self,
+        job_id: str,
+        *,
+        after: int | None = None,
+        limit: int = 20,
+        level: str | None = None,
+        type: str | None = None,
+        newest_first: bool = True,
+    ) -> tuple[list[Row], bool]:
         """Events of a job. `after` is an event id: older events than it when newest_first,
         newer ones otherwise (the order used for replay)."""
         query = select(t.events).where(t.events.c.job_id == job_id)
@@ -293,8 +335,9 @@ class Store:
         with self._tx() as conn:
             conn.execute(t.checkpoints.insert().values(**row))
 
-    def list_checkpoints(self, job_id: str, *, after: str | None = None,
-                         limit: int = 10) -> tuple[list[Row], bool]:
+    def list_checkpoints(
+        self, job_id: str, *, after: str | None = None, limit: int = 10
+    ) -> tuple[list[Row], bool]:
         query = select(t.checkpoints).where(t.checkpoints.c.job_id == job_id)
         with self._tx() as conn:
             if after:
@@ -303,9 +346,7 @@ class Store:
                 ).scalar()
                 if step is not None:
                     query = query.where(t.checkpoints.c.step < step)
-            rows = conn.execute(
-                query.order_by(t.checkpoints.c.step.desc()).limit(limit + 1)
-            ).all()
+            rows = conn.execute(query.order_by(t.checkpoints.c.step.desc()).limit(limit + 1)).all()
         return [dict(r._mapping) for r in rows[:limit]], len(rows) > limit
 
     # -- models ------------------------------------------------------------------------------
@@ -336,11 +377,25 @@ class Store:
         return {status: n for status, n in rows}
 
 
-def _add_event(conn: Connection, job_id: str, message: str, *, level: str = "info",
-               type: str = "message", data: dict[str, Any] | None = None) -> None:
-    conn.execute(t.events.insert().values(
-        job_id=job_id, created_at=time.time(), level=level, type=type, message=message, data=data,
-    ))
+def _add_event(
+    conn: Connection,
+    job_id: str,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        t.events.insert().values(
+            job_id=job_id,
+            created_at=time.time(),
+            level=level,
+            type=type,
+            message=message,
+            data=data,
+        )
+    )
 
 
 def _after_cursor(conn: Connection, query: Any, table: Any, after: str | None) -> Any:

@@ -16,8 +16,9 @@ MIN_INTERVAL = 1.0
 class JobReporter:
     """Writes progress, metric events and checkpoints of one job; answers `stop_reason`."""
 
-    def __init__(self, store: Store, settings: Settings, job_id: str, *,
-                 deadline: float | None = None):
+    def __init__(
+        self, store: Store, settings: Settings, job_id: str, *, deadline: float | None = None
+    ):
         self.store = store
         self.settings = settings
         self.job_id = job_id
@@ -39,30 +40,52 @@ class JobReporter:
         done = step - self._first_step
         remaining = max(total_steps - step, 0)
         eta = (now - self._started) / done * remaining if done > 0 else None
-        self.store.update_job_fields(self.job_id, progress={
-            "step": step, "total_steps": total_steps, "epoch": round(epoch, 4),
-            "percent": round(100.0 * step / total_steps, 2) if total_steps else 0.0,
-            "eta_seconds": round(eta, 1) if eta is not None else None,
-            "elapsed_seconds": round(now - self._started, 1),
-        })
+        self.store.update_job_fields(
+            self.job_id,
+            progress={
+                "step": step,
+                "total_steps": total_steps,
+                "epoch": round(epoch, 4),
+                "percent": round(100.0 * step / total_steps, 2) if total_steps else 0.0,
+                "eta_seconds": round(eta, 1) if eta is not None else None,
+                "elapsed_seconds": round(now - self._started, 1),
+            },
+        )
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         self.latest.update(values)
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items()
-                          if k in ("loss", "learning_rate", "train_loss") or k.startswith("eval_")
-                          and "runtime" not in k and "per_second" not in k)
-        self.store.add_event(self.job_id, f"Step {step}: {shown}" if shown else f"Step {step}",
-                             type="metrics", data={"step": step, **values})
+        shown = ", ".join(
+            f"{k}={v:.4g}"
+            for k, v in values.items()
+            if k in ("loss", "learning_rate", "train_loss")
+            or k.startswith("eval_")
+            and "runtime" not in k
+            and "per_second" not in k
+        )
+        self.store.add_event(
+            self.job_id,
+            f"Step {step}: {shown}" if shown else f"Step {step}",
+            type="metrics",
+            data={"step": step, **values},
+        )
         self.store.update_job_fields(self.job_id, metrics=dict(self.latest, step=step))
 
     def checkpoint(self, step: int, epoch: float, path: str) -> None:
         relative = _relative_to(path, self.settings)
-        self.store.add_checkpoint({
-            "id": new_id("ftckpt"), "job_id": self.job_id, "step": step, "epoch": epoch,
-            "created_at": time.time(), "path": relative, "metrics": dict(self.latest),
-        })
-        self.store.add_event(self.job_id, f"Checkpoint saved at step {step}.",
-                             data={"step": step, "path": relative})
+        self.store.add_checkpoint(
+            {
+                "id": new_id("ftckpt"),
+                "job_id": self.job_id,
+                "step": step,
+                "epoch": epoch,
+                "created_at": time.time(),
+                "path": relative,
+                "metrics": dict(self.latest),
+            }
+        )
+        self.store.add_event(
+            self.job_id, f"Checkpoint saved at step {step}.", data={"step": step, "path": relative}
+        )
 
     def stop_reason(self) -> str | None:
         """'cancelled' or 'timeout' once the job should stop; None while it may go on."""
@@ -78,8 +101,9 @@ class JobReporter:
                 self._reason = "cancelled"
         return self._reason
 
-    def note(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
-             ) -> None:
+    def note(
+        self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
         self.store.add_event(self.job_id, message, level=level, data=data)
 
 

@@ -20,25 +20,43 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     Nothing is written unless every check passes: a bad request leaves no job behind."""
     layout = check_job_files(store, request)
     source = resolve_model(store, settings, request.model)
-    spec = request.model_copy(update={
-        "seed": request.seed if request.seed is not None else random.randrange(2**31 - 1),
-        "training_files": request.all_training_files(),
-        "training_file": request.all_training_files()[0],
-    })
+    spec = request.model_copy(
+        update={
+            "seed": request.seed if request.seed is not None else random.randrange(2**31 - 1),
+            "training_files": request.all_training_files(),
+            "training_file": request.all_training_files()[0],
+        }
+    )
     if store.get_model(request.model) is None:
-        store.upsert_model({"id": request.model, "kind": "base", "owned_by": "system",
-                            "created_at": time.time(), "base_model": None, "job_id": None,
-                            "path": source.hub_id or source.location})
+        store.upsert_model(
+            {
+                "id": request.model,
+                "kind": "base",
+                "owned_by": "system",
+                "created_at": time.time(),
+                "base_model": None,
+                "job_id": None,
+                "path": source.hub_id or source.location,
+            }
+        )
     job_id = new_id("ftjob")
-    store.insert_job({
-        "id": job_id, "kind": spec.method.type, "model": spec.model,
-        "status": JobStatus.VALIDATING_FILES.value,
-        "spec": spec.model_dump(mode="json"), "created_at": time.time(),
-    }, "Validating training file(s).")
+    store.insert_job(
+        {
+            "id": job_id,
+            "kind": spec.method.type,
+            "model": spec.model,
+            "status": JobStatus.VALIDATING_FILES.value,
+            "spec": spec.model_dump(mode="json"),
+            "created_at": time.time(),
+        },
+        "Validating training file(s).",
+    )
     return store.transition(
-        job_id, JobStatus.QUEUED,
+        job_id,
+        JobStatus.QUEUED,
         f"Files validated ({layout} rows); job queued.",
-        expected={JobStatus.VALIDATING_FILES}, data={"layout": layout},
+        expected={JobStatus.VALIDATING_FILES},
+        data={"layout": layout},
     )
 
 
@@ -53,19 +71,31 @@ def public_job(job: Row) -> dict[str, Any]:
         estimated_finish = int(time.time() + progress["eta_seconds"])
     result = job.get("result") or {}
     return {
-        "id": job["id"], "object": "fine_tuning.job", "model": job["model"],
+        "id": job["id"],
+        "object": "fine_tuning.job",
+        "model": job["model"],
         "created_at": int(job["created_at"]),
         "finished_at": int(job["finished_at"]) if job.get("finished_at") else None,
-        "status": job["status"], "fine_tuned_model": job.get("fine_tuned_model"),
+        "status": job["status"],
+        "fine_tuned_model": job.get("fine_tuned_model"),
         "organization_id": "org-tuneforge",
-        "training_file": spec["training_file"], "training_files": spec["training_files"],
+        "training_file": spec["training_file"],
+        "training_files": spec["training_files"],
         "validation_file": spec.get("validation_file"),
         "hyperparameters": params.get("hyperparameters", {}),
-        "method": method, "seed": spec["seed"], "suffix": spec.get("suffix"),
-        "metadata": spec.get("metadata"), "timeout_seconds": spec.get("timeout_seconds"),
-        "error": job.get("error"), "result_files": [],
-        "trained_tokens": None, "estimated_finish": estimated_finish,
-        "integrations": [], "user_provided_suffix": spec.get("suffix"),
-        "progress": progress, "metrics": job.get("metrics"),
-        "evaluation": result.get("evaluation"), "attempts": job.get("attempts", 0),
+        "method": method,
+        "seed": spec["seed"],
+        "suffix": spec.get("suffix"),
+        "metadata": spec.get("metadata"),
+        "timeout_seconds": spec.get("timeout_seconds"),
+        "error": job.get("error"),
+        "result_files": [],
+        "trained_tokens": None,
+        "estimated_finish": estimated_finish,
+        "integrations": [],
+        "user_provided_suffix": spec.get("suffix"),
+        "progress": progress,
+        "metrics": job.get("metrics"),
+        "evaluation": result.get("evaluation"),
+        "attempts": job.get("attempts", 0),
     }

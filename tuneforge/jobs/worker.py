@@ -7,6 +7,7 @@ ends in a kill. When the process is gone, a job it left `running` is failed with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -62,13 +63,21 @@ class Worker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tuneforge.jobs.runner", job_id,
-                 self.settings.model_dump_json()],
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "tuneforge.jobs.runner",
+                    job_id,
+                    self.settings.model_dump_json(),
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         timeout = job["spec"].get("timeout_seconds")
-        hard_deadline = (job["started_at"] + timeout + self.settings.cancel_grace_seconds
-                         if timeout else None)
+        hard_deadline = (
+            job["started_at"] + timeout + self.settings.cancel_grace_seconds if timeout else None
+        )
         cancel_seen: float | None = None
         killed_for: str | None = None
         while process.poll() is None:
@@ -88,47 +97,66 @@ class Worker:
                 _kill(process)
         self._settle(job_id, process.returncode, killed_for, timeout)
 
-    def _settle(self, job_id: str, returncode: int, killed_for: str | None,
-                timeout: int | None) -> None:
+    def _settle(
+        self, job_id: str, returncode: int, killed_for: str | None, timeout: int | None
+    ) -> None:
         """Give a job its final status if its process ended without doing so."""
         job = self.store.require_job(job_id)
         if job["status"] != JobStatus.RUNNING.value:
             return
         try:
             if killed_for == "cancelled" or job["cancel_requested"]:
-                self.store.transition(job_id, JobStatus.CANCELLED,
-                                      "Job cancelled (process stopped).",
-                                      expected={JobStatus.RUNNING})
+                self.store.transition(
+                    job_id,
+                    JobStatus.CANCELLED,
+                    "Job cancelled (process stopped).",
+                    expected={JobStatus.RUNNING},
+                )
             elif killed_for == "timeout":
-                self._fail(job_id, "timeout",
-                           f"The job ran longer than timeout_seconds={timeout} and was stopped.")
+                self._fail(
+                    job_id,
+                    "timeout",
+                    f"The job ran longer than timeout_seconds={timeout} and was stopped.",
+                )
             elif returncode in (-signal.SIGKILL, 137):
-                self._fail(job_id, "out_of_memory",
-                           "The job's process was killed (SIGKILL), most likely for lack of "
-                           "memory. Try a smaller batch_size or max_seq_length.")
+                self._fail(
+                    job_id,
+                    "out_of_memory",
+                    "The job's process was killed (SIGKILL), most likely for lack of "
+                    "memory. Try a smaller batch_size or max_seq_length.",
+                )
             else:
-                self._fail(job_id, "internal",
-                           f"The job's process exited with code {returncode}; see its log.")
+                self._fail(
+                    job_id,
+                    "internal",
+                    f"The job's process exited with code {returncode}; see its log.",
+                )
         except InvalidStateError:
             pass  # someone else settled it meanwhile
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
-        self.store.transition(job_id, JobStatus.FAILED, f"Job failed: {message}",
-                              expected={JobStatus.RUNNING}, level="error",
-                              error={"code": code, "message": message, "param": None})
+        self.store.transition(
+            job_id,
+            JobStatus.FAILED,
+            f"Job failed: {message}",
+            expected={JobStatus.RUNNING},
+            level="error",
+            error={"code": code, "message": message, "param": None},
+        )
 
     def _requeue_after_shutdown(self, job_id: str) -> None:
-        try:
-            self.store.transition(job_id, JobStatus.QUEUED,
-                                  "Worker shut down; job queued again.",
-                                  expected={JobStatus.RUNNING}, level="warning", worker_id=None)
-        except InvalidStateError:
-            pass
+        with contextlib.suppress(InvalidStateError):
+            self.store.transition(
+                job_id,
+                JobStatus.QUEUED,
+                "Worker shut down; job queued again.",
+                expected={JobStatus.RUNNING},
+                level="warning",
+                worker_id=None,
+            )
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()

@@ -38,8 +38,9 @@ class ReportingCallback(TrainerCallback):
             control.should_save = False
             control.should_evaluate = False
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-               **kwargs: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         if not logs:
             return
         values = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}

@@ -30,8 +30,9 @@ def load_model(location: str, device: str, max_seq_length: int | None = None) ->
     """A SentenceTransformer from a local folder or Hub id: safetensors only, no remote code."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(location, device=device, trust_remote_code=False,
-                                model_kwargs={"use_safetensors": True})
+    model = SentenceTransformer(
+        location, device=device, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+    )
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model
@@ -46,7 +47,8 @@ def build_loss(model: Any, params: EmbeddingMethodParams) -> Any:
             return losses.MultipleNegativesRankingLoss(model)
         case "cached_mnrl":
             return losses.CachedMultipleNegativesRankingLoss(
-                model, mini_batch_size=hp.mini_batch_size)
+                model, mini_batch_size=hp.mini_batch_size
+            )
         case "triplet":
             return losses.TripletLoss(model, triplet_margin=hp.triplet_margin)
         case "cosine":
@@ -63,19 +65,36 @@ def build_evaluator(layout: str, rows: list[dict[str, Any]], batch_size: int) ->
 
     if layout == "scored_pair":
         return evaluation.EmbeddingSimilarityEvaluator(
-            [r["sentence1"] for r in rows], [r["sentence2"] for r in rows],
-            [r["score"] for r in rows], batch_size=batch_size, name="")
+            [r["sentence1"] for r in rows],
+            [r["sentence2"] for r in rows],
+            [r["score"] for r in rows],
+            batch_size=batch_size,
+            name="",
+        )
     if layout == "triplet":
         return evaluation.TripletEvaluator(
-            [r["anchor"] for r in rows], [r["positive"] for r in rows],
-            [r["negative"] for r in rows], batch_size=batch_size, name="")
+            [r["anchor"] for r in rows],
+            [r["positive"] for r in rows],
+            [r["negative"] for r in rows],
+            batch_size=batch_size,
+            name="",
+        )
     queries = {f"q{i}": r["anchor"] for i, r in enumerate(rows)}
     corpus = {f"d{i}": r["positive"] for i, r in enumerate(rows)}
     relevant = {f"q{i}": {f"d{i}"} for i in range(len(rows))}
     return evaluation.InformationRetrievalEvaluator(
-        queries, corpus, relevant, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10],
-        precision_recall_at_k=[1, 10], map_at_k=[10], batch_size=batch_size, name="",
-        show_progress_bar=False)
+        queries,
+        corpus,
+        relevant,
+        mrr_at_k=[10],
+        ndcg_at_k=[10],
+        accuracy_at_k=[1, 10],
+        precision_recall_at_k=[1, 10],
+        map_at_k=[10],
+        batch_size=batch_size,
+        name="",
+        show_progress_bar=False,
+    )
 
 
 def evaluate(evaluator: Any, model: Any) -> dict[str, float]:
@@ -92,10 +111,19 @@ def to_dataset(layout: str, rows: list[dict[str, Any]]) -> Any:
     return Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
 
 
-def train_embedding(*, model_location: str, params: EmbeddingMethodParams, layout: str,
-                    train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]],
-                    seed: int, device: str, work_dir: Path, output_dir: Path,
-                    reporter: Reporter) -> EmbeddingResult:
+def train_embedding(
+    *,
+    model_location: str,
+    params: EmbeddingMethodParams,
+    layout: str,
+    train_rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    seed: int,
+    device: str,
+    work_dir: Path,
+    output_dir: Path,
+    reporter: Reporter,
+) -> EmbeddingResult:
     """Train and save; stops early (unsaved) when `reporter.stop_reason()` says so."""
     from sentence_transformers import (
         SentenceTransformerTrainer,
@@ -147,13 +175,17 @@ def train_embedding(*, model_location: str, params: EmbeddingMethodParams, layou
         report_to=[],
         disable_tqdm=True,
         # Duplicates inside a batch would be false negatives for in-batch-negative losses.
-        batch_sampler=(BatchSamplers.NO_DUPLICATES if in_batch_negatives
-                       else BatchSamplers.BATCH_SAMPLER),
+        batch_sampler=(
+            BatchSamplers.NO_DUPLICATES if in_batch_negatives else BatchSamplers.BATCH_SAMPLER
+        ),
     )
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=to_dataset(layout, train_rows),
+        model=model,
+        args=args,
+        train_dataset=to_dataset(layout, train_rows),
         eval_dataset=to_dataset(layout, eval_rows) if eval_rows else None,
-        loss=loss, evaluator=evaluator,
+        loss=loss,
+        evaluator=evaluator,
         callbacks=[ReportingCallback(reporter, hp.batch_size)],
     )
     output = trainer.train()

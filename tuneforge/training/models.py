@@ -31,7 +31,7 @@ class ModelSource:
 def hub_id_of(name: str) -> str:
     """`models--org--name` (the Hub cache's folder name, as seed 000 uses it) -> `org/name`."""
     if name.startswith("models--"):
-        parts = name[len("models--"):].split("--", 1)
+        parts = name[len("models--") :].split("--", 1)
         return "/".join(parts)
     return name
 
@@ -55,7 +55,8 @@ def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
         return ModelSource(name, str(cached), True, hub_id)
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelNotFoundError(
-            f"Model {name!r} is not available locally and the Hub is offline.", param="model")
+            f"Model {name!r} is not available locally and the Hub is offline.", param="model"
+        )
     return ModelSource(name, hub_id, False, hub_id)
 
 
@@ -85,4 +86,5 @@ def refuse_remote_code(location: Path) -> None:
     if config.is_file() and "auto_map" in json.loads(config.read_text()):
         raise InvalidRequestError(
             f"Model at {location.name} needs custom (remote) code, which tuneforge never runs.",
-            param="model")
+            param="model",
+        )

@@ -32,30 +32,41 @@ class EmbeddingHyperparameters(Strict):
 
     n_epochs: int = Field(1, ge=1, le=1000, description="Passes over the training data.")
     batch_size: int = Field(
-        32, ge=1, le=65536,
-        description="Examples per step; with mnrl every other example is an in-batch negative.")
+        32,
+        ge=1,
+        le=65536,
+        description="Examples per step; with mnrl every other example is an in-batch negative.",
+    )
     learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate (AdamW).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps to warm up over.")
     warmup_steps: int | None = Field(
-        None, ge=0, description="Warm-up steps; overrides warmup_ratio when given.")
+        None, ge=0, description="Warm-up steps; overrides warmup_ratio when given."
+    )
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        "linear", description="Learning-rate schedule after warm-up.")
+        "linear", description="Learning-rate schedule after warm-up."
+    )
     max_seq_length: int | None = Field(
-        None, ge=8, le=8192, description="Truncate inputs to this many tokens (model default).")
+        None, ge=8, le=8192, description="Truncate inputs to this many tokens (model default)."
+    )
     mini_batch_size: int = Field(
-        32, ge=1, le=65536, description="cached_mnrl only: examples per forward pass.")
+        32, ge=1, le=65536, description="cached_mnrl only: examples per forward pass."
+    )
     triplet_margin: float = Field(5.0, gt=0, description="triplet only: distance margin.")
     eval_steps: int | None = Field(
-        None, ge=1, description="Evaluate every this many steps (default: once per epoch).")
+        None, ge=1, description="Evaluate every this many steps (default: once per epoch)."
+    )
     logging_steps: int = Field(
-        5, ge=1, description="Report loss and learning rate every this many steps.")
+        5, ge=1, description="Report loss and learning rate every this many steps."
+    )
     use_amp: bool = Field(False, description="Mixed precision (on CUDA only).")
     save_best_model: bool = Field(
-        False, description="Keep the weights of the best evaluation, not the last step's.")
+        False, description="Keep the weights of the best evaluation, not the last step's."
+    )
     dataloader_num_workers: int = Field(
-        0, ge=0, le=64, description="Processes that prepare batches (0: in the job's process).")
+        0, ge=0, le=64, description="Processes that prepare batches (0: in the job's process)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -67,8 +78,10 @@ class EmbeddingHyperparameters(Strict):
 
 class EmbeddingMethodParams(Strict):
     loss: Literal["mnrl", "cached_mnrl", "triplet", "cosine", "cosent"] = Field(
-        "mnrl", description="mnrl/cached_mnrl: pairs or triplets; triplet: triplets; "
-        "cosine/cosent: scored pairs.")
+        "mnrl",
+        description="mnrl/cached_mnrl: pairs or triplets; triplet: triplets; "
+        "cosine/cosent: scored pairs.",
+    )
     hyperparameters: EmbeddingHyperparameters = Field(default_factory=EmbeddingHyperparameters)
 
 
@@ -87,21 +100,31 @@ class JobCreate(Strict):
     model: str = Field(..., min_length=1, max_length=255, description="Base model to tune.")
     training_file: str | None = Field(None, description="Id of the uploaded training file.")
     training_files: list[str] | None = Field(
-        None, min_length=1, max_length=64,
-        description="tuneforge: several training files, concatenated.")
+        None,
+        min_length=1,
+        max_length=64,
+        description="tuneforge: several training files, concatenated.",
+    )
     validation_file: str | None = Field(
-        None, description="Id of a validation file; without one, 10% of the data is held out.")
+        None, description="Id of a validation file; without one, 10% of the data is held out."
+    )
     suffix: str | None = Field(
-        None, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
-        description="Part of the fine-tuned model's name.")
+        None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="Part of the fine-tuned model's name.",
+    )
     seed: int | None = Field(
-        None, ge=0, le=2**31 - 1, description="Seed for shuffling, splitting and init.")
+        None, ge=0, le=2**31 - 1, description="Seed for shuffling, splitting and init."
+    )
     metadata: dict[str, str] | None = Field(None, description="Up to 16 key-value pairs.")
     method: Method = Field(default_factory=EmbeddingMethod)
     timeout_seconds: int | None = Field(
-        None, ge=1, le=30 * 24 * 3600, description="tuneforge: fail the job after this long.")
+        None, ge=1, le=30 * 24 * 3600, description="tuneforge: fail the job after this long."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="tuneforge: where to train; cuda falls back to cpu with a warning.")
+        "auto", description="tuneforge: where to train; cuda falls back to cpu with a warning."
+    )
 
     @field_validator("model")
     @classmethod

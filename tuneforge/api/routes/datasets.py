@@ -14,8 +14,13 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 def public_dataset(row: dict[str, Any]) -> dict[str, Any]:
     report = row["report"]
-    return {"id": row["id"], "object": "dataset", "file": public_file(row),
-            "created_at": int(row["created_at"]), **report}
+    return {
+        "id": row["id"],
+        "object": "dataset",
+        "file": public_file(row),
+        "created_at": int(row["created_at"]),
+        **report,
+    }
 
 
 @router.get("")

@@ -21,22 +21,35 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
 @router.post("")
-async def upload_file(store: StoreDep, settings: SettingsDep, file: UploadFile,
-                      purpose: Annotated[str, Form()] = "fine-tune") -> dict[str, Any]:
+async def upload_file(
+    store: StoreDep,
+    settings: SettingsDep,
+    file: UploadFile,
+    purpose: Annotated[str, Form()] = "fine-tune",
+) -> dict[str, Any]:
     """Upload a JSONL, CSV or Parquet file; it is validated at once (see /v1/datasets/{id})."""
     row = await run_in_threadpool(
-        ingest_file, store, settings, file.filename or "upload", file.file, purpose=purpose)
+        ingest_file, store, settings, file.filename or "upload", file.file, purpose=purpose
+    )
     return public_file(row)
 
 
 @router.get("")
-def list_files(store: StoreDep, purpose: str | None = None, after: str | None = None,
-               limit: Annotated[int, Query(ge=1, le=10000)] = 10000) -> dict[str, Any]:
+def list_files(
+    store: StoreDep,
+    purpose: str | None = None,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+) -> dict[str, Any]:
     rows, has_more = store.list_files(purpose=purpose, after=after, limit=limit)
     data = [public_file(r) for r in rows]
-    return {"object": "list", "data": data, "has_more": has_more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None}
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 @router.get("/{file_id}")
@@ -47,8 +60,11 @@ def get_file(store: StoreDep, file_id: str) -> dict[str, Any]:
 @router.get("/{file_id}/content")
 def get_file_content(store: StoreDep, settings: SettingsDep, file_id: str) -> FileResponse:
     row = require_file(store, file_id)
-    return FileResponse(file_path(settings, file_id), filename=row["filename"],
-                        media_type="application/octet-stream")
+    return FileResponse(
+        file_path(settings, file_id),
+        filename=row["filename"],
+        media_type="application/octet-stream",
+    )
 
 
 @router.delete("/{file_id}")

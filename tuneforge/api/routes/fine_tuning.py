@@ -21,9 +21,15 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 
 def public_event(row: Row) -> dict[str, Any]:
-    return {"id": f"ftevent-{row['id']}", "object": "fine_tuning.job.event",
-            "created_at": int(row["created_at"]), "level": row["level"],
-            "message": row["message"], "type": row["type"], "data": row["data"]}
+    return {
+        "id": f"ftevent-{row['id']}",
+        "object": "fine_tuning.job.event",
+        "created_at": int(row["created_at"]),
+        "level": row["level"],
+        "message": row["message"],
+        "type": row["type"],
+        "data": row["data"],
+    }
 
 
 def _event_number(event_id: str | None) -> int | None:
@@ -34,18 +40,23 @@ def _event_number(event_id: str | None) -> int | None:
 
 
 @router.post("")
-async def create_fine_tuning_job(store: StoreDep, settings: SettingsDep,
-                                 request: JobCreate) -> dict[str, Any]:
+async def create_fine_tuning_job(
+    store: StoreDep, settings: SettingsDep, request: JobCreate
+) -> dict[str, Any]:
     job = await run_in_threadpool(create_job, store, settings, request)
     return public_job(job)
 
 
 @router.get("")
-def list_fine_tuning_jobs(store: StoreDep, after: str | None = None,
-                          limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                          status: JobStatus | None = None) -> dict[str, Any]:
-    rows, has_more = store.list_jobs(after=after, limit=limit,
-                                     status=status.value if status else None)
+def list_fine_tuning_jobs(
+    store: StoreDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: JobStatus | None = None,
+) -> dict[str, Any]:
+    rows, has_more = store.list_jobs(
+        after=after, limit=limit, status=status.value if status else None
+    )
     return {"object": "list", "data": [public_job(r) for r in rows], "has_more": has_more}
 
 
@@ -60,37 +71,52 @@ def cancel_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/events", response_model=None)
-def list_events(store: StoreDep, job_id: str, after: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-                level: Literal["info", "warning", "error"] | None = None,
-                type: Literal["message", "metrics"] | None = None,
-                stream: bool = False,
-                last_event_id: Annotated[str | None, Header()] = None,
-                ) -> dict[str, Any] | StreamingResponse:
+def list_events(
+    store: StoreDep,
+    job_id: str,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    level: Literal["info", "warning", "error"] | None = None,
+    type: Literal["message", "metrics"] | None = None,
+    stream: bool = False,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> dict[str, Any] | StreamingResponse:
     """Newest first, as OpenAI lists them; `stream=true` gives Server-Sent Events from the
     oldest on (or after `Last-Event-ID`), ending when the job has ended."""
     store.require_job(job_id)
     if stream:
         start = _event_number(last_event_id) or _event_number(after) or 0
-        return StreamingResponse(_sse(store, job_id, start, level, type),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
-    rows, has_more = store.list_events(job_id, after=_event_number(after), limit=limit,
-                                       level=level, type=type)
+        return StreamingResponse(
+            _sse(store, job_id, start, level, type),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    rows, has_more = store.list_events(
+        job_id, after=_event_number(after), limit=limit, level=level, type=type
+    )
     return {"object": "list", "data": [public_event(r) for r in rows], "has_more": has_more}
 
 
-async def _sse(store: Store, job_id: str, after: int, level: str | None,
-               type: str | None) -> AsyncIterator[bytes]:
+async def _sse(
+    store: Store, job_id: str, after: int, level: str | None, type: str | None
+) -> AsyncIterator[bytes]:
     idle = 0
     while True:
         rows, _ = await run_in_threadpool(
-            store.list_events, job_id, after=after, limit=500, level=level, type=type,
-            newest_first=False)
+            store.list_events,
+            job_id,
+            after=after,
+            limit=500,
+            level=level,
+            type=type,
+            newest_first=False,
+        )
         for row in rows:
             after = row["id"]
-            yield (f"id: ftevent-{row['id']}\nevent: {row['type']}\n"
-                   f"data: {json.dumps(public_event(row))}\n\n").encode()
+            yield (
+                f"id: ftevent-{row['id']}\nevent: {row['type']}\n"
+                f"data: {json.dumps(public_event(row))}\n\n"
+            ).encode()
         if rows:
             idle = 0
             continue
@@ -105,16 +131,32 @@ async def _sse(store: Store, job_id: str, after: int, level: str | None,
 
 
 @router.get("/{job_id}/checkpoints")
-def list_checkpoints(store: StoreDep, job_id: str, after: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+def list_checkpoints(
+    store: StoreDep,
+    job_id: str,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, Any]:
     job = store.require_job(job_id)
+    model = job.get("fine_tuned_model") or job_id
     rows, has_more = store.list_checkpoints(job_id, after=after, limit=limit)
-    data = [{
-        "id": r["id"], "object": "fine_tuning.job.checkpoint",
-        "created_at": int(r["created_at"]), "fine_tuning_job_id": job_id,
-        "fine_tuned_model_checkpoint": f"{job.get('fine_tuned_model') or job_id}:ckpt-step-{r['step']}",
-        "step_number": r["step"], "epoch": r["epoch"], "metrics": r["metrics"] or {},
-    } for r in rows]
-    return {"object": "list", "data": data, "has_more": has_more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None}
+    data = [
+        {
+            "id": r["id"],
+            "object": "fine_tuning.job.checkpoint",
+            "created_at": int(r["created_at"]),
+            "fine_tuning_job_id": job_id,
+            "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{r['step']}",
+            "step_number": r["step"],
+            "epoch": r["epoch"],
+            "metrics": r["metrics"] or {},
+        }
+        for r in rows
+    ]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }

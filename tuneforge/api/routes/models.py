@@ -13,9 +13,15 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 def public_model(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "object": "model", "created": int(row["created_at"]),
-            "owned_by": row["owned_by"], "kind": row["kind"],
-            "base_model": row.get("base_model"), "job_id": row.get("job_id")}
+    return {
+        "id": row["id"],
+        "object": "model",
+        "created": int(row["created_at"]),
+        "owned_by": row["owned_by"],
+        "kind": row["kind"],
+        "base_model": row.get("base_model"),
+        "job_id": row.get("job_id"),
+    }
 
 
 @router.get("")

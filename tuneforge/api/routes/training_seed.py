@@ -21,11 +21,21 @@ from tuneforge.training.spec import JobCreate
 
 router = APIRouter(tags=["seed-000 training"])
 
-STATUS = {"validating_files": "QUEUED", "queued": "QUEUED", "running": "RUNNING",
-          "succeeded": "DONE", "failed": "FAILED", "cancelled": "CANCELED"}
+STATUS = {
+    "validating_files": "QUEUED",
+    "queued": "QUEUED",
+    "running": "RUNNING",
+    "succeeded": "DONE",
+    "failed": "FAILED",
+    "cancelled": "CANCELED",
+}
 # sentence-transformers' old `fit` scheduler names -> transformers' schedule names.
-SCHEDULERS = {"constantlr": "constant", "warmupconstant": "constant_with_warmup",
-              "warmuplinear": "linear", "warmupcosine": "cosine"}
+SCHEDULERS = {
+    "constantlr": "constant",
+    "warmupconstant": "constant_with_warmup",
+    "warmuplinear": "linear",
+    "warmupcosine": "cosine",
+}
 
 
 class TrainRequest(BaseModel):
@@ -42,7 +52,8 @@ class TrainRequest(BaseModel):
     warmup_steps: int = Field(0, ge=0)
     optimizer_name: Literal["AdamW", "adamw"] = "AdamW"
     scheduler: Literal["constantlr", "warmupconstant", "warmuplinear", "warmupcosine"] = (
-        "warmuplinear")
+        "warmuplinear"
+    )
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     use_amp: bool = False
@@ -63,23 +74,27 @@ def file_id_of(dataset_id: str, param: str) -> str:
         return f"file-{uuid.UUID(dataset_id).hex}"
     except ValueError:
         raise InvalidRequestError(
-            f"{dataset_id!r} is not a valid dataset id (a UUID).", param=param) from None
+            f"{dataset_id!r} is not a valid dataset id (a UUID).", param=param
+        ) from None
 
 
 def job_id_of(task_id: str) -> str:
     try:
         return f"ftjob-{uuid.UUID(task_id).hex}"
     except ValueError:
-        raise JobNotFoundError(f"No training task with id {task_id!r}.",
-                               param="task_id") from None
+        raise JobNotFoundError(f"No training task with id {task_id!r}.", param="task_id") from None
 
 
 def to_job(request: TrainRequest) -> JobCreate:
     hyperparameters: dict[str, Any] = {
-        "n_epochs": request.epochs, "batch_size": request.per_device_train_batch_size,
-        "learning_rate": request.learning_rate, "warmup_steps": request.warmup_steps,
-        "lr_scheduler": SCHEDULERS[request.scheduler], "weight_decay": request.weight_decay,
-        "max_grad_norm": request.max_grad_norm, "use_amp": request.use_amp,
+        "n_epochs": request.epochs,
+        "batch_size": request.per_device_train_batch_size,
+        "learning_rate": request.learning_rate,
+        "warmup_steps": request.warmup_steps,
+        "lr_scheduler": SCHEDULERS[request.scheduler],
+        "weight_decay": request.weight_decay,
+        "max_grad_norm": request.max_grad_norm,
+        "use_amp": request.use_amp,
         "save_best_model": request.save_best_model,
         "dataloader_num_workers": request.dataloader_num_workers,
     }
@@ -87,39 +102,46 @@ def to_job(request: TrainRequest) -> JobCreate:
         hyperparameters["eval_steps"] = request.evaluation_steps
     return JobCreate(
         model=request.model_tag,
-        training_files=[file_id_of(d, f"train_dataset_ids[{i}]")
-                        for i, d in enumerate(request.train_dataset_ids)],
-        validation_file=(file_id_of(request.val_dataset_id, "val_dataset_id")
-                         if request.val_dataset_id else None),
-        method={"type": "embedding",  # type: ignore[arg-type]
-                "embedding": {"loss": "mnrl", "hyperparameters": hyperparameters}},
-        timeout_seconds=request.timeout_seconds, device=request.device,
+        training_files=[
+            file_id_of(d, f"train_dataset_ids[{i}]")
+            for i, d in enumerate(request.train_dataset_ids)
+        ],
+        validation_file=(
+            file_id_of(request.val_dataset_id, "val_dataset_id") if request.val_dataset_id else None
+        ),
+        method={
+            "type": "embedding",  # type: ignore[arg-type]
+            "embedding": {"loss": "mnrl", "hyperparameters": hyperparameters},
+        },
+        timeout_seconds=request.timeout_seconds,
+        device=request.device,
     )
 
 
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def _train(store: StoreDep, settings: SettingsDep, request: TrainRequest,
-                 response: Response) -> dict[str, Any]:
+async def _train(
+    store: StoreDep, settings: SettingsDep, request: TrainRequest, response: Response
+) -> dict[str, Any]:
     job = await run_in_threadpool(create_job, store, settings, to_job(request))
     task_id = str(uuid.UUID(job["id"].removeprefix("ftjob-")))
     response.status_code = 202
     response.headers["Location"] = f"/training/{task_id}/status"
-    return {"task_id": task_id, "status": STATUS[job["status"]],
-            "message": "Training queued"}
+    return {"task_id": task_id, "status": STATUS[job["status"]], "message": "Training queued"}
 
 
 def _status(store: StoreDep, task_id: str) -> dict[str, Any]:
     job = store.require_job(job_id_of(task_id))
     error = job.get("error")
     return {
-        "task_id": task_id, "status": STATUS[job["status"]],
-        "created_at": _iso(job["created_at"]), "end_date": _iso(job.get("finished_at")),
+        "task_id": task_id,
+        "status": STATUS[job["status"]],
+        "created_at": _iso(job["created_at"]),
+        "end_date": _iso(job.get("finished_at")),
         "error_msg": error["message"] if error else None,
         "error_code": error["code"] if error else None,
         "trained_model_id": job.get("fine_tuned_model"),
