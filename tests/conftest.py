@@ -47,7 +47,7 @@ def stsb_rows(name: str = "stsb-en-train.csv") -> list[list[str]]:
 
 @pytest.fixture(scope="session")
 def stsb_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every 8th line of the English STS Benchmark train file (720 lines from all of its
+    """Every 8th line of the English STS Benchmark train file (about 720 lines from all of its
     genres), as they are: no header line."""
     path = tmp_path_factory.mktemp("data") / "stsb-en-slice.csv"
     lines = (DATA / "stsb-en-train.csv").read_bytes().split(b"\n")[::8][:720]

@@ -23,17 +23,26 @@ Poll = Callable[[], tuple[dict[str, Any], list[dict[str, Any]]]]
 EVENT_STYLES = {"warning": "yellow", "error": "bold red"}
 
 
-def watch_job(poll: Poll, console: Console, *, interval: float = 1.0,
-              on_interrupt: Callable[[], None] | None = None) -> dict[str, Any]:
+def watch_job(
+    poll: Poll,
+    console: Console,
+    *,
+    interval: float = 1.0,
+    on_interrupt: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Show the job's progress and new events until it has ended; return its final object.
 
     Ctrl-C calls `on_interrupt` and goes on watching (for a job this process owns, which
     should end as cancelled rather than be left behind); without one, KeyboardInterrupt
     propagates and only the watching stops."""
     columns = (
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[steps]}"),
-        TextColumn("{task.fields[percent]}"), TextColumn("{task.fields[loss]}"),
-        TextColumn("{task.fields[lr]}"), TextColumn("{task.fields[eta]}"),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[steps]}"),
+        TextColumn("{task.fields[percent]}"),
+        TextColumn("{task.fields[loss]}"),
+        TextColumn("{task.fields[lr]}"),
+        TextColumn("{task.fields[eta]}"),
     )
     job, events = poll()  # before the display starts, so that an unknown job shows no bar
     with Progress(*columns, console=console) as display:
@@ -42,9 +51,13 @@ def watch_job(poll: Poll, console: Console, *, interval: float = 1.0,
             for event in events:
                 display.console.print(format_event(event), soft_wrap=True)
             progress = job.get("progress") or {}
-            display.update(task, description=f"[bold]{job['status']}[/]",
-                           total=progress.get("total_steps") or None,
-                           completed=progress.get("step", 0), **progress_fields(job))
+            display.update(
+                task,
+                description=f"[bold]{job['status']}[/]",
+                total=progress.get("total_steps") or None,
+                completed=progress.get("step", 0),
+                **progress_fields(job),
+            )
             if job["status"] in TERMINAL:
                 break
             try:
@@ -59,7 +72,7 @@ def watch_job(poll: Poll, console: Console, *, interval: float = 1.0,
     return job
 
 
-def progress_fields(job: dict[str, Any]) -> dict[str, str]:
+def progress_fields(job: dict[str, Any]) -> dict[str, Any]:
     """The text beside the bar: steps, percent, latest loss and learning rate, and ETA."""
     progress = job.get("progress") or {}
     metrics = job.get("metrics") or {}
@@ -90,8 +103,11 @@ def print_outcome(job: dict[str, Any], console: Console) -> None:
     """How the job ended: its fine-tuned model and evaluation, or its error."""
     status = job["status"]
     if status == "succeeded":
-        console.print(f"[green]Job {job['id']} succeeded.[/] Fine-tuned model: "
-                      f"[bold]{escape(job['fine_tuned_model'])}[/]", soft_wrap=True)
+        console.print(
+            f"[green]Job {job['id']} succeeded.[/] Fine-tuned model: "
+            f"[bold]{escape(job['fine_tuned_model'])}[/]",
+            soft_wrap=True,
+        )
         evaluation = job.get("evaluation") or {}
         key = evaluation.get("primary_metric")
         before = (evaluation.get("base_model") or {}).get(key)
@@ -100,8 +116,11 @@ def print_outcome(job: dict[str, Any], console: Console) -> None:
             console.print(f"{escape(key)}: {before:.4f} (base) -> {after:.4f} (fine-tuned)")
     elif status == "failed":
         error = job.get("error") or {}
-        console.print(f"[bold red]Job {job['id']} failed[/] ({escape(str(error.get('code')))}): "
-                      f"{escape(str(error.get('message')))}", soft_wrap=True)
+        console.print(
+            f"[bold red]Job {job['id']} failed[/] ({escape(str(error.get('code')))}): "
+            f"{escape(str(error.get('message')))}",
+            soft_wrap=True,
+        )
     else:
         console.print(f"[yellow]Job {job['id']} was cancelled.[/]", soft_wrap=True)
 
