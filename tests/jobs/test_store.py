@@ -144,3 +144,11 @@ def test_job_list_cursor(store: Store) -> None:
     assert [j["id"] for j in page] == [ids[4], ids[3]] and more
     page, more = store.list_jobs(after=ids[3], limit=10)
     assert [j["id"] for j in page] == [ids[2], ids[1], ids[0]] and not more
+
+
+def test_claim_a_given_job(store: Store) -> None:
+    older = add_job(store, created_at=time.time() - 10)
+    mine = add_job(store)
+    assert store.claim_next_job("local", mine)["id"] == mine
+    assert store.claim_next_job("local", mine) is None
+    assert store.require_job(older)["status"] == "queued"

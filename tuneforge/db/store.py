@@ -208,8 +208,9 @@ class Store:
                 _add_event(conn, job_id, "Cancellation requested; stopping at the next step.")
         return self.require_job(job_id)
 
-    def claim_next_job(self, worker_id: str) -> Row | None:
-        """Atomically take the oldest queued job for `worker_id` (None if there is none)."""
+    def claim_next_job(self, worker_id: str, job_id: str | None = None) -> Row | None:
+        """Atomically take the oldest queued job (or the queued job `job_id`) for `worker_id`;
+        None if there is none."""
         now = time.time()
         with self._tx() as conn:
             candidates = (
@@ -218,6 +219,8 @@ class Store:
                 .order_by(t.jobs.c.created_at, t.jobs.c.id)
                 .limit(1)
             )
+            if job_id:
+                candidates = candidates.where(t.jobs.c.id == job_id)
             if not self.is_sqlite:
                 candidates = candidates.with_for_update(skip_locked=True)
             job_id = conn.execute(candidates).scalar()

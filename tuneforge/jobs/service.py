@@ -99,3 +99,15 @@ def public_job(job: Row) -> dict[str, Any]:
         "evaluation": result.get("evaluation"),
         "attempts": job.get("attempts", 0),
     }
+
+
+def public_event(row: Row) -> dict[str, Any]:
+    return {
+        "id": f"ftevent-{row['id']}",
+        "object": "fine_tuning.job.event",
+        "created_at": int(row["created_at"]),
+        "level": row["level"],
+        "message": row["message"],
+        "type": row["type"],
+        "data": row["data"],
+    }

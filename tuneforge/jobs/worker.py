@@ -49,9 +49,10 @@ class Worker:
             if not ran:
                 self.stop.wait(self.settings.poll_seconds)
 
-    def run_once(self) -> bool:
-        """Claim and run one job to its end; False when the queue was empty."""
-        job = self.store.claim_next_job(self.worker_id)
+    def run_once(self, job_id: str | None = None) -> bool:
+        """Claim and run one job (the oldest, or `job_id`) to its end; False if none was
+        queued."""
+        job = self.store.claim_next_job(self.worker_id, job_id)
         if job is None:
             return False
         self._supervise(job)

@@ -12,24 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from tuneforge.api.deps import SettingsDep, StoreDep
-from tuneforge.db.store import Row, Store
-from tuneforge.jobs.service import create_job, public_job
+from tuneforge.db.store import Store
+from tuneforge.jobs.service import create_job, public_event, public_job
 from tuneforge.jobs.status import TERMINAL, JobStatus
 from tuneforge.training.spec import JobCreate
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
-
-
-def public_event(row: Row) -> dict[str, Any]:
-    return {
-        "id": f"ftevent-{row['id']}",
-        "object": "fine_tuning.job.event",
-        "created_at": int(row["created_at"]),
-        "level": row["level"],
-        "message": row["message"],
-        "type": row["type"],
-        "data": row["data"],
-    }
 
 
 def _event_number(event_id: str | None) -> int | None:

@@ -1,0 +1,742 @@
+"""The `tuneforge` command line (typer + rich).
+
+`serve` and `worker` run the service; `files`, `datasets`, `jobs` and `models` talk to it over
+HTTP (`--url`, or `TUNEFORGE_URL`); `train` runs a job spec locally, without a server.
+Torch, httpx and the service's modules are imported inside the commands that need them, so
+that `tuneforge --help` starts at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tuneforge.training.spec import LOSSES
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tuneforge.config import Settings
+    from tuneforge.db.store import Store
+    from tuneforge.jobs.watch import Poll
+    from tuneforge.jobs.worker import Worker
+
+app = typer.Typer(help="tuneforge: self-hosted fine-tuning.", no_args_is_help=True)
+files_app = typer.Typer(help="Upload, list and delete training files.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Validation reports and statistics of files.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Create, follow and cancel fine-tuning jobs.", no_args_is_help=True)
+models_app = typer.Typer(help="Base and fine-tuned models.", no_args_is_help=True)
+app.add_typer(files_app, name="files")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
+
+# Without a terminal (piped, captured), rich would wrap at 80 columns: keep ids and names on
+# one line instead, for grep and copying, unless COLUMNS asks for a width.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 250
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# The loss names come from the job spec, so that typer offers and checks the same choices.
+Loss = Literal[LOSSES]  # type: ignore[valid-type]
+Url = Annotated[
+    str, typer.Option("--url", envvar="TUNEFORGE_URL", help="Base URL of the tuneforge server.")
+]
+
+
+# -- talking to the server ---------------------------------------------------------------------
+
+
+class ApiClient:
+    """The server's REST API; any error is printed and ends the command with exit code 1."""
+
+    def __init__(self, url: str):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(60, connect=10))
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            fail(
+                f"Cannot reach tuneforge at {self.url} ({exc}). Is `tuneforge serve` running? "
+                "Set --url or TUNEFORGE_URL to its address."
+            )
+        if response.is_error:
+            print_api_error(_error_of(response))
+            raise typer.Exit(1)
+        return response.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return {
+            "code": f"http_{response.status_code}",
+            "param": None,
+            "message": response.text.strip() or response.reason_phrase,
+        }
+    return (
+        error if isinstance(error, dict) else {"code": None, "param": None, "message": str(error)}
+    )
+
+
+def fail(message: str) -> NoReturn:
+    """Print an error and end the command with exit code 1."""
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def print_api_error(error: dict[str, Any]) -> None:
+    """An error in the API's shape (`message`, `param`, `code`, `details`), with every field
+    error or dataset problem that its details carry."""
+    details = error.get("details")
+    code = f" [{error['code']}]" if error.get("code") else ""
+    if isinstance(details, list) and details:
+        err_console.print(
+            f"[bold red]Error{escape(code)}:[/] {len(details)} invalid field(s):", soft_wrap=True
+        )
+        print_field_errors(details)
+        return
+    err_console.print(
+        f"[bold red]Error{escape(code)}:[/] {escape(str(error.get('message')))}", soft_wrap=True
+    )
+    if error.get("param"):
+        err_console.print(f"  param: {escape(error['param'])}", soft_wrap=True)
+    if isinstance(details, dict) and details.get("problems"):
+        print_problems(details["problems"], sum(details.get("problems_by_code", {}).values()))
+
+
+def print_field_errors(errors: list[dict[str, Any]]) -> None:
+    """Field errors (`param`, `message`), one a line, the field by its dotted path."""
+    for item in errors:
+        err_console.print(
+            f"  {escape(str(item.get('param') or 'body'))}: {escape(str(item.get('message')))}",
+            soft_wrap=True,
+        )
+
+
+def print_problems(problems: list[dict[str, Any]], total: int | None = None) -> None:
+    """Dataset problems, one a line: where (line, column), code and message."""
+    for problem in problems:
+        where = f"line {problem['line']}" if problem.get("line") is not None else "file"
+        if problem.get("column"):
+            where += f", column {problem['column']!r}"
+        err_console.print(
+            f"  {escape(where)}: {escape(problem['code'])}: {escape(problem['message'])}",
+            soft_wrap=True,
+        )
+    if total and total > len(problems):
+        err_console.print(f"  ... and {total - len(problems)} more problem(s).")
+
+
+def _when(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M") if timestamp else ""
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        # Ids stay whole on one line: they are copied into the next command.
+        is_id = name == "id" or name.endswith("_id")
+        table.add_column(name, no_wrap=is_id, overflow="fold")
+    return table
+
+
+# -- service -----------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    worker: Annotated[bool, typer.Option(help="Run a worker in the same process.")] = True,
+) -> None:
+    """Start the API (and one worker) on the configured database and data folder."""
+    import uvicorn
+
+    from tuneforge.api.app import create_app
+    from tuneforge.config import get_settings
+
+    settings = get_settings()
+    settings = settings.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v}
+    )
+    uvicorn.run(
+        create_app(settings, run_worker=worker),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+    )
+
+
+@app.command("worker")
+def run_worker() -> None:
+    """Run a worker that claims queued jobs from the configured database."""
+    from tuneforge.config import get_settings
+    from tuneforge.db.store import Store
+    from tuneforge.jobs.worker import Worker
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    store = Store(settings.db_url)
+    store.create_schema()
+    Worker(store, settings).run_forever()
+
+
+# -- files and datasets ------------------------------------------------------------------------
+
+
+@files_app.command("upload")
+def upload_file(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="JSONL, CSV or Parquet file."
+        ),
+    ],
+    purpose: Annotated[str, typer.Option(help="What the file is for.")] = "fine-tune",
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Upload a training file; it is validated at once. Exits 1 if it has problems."""
+    api = ApiClient(url)
+    with path.open("rb") as f:
+        uploaded = api.request(
+            "POST",
+            "/v1/files",
+            files={"file": (path.name, f)},
+            data={"purpose": purpose},
+            timeout=None,
+        )
+    console.print(uploaded["id"], soft_wrap=True)
+    dataset = api.get(f"/v1/datasets/{uploaded['id']}")
+    if uploaded["status"] != "error":
+        console.print(
+            f"status: [green]{uploaded['status']}[/] ({dataset['format']}, "
+            f"{dataset['layout']}, {dataset['statistics']['rows']} rows)"
+        )
+        return
+    console.print(
+        f"status: [red]{uploaded['status']}[/] ({escape(uploaded['status_details'] or '')})",
+        soft_wrap=True,
+    )
+    err_console.print(
+        f"[bold red]{escape(path.name)} is not valid training data:[/]", soft_wrap=True
+    )
+    print_problems(dataset["problems"], dataset["problem_count"])
+    raise typer.Exit(1)
+
+
+@files_app.command("list")
+def list_files(url: Url = DEFAULT_URL) -> None:
+    """List uploaded files, newest first."""
+    files = ApiClient(url).get("/v1/files")["data"]
+    table = _table("id", "filename", "bytes", "format", "status", "created")
+    for f in files:
+        table.add_row(
+            f["id"],
+            escape(f["filename"]),
+            str(f["bytes"]),
+            f["format"],
+            f["status"],
+            _when(f["created_at"]),
+        )
+    console.print(table)
+
+
+@files_app.command("get")
+def get_file(file_id: str, url: Url = DEFAULT_URL) -> None:
+    """Show a file object as JSON."""
+    console.print_json(data=ApiClient(url).get(f"/v1/files/{file_id}"))
+
+
+@files_app.command("delete")
+def delete_file(file_id: str, url: Url = DEFAULT_URL) -> None:
+    """Delete a file (refused while an unfinished job uses it)."""
+    ApiClient(url).delete(f"/v1/files/{file_id}")
+    console.print(f"Deleted {file_id}.", soft_wrap=True)
+
+
+@datasets_app.command("show")
+def show_dataset(dataset_id: str, url: Url = DEFAULT_URL) -> None:
+    """The validation report (every problem, counts per code) and statistics of a file."""
+    report = ApiClient(url).get(f"/v1/datasets/{dataset_id}")
+    verdict = (
+        "[green]valid[/]"
+        if report["valid"]
+        else (f"[red]invalid[/], {report['problem_count']} problem(s)")
+    )
+    console.print(
+        f"[bold]{report['id']}[/] ({escape(report['file']['filename'])}): "
+        f"{report['format']}, layout {report['layout'] or '-'}, "
+        f"columns {', '.join(report['columns']) or '-'}; {verdict}",
+        soft_wrap=True,
+    )
+    if report["problems"]:
+        shown = len(report["problems"])
+        title = "Problems" + (
+            f" (first {shown} of {report['problem_count']})"
+            if report["problem_count"] > shown
+            else ""
+        )
+        problems = _table("line", "column", "code", "message", title=title)
+        for p in report["problems"]:
+            problems.add_row(
+                str(p["line"] or ""), escape(p["column"] or ""), p["code"], escape(p["message"])
+            )
+        console.print(problems)
+        counts = _table("code", "count", title="Problems by code")
+        for code, n in report["problems_by_code"].items():
+            counts.add_row(code, str(n))
+        console.print(counts)
+    stats = report["statistics"]
+    extra = f", score scale 0-{stats['score_scale']:g}" if "score_scale" in stats else ""
+    console.print(f"Rows: {stats['rows']}, exact duplicates: {stats['exact_duplicates']}{extra}")
+    if stats["columns"]:
+        lengths = _table("column", "unit", "min", "median", "p95", "max", title="Lengths")
+        for column, units in stats["columns"].items():
+            for unit in ("chars", "tokens"):
+                s = units.get(unit)
+                if s:
+                    lengths.add_row(
+                        column,
+                        unit,
+                        str(s["min"]),
+                        f"{s['median']:g}",
+                        f"{s['p95']:g}",
+                        str(s["max"]),
+                    )
+        console.print(lengths)
+
+
+# -- jobs --------------------------------------------------------------------------------------
+
+
+def job_body(
+    config: dict[str, Any],
+    *,
+    model: str | None = None,
+    training_files: list[str] | None = None,
+    validation_file: str | None = None,
+    loss: str | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    suffix: str | None = None,
+    seed: int | None = None,
+    timeout_seconds: int | None = None,
+) -> dict[str, Any]:
+    """A `POST /v1/fine_tuning/jobs` body: `config` (the JobCreate shape) with the given
+    options put over it; options left as None keep the config's values."""
+    body = copy.deepcopy(config)
+    top = {
+        "model": model,
+        "validation_file": validation_file,
+        "suffix": suffix,
+        "seed": seed,
+        "timeout_seconds": timeout_seconds,
+    }
+    body.update({k: v for k, v in top.items() if v is not None})
+    if training_files:
+        body.pop("training_file", None)
+        body.pop("training_files", None)
+        if len(training_files) == 1:
+            body["training_file"] = training_files[0]
+        else:
+            body["training_files"] = list(training_files)
+    chosen = {k: v for k, v in (hyperparameters or {}).items() if v is not None}
+    if loss or chosen:
+        method = body.setdefault("method", {})
+        if not isinstance(method, dict):
+            fail("`method` in the config must be a mapping.")
+        params = method.setdefault(method.setdefault("type", "embedding"), {})
+        if loss:
+            params["loss"] = loss
+        params.setdefault("hyperparameters", {}).update(chosen)
+    return body
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"Cannot read {path}: {exc}")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        fail(f"{path} must hold a mapping (the job spec), not {type(data).__name__}.")
+    return data
+
+
+@jobs_app.command("create")
+def create_job(
+    model: Annotated[str | None, typer.Option(help="Base model, e.g. org/name.")] = None,
+    training_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--training-file", metavar="FILE_ID", help="Training file id; repeat for several."
+        ),
+    ] = None,
+    validation_file: Annotated[
+        str | None, typer.Option(metavar="FILE_ID", help="Validation file id.")
+    ] = None,
+    loss: Annotated[Loss | None, typer.Option(help="Embedding loss.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    suffix: Annotated[str | None, typer.Option(help="Part of the model's name.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    timeout_seconds: Annotated[
+        int | None, typer.Option(help="Fail the job after this long.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="YAML job spec (the request's shape); options override it.",
+        ),
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Create a fine-tuning job and print its id."""
+    body = job_body(
+        read_yaml(config) if config else {},
+        model=model,
+        training_files=training_file,
+        validation_file=validation_file,
+        loss=loss,
+        hyperparameters={
+            "n_epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+        },
+        suffix=suffix,
+        seed=seed,
+        timeout_seconds=timeout_seconds,
+    )
+    api = ApiClient(url)
+    job = api.post("/v1/fine_tuning/jobs", json=body)
+    console.print(job["id"], soft_wrap=True)
+    if watch:
+        _watch_over_http(api, job["id"])
+    else:
+        err_console.print(
+            f"Status {job['status']}; follow it with: tuneforge jobs watch {job['id']}",
+            soft_wrap=True,
+        )
+
+
+@jobs_app.command("list")
+def list_jobs(
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20, url: Url = DEFAULT_URL
+) -> None:
+    """List fine-tuning jobs, newest first."""
+    jobs = ApiClient(url).get("/v1/fine_tuning/jobs", limit=limit)["data"]
+    table = _table("id", "status", "model", "fine_tuned_model", "progress", "created")
+    for job in jobs:
+        percent = (job.get("progress") or {}).get("percent")
+        table.add_row(
+            job["id"],
+            job["status"],
+            escape(job["model"]),
+            escape(job["fine_tuned_model"] or ""),
+            f"{percent:.0f}%" if percent is not None else "",
+            _when(job["created_at"]),
+        )
+    console.print(table)
+
+
+@jobs_app.command("get")
+def get_job(job_id: str, url: Url = DEFAULT_URL) -> None:
+    """Show a job object as JSON."""
+    console.print_json(data=ApiClient(url).get(f"/v1/fine_tuning/jobs/{job_id}"))
+
+
+@jobs_app.command("events")
+def list_events(
+    job_id: str, limit: Annotated[int, typer.Option(min=1, max=1000)] = 20, url: Url = DEFAULT_URL
+) -> None:
+    """Show a job's latest events, oldest of them first."""
+    from tuneforge.jobs.watch import format_event
+
+    events = ApiClient(url).get(f"/v1/fine_tuning/jobs/{job_id}/events", limit=limit)["data"]
+    for event in reversed(events):
+        console.print(format_event(event), soft_wrap=True)
+
+
+@jobs_app.command("cancel")
+def cancel_job(job_id: str, url: Url = DEFAULT_URL) -> None:
+    """Cancel a job: at once if it has not started, else at its next training step."""
+    job = ApiClient(url).post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+    if job["status"] == "cancelled":
+        console.print(f"Job {job_id} cancelled.", soft_wrap=True)
+    else:
+        console.print(
+            f"Cancellation of {job_id} requested; it stops at its next step.", soft_wrap=True
+        )
+
+
+@jobs_app.command("watch")
+def watch_job(job_id: str, url: Url = DEFAULT_URL) -> None:
+    """Follow a job live until it ends; exit code 0 only if it succeeded."""
+    _watch_over_http(ApiClient(url), job_id)
+
+
+def _watch_over_http(api: ApiClient, job_id: str) -> None:
+    from tuneforge.jobs.watch import watch_job as follow
+
+    try:
+        job = follow(_http_poll(api, job_id), console)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"\nStopped watching; the job goes on. Cancel it with: tuneforge jobs cancel {job_id}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    raise typer.Exit(0 if job["status"] == "succeeded" else 1)
+
+
+def _http_poll(api: ApiClient, job_id: str) -> Poll:
+    """Job and new message events from the API (which lists events newest first)."""
+    seen = 0
+
+    def poll() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        nonlocal seen
+        # The job first: once it has ended, the events fetched after it include its last.
+        job = api.get(f"/v1/fine_tuning/jobs/{job_id}")
+        fresh: list[dict[str, Any]] = []
+        after = None
+        while True:
+            page = api.get(
+                f"/v1/fine_tuning/jobs/{job_id}/events", type="message", limit=100, after=after
+            )
+            new = [e for e in page["data"] if _event_number(e) > seen]
+            fresh.extend(new)
+            if len(new) < len(page["data"]) or not page["has_more"]:
+                break
+            after = page["data"][-1]["id"]
+        fresh.reverse()
+        if fresh:
+            seen = _event_number(fresh[-1])
+        return job, fresh
+
+    return poll
+
+
+def _event_number(event: dict[str, Any]) -> int:
+    return int(event["id"].removeprefix("ftevent-"))
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+@models_app.command("list")
+def list_models(url: Url = DEFAULT_URL) -> None:
+    """List base models in use and the fine-tuned models made here."""
+    models = ApiClient(url).get("/v1/models")["data"]
+    table = _table("id", "kind", "base_model", "job_id", "created")
+    for m in models:
+        table.add_row(
+            escape(m["id"]),
+            m["kind"],
+            escape(m["base_model"] or ""),
+            m["job_id"] or "",
+            _when(m["created"]),
+        )
+    console.print(table)
+
+
+# -- local training ----------------------------------------------------------------------------
+
+FILE_FIELDS = ("training_file", "training_files", "validation_file")
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="YAML job spec; its files are paths relative to the YAML's folder.",
+        ),
+    ],
+) -> None:
+    """Run a job spec on this machine, without a server, and show its progress.
+
+    The files are validated, the job is recorded in the local database (TUNEFORGE_HOME) and a
+    worker runs it here. Ctrl-C cancels it. Exits 0 only if the job succeeded."""
+    from pydantic import ValidationError
+
+    from tuneforge.api.errors import field_path
+    from tuneforge.config import get_settings
+    from tuneforge.db.store import Store
+    from tuneforge.errors import InvalidStateError, TuneforgeError
+    from tuneforge.jobs.service import create_job as queue_job
+    from tuneforge.jobs.watch import watch_job as follow
+    from tuneforge.jobs.worker import Worker
+    from tuneforge.training.spec import JobCreate
+
+    raw = read_yaml(config)
+    try:
+        # Checked before the files are read, so a typo costs no time; again with file ids.
+        JobCreate.model_validate(raw)
+    except ValidationError as exc:
+        err_console.print(
+            f"[bold red]Error:[/] {escape(str(config))} is not a valid job "
+            f"spec ({exc.error_count()} invalid field(s)):",
+            soft_wrap=True,
+        )
+        print_field_errors(
+            [{"param": field_path(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        )
+        raise typer.Exit(1) from None
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    store = Store(settings.db_url)
+    store.create_schema()
+    try:
+        spec = JobCreate.model_validate(_ingest_files(store, settings, raw, config.parent))
+        job_id = queue_job(store, settings, spec)["id"]
+    except TuneforgeError as exc:
+        print_api_error(exc.to_dict())
+        raise typer.Exit(1) from None
+    console.print(f"Job {job_id} queued in {settings.home}", soft_wrap=True)
+
+    worker_errors: list[BaseException] = []
+    thread = threading.Thread(
+        target=_work_until_ended,
+        args=(Worker(store, settings), job_id, worker_errors),
+        name="tuneforge-worker",
+        daemon=True,
+    )
+    thread.start()
+
+    def cancel() -> None:
+        err_console.print("Cancelling; waiting for the job to stop ...")
+        with contextlib.suppress(InvalidStateError):  # it has ended meanwhile
+            store.request_cancel(job_id)
+
+    job = follow(_store_poll(store, job_id, worker_errors), console, on_interrupt=cancel)
+    thread.join(timeout=60)
+    if job["status"] == "failed":
+        err_console.print(f"Job log: {settings.jobs_dir / job_id / 'process.log'}", soft_wrap=True)
+    if job["status"] != "succeeded":
+        raise typer.Exit(1)
+    console.print(f"Saved in: {settings.models_dir / job_id}", soft_wrap=True)
+
+
+def _ingest_files(
+    store: Store, settings: Settings, raw: dict[str, Any], folder: Path
+) -> dict[str, Any]:
+    """Validate and store every file the spec names; the spec with file ids for paths.
+    Reports the problems of every invalid file, then exits 1, before any job exists."""
+    from tuneforge.datasets.ingest import ingest_file
+
+    def ingest(param: str, value: Any) -> str | None:
+        if not isinstance(value, str):
+            fail(f"{param}: expected a file path, got {value!r}.")
+        path = (folder / value).expanduser()
+        if not path.is_file():
+            fail(f"{param}: no such file: {path}")
+        with path.open("rb") as f:
+            row = ingest_file(store, settings, path.name, f)
+        report = row["report"]
+        if report["valid"]:
+            console.print(
+                f"{escape(param)}: {escape(path.name)} -> {row['id']} ({report['layout']}, "
+                f"{report['statistics']['rows']} rows)",
+                soft_wrap=True,
+            )
+            return row["id"]
+        err_console.print(
+            f"[bold red]{escape(param)}: {escape(str(path))} is not valid training data:[/]",
+            soft_wrap=True,
+        )
+        print_problems(report["problems"], report["problem_count"])
+        return None
+
+    spec = copy.deepcopy(raw)
+    ids: list[str | None] = []
+    for name in FILE_FIELDS:
+        value = raw.get(name)
+        if value is None:
+            continue
+        if name == "training_files":
+            spec[name] = [ingest(f"{name}[{i}]", v) for i, v in enumerate(value)]
+            ids.extend(spec[name])
+        else:
+            spec[name] = ingest(name, value)
+            ids.append(spec[name])
+    if None in ids:
+        raise typer.Exit(1)
+    return spec
+
+
+def _work_until_ended(worker: Worker, job_id: str, errors: list[BaseException]) -> None:
+    """Run our job (and only ours) until it has ended."""
+    from tuneforge.jobs.status import TERMINAL
+
+    try:
+        while worker.store.require_job(job_id)["status"] not in TERMINAL:
+            if not worker.run_once(job_id):
+                worker.stop.wait(worker.settings.poll_seconds)
+    except BaseException as exc:  # reported by the poll, which the main thread runs
+        errors.append(exc)
+
+
+def _store_poll(store: Store, job_id: str, worker_errors: list[BaseException]) -> Poll:
+    """Job and new message events from the local database."""
+    from tuneforge.jobs.service import public_event, public_job
+
+    seen = 0
+
+    def poll() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        nonlocal seen
+        if worker_errors:
+            fail(f"The worker stopped: {worker_errors[0]!r}")
+        job = public_job(store.require_job(job_id))
+        fresh: list[dict[str, Any]] = []
+        while True:
+            rows, has_more = store.list_events(
+                job_id, after=seen, limit=500, type="message", newest_first=False
+            )
+            fresh.extend(public_event(r) for r in rows)
+            seen = rows[-1]["id"] if rows else seen
+            if not has_more:
+                return job, fresh
+
+    return poll
+
+
+if __name__ == "__main__":
+    app()
