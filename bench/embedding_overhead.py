@@ -257,7 +257,7 @@ def run_tuneforge(model_id: str, pairs: list[dict[str, str]], hp: Any, seed: int
         "status": JobStatus.RUNNING.value, "spec": spec.model_dump(mode="json"),
         "created_at": now, "started_at": now, "worker_id": "bench", "heartbeat_at": now,
     }, "Benchmark job.")
-    reporter = timed_reporter_class()(store, settings, job_id)
+    reporter = timed_reporter_class()(store, settings, job_id, 0)  # lease 0: the inserted row
     work_dir = settings.jobs_dir / job_id
     work_dir.mkdir(parents=True)
     try:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,14 +27,25 @@ DATA = ROOT.parent / "shared" / "data"
 POSTGRES_URL = os.environ.get("TUNEFORGE_TEST_POSTGRES_URL")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def offline_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Hugging Face cache holding all-MiniLM-L6-v2; the Hub itself is off."""
-    hf_home = build_hf_cache(tmp_path_factory.mktemp("hf"))
-    os.environ["HF_HOME"] = str(hf_home)
+HF_HOME = Path(tempfile.mkdtemp(prefix="tuneforge-test-hf-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test module is imported: huggingface_hub reads these once, at its import.
+    build_hf_cache(HF_HOME)
+    os.environ["HF_HOME"] = str(HF_HOME)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    return hf_home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(HF_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_hub() -> Path:
+    """A Hugging Face cache holding all-MiniLM-L6-v2; the Hub itself is off."""
+    return HF_HOME
 
 
 @pytest.fixture(scope="session")

@@ -283,6 +283,14 @@ def test_jobs_create_watch_follows_a_training_to_its_model(
         )
         assert queued.returncode == 0
         second = queued.stdout.strip()
+        # Paused while it waits, it stays out of the queue until resumed.
+        paused = tuneforge("jobs", "pause", second, env=cli_env)
+        assert paused.stdout.strip() == f"Job {second} paused."
+        assert json.loads(tuneforge("jobs", "get", second, env=cli_env).stdout)["status"] == (
+            "paused"
+        )
+        resumed = tuneforge("jobs", "resume", second, env=cli_env)
+        assert resumed.stdout.strip() == f"Job {second} is queued."
         cancelled = tuneforge("jobs", "cancel", second, env=cli_env)
         assert cancelled.stdout.strip() == f"Job {second} cancelled."
         watched = tuneforge("jobs", "watch", second, env=cli_env)
@@ -321,6 +329,8 @@ def test_jobs_create_watch_follows_a_training_to_its_model(
     assert again.returncode == 0 and f"Fine-tuned model: {fine_tuned}" in again.stdout
     late = tuneforge("jobs", "cancel", job_id, env=cli_env)
     assert late.returncode == 1 and "it cannot be cancelled" in late.stderr
+    not_paused = tuneforge("jobs", "resume", job_id, env=cli_env)
+    assert not_paused.returncode == 1 and "only a paused job resumes" in not_paused.stderr
 
 
 # -- training locally --------------------------------------------------------------------------

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
+import signal
 import sys
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
@@ -197,8 +200,19 @@ def serve(
 
 
 @app.command("worker")
-def run_worker() -> None:
-    """Run a worker that claims queued jobs from the configured database."""
+def run_worker(
+    kinds: Annotated[
+        str | None, typer.Option(help="Only these job kinds, comma-separated (e.g. embedding).")
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(help="Only jobs for these devices, comma-separated (cpu, cuda)."),
+    ] = None,
+    worker_id: Annotated[str | None, typer.Option(help="Name (default: host-pid).")] = None,
+) -> None:
+    """Run a worker that claims queued jobs from the configured database. Any number of
+    workers, on any machines, may share one PostgreSQL database. SIGTERM or Ctrl-C: the
+    running job writes a checkpoint and goes back to the queue."""
     from tuneforge.config import get_settings
     from tuneforge.db.store import Store
     from tuneforge.jobs.worker import Worker
@@ -207,7 +221,24 @@ def run_worker() -> None:
     settings.ensure_dirs()
     store = Store(settings.db_url)
     store.create_schema()
-    Worker(store, settings).run_forever()
+    worker = Worker(
+        store,
+        settings,
+        worker_id,
+        kinds=_split_list(kinds),
+        devices=_split_list(devices),
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.stop.set())
+    console.print(
+        f"Worker {worker.worker_id} waiting for jobs ({settings.db_url.split('://')[0]})."
+    )
+    worker.run_forever()
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    items = [v.strip() for v in (value or "").split(",") if v.strip()]
+    return items or None
 
 
 # -- files and datasets ------------------------------------------------------------------------
@@ -504,6 +535,26 @@ def cancel_job(job_id: str, url: Url = DEFAULT_URL) -> None:
         )
 
 
+@jobs_app.command("pause")
+def pause_job(job_id: str, url: Url = DEFAULT_URL) -> None:
+    """Pause a job: it writes a checkpoint at its next step and stops, freeing its device."""
+    job = ApiClient(url).post(f"/v1/fine_tuning/jobs/{job_id}/pause")
+    if job["status"] == "paused":
+        console.print(f"Job {job_id} paused.", soft_wrap=True)
+    else:
+        console.print(
+            f"Pause of {job_id} requested; it checkpoints at its next step and stops.",
+            soft_wrap=True,
+        )
+
+
+@jobs_app.command("resume")
+def resume_job(job_id: str, url: Url = DEFAULT_URL) -> None:
+    """Resume a paused job: it is queued and continues from its checkpoint."""
+    job = ApiClient(url).post(f"/v1/fine_tuning/jobs/{job_id}/resume")
+    console.print(f"Job {job_id} is {job['status']}.", soft_wrap=True)
+
+
 @jobs_app.command("watch")
 def watch_job(job_id: str, url: Url = DEFAULT_URL) -> None:
     """Follow a job live until it ends; exit code 0 only if it succeeded."""
@@ -525,30 +576,83 @@ def _watch_over_http(api: ApiClient, job_id: str) -> None:
 
 
 def _http_poll(api: ApiClient, job_id: str) -> Poll:
-    """Job and new message events from the API (which lists events newest first)."""
-    seen = 0
+    """Job from the API, message events from its event stream (SSE), which a thread reads
+    and reconnects with Last-Event-ID when the connection drops."""
+    import queue
+
+    api.get(f"/v1/fine_tuning/jobs/{job_id}")  # an unknown job fails here, before a thread
+    arrived: queue.Queue[dict[str, Any]] = queue.Queue()
+    threading.Thread(
+        target=_follow_stream, args=(api, job_id, arrived), name="tuneforge-sse", daemon=True
+    ).start()
 
     def poll() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        nonlocal seen
-        # The job first: once it has ended, the events fetched after it include its last.
         job = api.get(f"/v1/fine_tuning/jobs/{job_id}")
         fresh: list[dict[str, Any]] = []
-        after = None
+        deadline = time.monotonic() + 2.0
         while True:
-            page = api.get(
-                f"/v1/fine_tuning/jobs/{job_id}/events", type="message", limit=100, after=after
-            )
-            new = [e for e in page["data"] if _event_number(e) > seen]
-            fresh.extend(new)
-            if len(new) < len(page["data"]) or not page["has_more"]:
+            try:
+                event = arrived.get_nowait()
+            except queue.Empty:
+                # Once the job has ended, wait (briefly) for its last event to arrive.
+                if job["status"] not in TERMINAL_STATUSES or time.monotonic() > deadline:
+                    break
+                if fresh and fresh[-1].get("_end"):
+                    break
+                time.sleep(0.05)
+                continue
+            fresh.append(event)
+            if event.get("_end"):
                 break
-            after = page["data"][-1]["id"]
-        fresh.reverse()
-        if fresh:
-            seen = _event_number(fresh[-1])
-        return job, fresh
+        return job, [e for e in fresh if not e.get("_end")]
 
     return poll
+
+
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def _follow_stream(api: ApiClient, job_id: str, arrived: Any) -> None:
+    import httpx
+
+    client = httpx.Client(base_url=api.url)  # its own: this thread outlives requests
+    last_id: str | None = None
+    while True:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        try:
+            with client.stream(
+                "GET",
+                f"/v1/fine_tuning/jobs/{job_id}/events/stream",
+                params={"type": "message"},
+                headers=headers,
+                timeout=httpx.Timeout(10.0, read=120.0),
+            ) as response:
+                for event_id, name, data in _sse_messages(response.iter_lines()):
+                    if name == "end":
+                        arrived.put({"_end": True})
+                        return
+                    last_id = event_id or last_id
+                    arrived.put(json.loads(data))
+        except httpx.HTTPError:
+            time.sleep(1.0)  # the server restarts or the network drops: reconnect
+
+
+def _sse_messages(lines: Any) -> Any:
+    """(id, event, data) of each Server-Sent Event in a stream of lines."""
+    event_id: str | None = None
+    name = "message"
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield event_id, name, "\n".join(data)
+            event_id, name, data = None, "message", []
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
 
 
 def _event_number(event: dict[str, Any]) -> int:

@@ -49,7 +49,19 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = Field(
         15.0, ge=0, description="How long a cancelled job may take to stop before it is killed."
     )
+    shutdown_grace_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="On shutdown, how long a job may take to write its checkpoint before it "
+        "is killed (it then continues from the one before).",
+    )
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
+    runner_module: str = Field(
+        "tuneforge.jobs.runner",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        description="Module a worker runs each job with (`python -m MODULE JOB_ID LEASE "
+        "SETTINGS`); tests swap in a quick one.",
+    )
 
     @field_validator("home", "model_dirs")
     @classmethod

@@ -74,3 +74,9 @@ class OutOfMemoryError(TuneforgeError):
 
 class DiskFullError(TuneforgeError):
     code = "disk_full"
+
+
+class LeaseLostError(TuneforgeError):
+    """This process's claim on a job was taken over: it may no longer change the job."""
+
+    code = "lease_lost"

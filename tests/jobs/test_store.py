@@ -4,39 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tuneforge.db.store import Store, new_id
+from tests.jobs.conftest import add_job, messages
+from tuneforge.db.store import Store
 from tuneforge.errors import InvalidStateError, JobNotFoundError
 from tuneforge.jobs.status import TRANSITIONS, JobStatus
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'test.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    db = Store(url)
-    db.create_schema()
-    yield db
-    db.dispose()
-
-
-def add_job(store: Store, status: JobStatus = JobStatus.QUEUED, created_at: float | None = None
-            ) -> str:
-    job_id = new_id("ftjob")
-    store.insert_job({"id": job_id, "kind": "embedding", "model": "m", "status": status.value,
-                      "spec": {"training_files": ["file-a"], "validation_file": None},
-                      "created_at": created_at or time.time()}, "created")
-    return job_id
-
-
-def messages(store: Store, job_id: str) -> list[str]:
-    events, _ = store.list_events(job_id, limit=100, newest_first=False)
-    return [e["message"] for e in events]
 
 
 def test_transition_is_conditional_and_logged(store: Store) -> None:
@@ -104,7 +78,7 @@ def test_cancel_queued_is_immediate_and_running_is_flagged(store: Store) -> None
     store.claim_next_job("w")
     job = store.request_cancel(running)
     assert job["status"] == "running" and job["cancel_requested"]
-    assert store.cancel_requested(running)
+    assert store.job_controls(running)["cancel_requested"]
     store.request_cancel(running)  # a second request logs nothing new
     assert messages(store, running).count(
         "Cancellation requested; stopping at the next step.") == 1

@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse
 from tuneforge import __version__
 from tuneforge.api import errors
 from tuneforge.api.limits import BodySizeLimit
-from tuneforge.api.routes import datasets, files, fine_tuning, models, training_seed
+from tuneforge.api.routes import datasets, files, fine_tuning, models, training_seed, workers
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.jobs.worker import Worker
@@ -43,8 +43,9 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
             yield
         finally:
             if worker is not None:
+                # The running job checkpoints and goes back to the queue (see Worker).
                 worker.stop.set()
-                thread.join(timeout=30)
+                thread.join(timeout=settings.shutdown_grace_seconds + 15)
             store.dispose()
 
     app = FastAPI(
@@ -60,7 +61,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         upload_limit=settings.max_upload_bytes + 64 * 1024,
         upload_paths=("/v1/files",),
     )
-    for module in (files, datasets, fine_tuning, models, training_seed):
+    for module in (files, datasets, fine_tuning, models, training_seed, workers):
         app.include_router(module.router)
 
     @app.get("/health", tags=["system"])

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, case, create_engine, event, func, select
 from sqlalchemy.pool import NullPool
 
 from tuneforge.db import tables as t
-from tuneforge.errors import InvalidStateError, JobNotFoundError
+from tuneforge.db.migrate import migrate
+from tuneforge.errors import InvalidStateError, JobNotFoundError, LeaseLostError
 from tuneforge.jobs.status import TERMINAL, JobStatus, sources_of
 
 Row = dict[str, Any]
@@ -61,7 +62,8 @@ class Store:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
     def create_schema(self) -> None:
-        t.metadata.create_all(self.engine)
+        """Apply the migrations (see tuneforge.db.migrate)."""
+        migrate(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -119,7 +121,17 @@ class Store:
 
     def insert_job(self, row: Row, message: str) -> Row:
         with self._tx() as conn:
-            conn.execute(t.jobs.insert().values(cancel_requested=False, attempts=0, **row))
+            conn.execute(
+                t.jobs.insert().values(
+                    cancel_requested=False,
+                    pause_requested=False,
+                    attempts=0,
+                    lease=0,
+                    failures=0,
+                    run_seconds=0.0,
+                    **row,
+                )
+            )
             _add_event(conn, row["id"], message)
         return self.get_job(row["id"])  # type: ignore[return-value]
 
@@ -147,6 +159,36 @@ class Store:
             ).all()
         return [dict(r._mapping) for r in rows[:limit]], len(rows) > limit
 
+    def _lock_job(self, conn: Connection, job_id: str) -> Row:
+        """Read a job inside a transaction, holding its row until commit (PostgreSQL; SQLite's
+        BEGIN IMMEDIATE already holds the whole database)."""
+        query = select(t.jobs).where(t.jobs.c.id == job_id)
+        if not self.is_sqlite:
+            query = query.with_for_update()
+        found = conn.execute(query).first()
+        if found is None:
+            raise JobNotFoundError(f"No fine-tuning job with id {job_id!r}.", param="id")
+        return dict(found._mapping)
+
+    def _check_lease(self, conn: Connection, job_id: str, lease: int | None) -> Row:
+        job = self._lock_job(conn, job_id)
+        if lease is not None and (
+            job["lease"] != lease or job["status"] != JobStatus.RUNNING.value
+        ):
+            raise LeaseLostError(
+                f"Job {job_id} is no longer held by lease {lease} (now lease {job['lease']}, "
+                f"{job['status']})."
+            )
+        return job
+
+    @contextmanager
+    def fenced(self, job_id: str, lease: int) -> Iterator[Connection]:
+        """A transaction in which the job is still held by `lease`, and stays so until commit:
+        what happens inside (publishing a model) cannot race a takeover."""
+        with self._tx() as conn:
+            self._check_lease(conn, job_id, lease)
+            yield conn
+
     def transition(
         self,
         job_id: str,
@@ -154,38 +196,72 @@ class Store:
         message: str,
         *,
         expected: set[JobStatus] | frozenset[JobStatus] | None = None,
+        lease: int | None = None,
         level: str = "info",
         data: dict[str, Any] | None = None,
+        conn: Connection | None = None,
         **fields: Any,
     ) -> Row:
         """Move a job to `target` if its status is one of `expected` (default: any status
-        that may lead there), set `fields`, and log `message`. Raises InvalidStateError."""
-        allowed = sources_of(target) if expected is None else expected & sources_of(target)
-        values = dict(fields, status=target.value)
-        if target in TERMINAL:
-            values.setdefault("finished_at", time.time())
-        with self._tx() as conn:
-            updated = conn.execute(
-                t.jobs.update()
-                .where(t.jobs.c.id == job_id, t.jobs.c.status.in_([s.value for s in allowed]))
-                .values(**values)
-            ).rowcount
-            if updated != 1:
-                current = conn.execute(select(t.jobs.c.status).where(t.jobs.c.id == job_id))
-                status = current.scalar()
-                if status is None:
-                    raise JobNotFoundError(f"No fine-tuning job with id {job_id!r}.", param="id")
-                raise InvalidStateError(
-                    f"Job {job_id} is {status}; it cannot become {target.value}."
-                )
-            _add_event(conn, job_id, message, level=level, data=data)
+        that may lead there) and, given a `lease`, the job is still held by it; set `fields`
+        and log `message`. Raises InvalidStateError or LeaseLostError."""
+        if conn is not None:
+            # Inside a caller's transaction nothing is read back: the caller commits first.
+            self._transition(conn, job_id, target, message, expected, lease, level, data, fields)
+            return {}
+        with self._tx() as own:
+            self._transition(own, job_id, target, message, expected, lease, level, data, fields)
         return self.require_job(job_id)
 
+    def _transition(
+        self,
+        conn: Connection,
+        job_id: str,
+        target: JobStatus,
+        message: str,
+        expected: set[JobStatus] | frozenset[JobStatus] | None,
+        lease: int | None,
+        level: str,
+        data: dict[str, Any] | None,
+        fields: dict[str, Any],
+    ) -> None:
+        allowed = sources_of(target) if expected is None else expected & sources_of(target)
+        now = time.time()
+        values = dict(fields, status=target.value)
+        if target in TERMINAL:
+            values.setdefault("finished_at", now)
+        if target is not JobStatus.RUNNING:
+            # Leaving `running` adds the run's time to the job's total.
+            values["run_seconds"] = case(
+                (
+                    t.jobs.c.status == JobStatus.RUNNING.value,
+                    t.jobs.c.run_seconds + (now - func.coalesce(t.jobs.c.claimed_at, now)),
+                ),
+                else_=t.jobs.c.run_seconds,
+            )
+        query = t.jobs.update().where(
+            t.jobs.c.id == job_id, t.jobs.c.status.in_([s.value for s in allowed])
+        )
+        if lease is not None:
+            query = query.where(t.jobs.c.lease == lease)
+        if conn.execute(query.values(**values)).rowcount != 1:
+            current = conn.execute(
+                select(t.jobs.c.status, t.jobs.c.lease).where(t.jobs.c.id == job_id)
+            ).first()
+            if current is None:
+                raise JobNotFoundError(f"No fine-tuning job with id {job_id!r}.", param="id")
+            if lease is not None and current.lease != lease:
+                raise LeaseLostError(f"Job {job_id} was taken over (lease {current.lease}).")
+            raise InvalidStateError(
+                f"Job {job_id} is {current.status}; it cannot become {target.value}."
+            )
+        _add_event(conn, job_id, message, level=level, data=data)
+
     def request_cancel(self, job_id: str) -> Row:
-        """Cancel a job: at once if no worker has it, else flag it for its process to stop."""
+        """Cancel a job: at once if no process runs it, else flag it for its process to stop."""
         job = self.require_job(job_id)
         status = JobStatus(job["status"])
-        if status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED):
+        if status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED):
             try:
                 return self.transition(
                     job_id, JobStatus.CANCELLED, "Job cancelled.", expected={status}
@@ -194,105 +270,255 @@ class Store:
                 return self.request_cancel(job_id)  # a worker claimed it meanwhile
         if status is not JobStatus.RUNNING:
             raise InvalidStateError(f"Job {job_id} is {status.value}; it cannot be cancelled.")
+        self._flag(job_id, "cancel_requested", "Cancellation requested; stopping at the next step.")
+        return self.require_job(job_id)
+
+    def request_pause(self, job_id: str) -> Row:
+        """Pause a job: at once if it waits in the queue; a running job checkpoints at its
+        next step and stops."""
+        job = self.require_job(job_id)
+        status = JobStatus(job["status"])
+        if status is JobStatus.PAUSED:
+            return job
+        if status is JobStatus.QUEUED:
+            try:
+                return self.transition(
+                    job_id, JobStatus.PAUSED, "Job paused before it started.", expected={status}
+                )
+            except InvalidStateError:
+                return self.request_pause(job_id)  # a worker claimed it meanwhile
+        if status is not JobStatus.RUNNING:
+            raise InvalidStateError(f"Job {job_id} is {status.value}; it cannot be paused.")
+        self._flag(
+            job_id,
+            "pause_requested",
+            "Pause requested; the job writes a checkpoint at its next step and stops.",
+        )
+        return self.require_job(job_id)
+
+    def resume(self, job_id: str) -> Row:
+        """Queue a paused job again (it continues from its checkpoint); withdraw a pause that
+        a running job has not acted on yet."""
+        job = self.require_job(job_id)
+        status = JobStatus(job["status"])
+        if status is JobStatus.PAUSED:
+            return self.transition(
+                job_id,
+                JobStatus.QUEUED,
+                "Job resumed; queued to continue from its last checkpoint.",
+                expected={status},
+                pause_requested=False,
+            )
+        if status is JobStatus.RUNNING and job["pause_requested"]:
+            with self._tx() as conn:
+                conn.execute(
+                    t.jobs.update()
+                    .where(t.jobs.c.id == job_id, t.jobs.c.status == status.value)
+                    .values(pause_requested=False)
+                )
+                _add_event(conn, job_id, "Pause request withdrawn.")
+            return self.require_job(job_id)
+        raise InvalidStateError(f"Job {job_id} is {status.value}; only a paused job resumes.")
+
+    def _flag(self, job_id: str, column: str, message: str) -> None:
+        """Set a running job's request flag once, with its event."""
+        flag = t.jobs.c[column]
         with self._tx() as conn:
             updated = conn.execute(
                 t.jobs.update()
                 .where(
                     t.jobs.c.id == job_id,
                     t.jobs.c.status == JobStatus.RUNNING.value,
-                    t.jobs.c.cancel_requested.is_(False),
+                    flag.is_(False),
                 )
-                .values(cancel_requested=True)
+                .values({column: True})
             ).rowcount
             if updated:
-                _add_event(conn, job_id, "Cancellation requested; stopping at the next step.")
-        return self.require_job(job_id)
+                _add_event(conn, job_id, message)
 
-    def claim_next_job(self, worker_id: str, job_id: str | None = None) -> Row | None:
-        """Atomically take the oldest queued job (or the queued job `job_id`) for `worker_id`;
-        None if there is none."""
+    def claim_next_job(
+        self,
+        worker_id: str,
+        job_id: str | None = None,
+        *,
+        kinds: list[str] | None = None,
+        devices: list[str] | None = None,
+    ) -> Row | None:
+        """Atomically take the oldest queued job (or the queued job `job_id`) that fits the
+        worker's kinds and devices, under a new lease; None if there is none."""
         now = time.time()
         with self._tx() as conn:
             candidates = (
-                select(t.jobs.c.id)
+                select(t.jobs.c.id, t.jobs.c.attempts)
                 .where(t.jobs.c.status == JobStatus.QUEUED.value)
                 .order_by(t.jobs.c.created_at, t.jobs.c.id)
                 .limit(1)
             )
             if job_id:
                 candidates = candidates.where(t.jobs.c.id == job_id)
+            if kinds:
+                candidates = candidates.where(t.jobs.c.kind.in_(kinds))
+            if devices:
+                candidates = candidates.where(t.jobs.c.device.in_(["auto", *devices]))
             if not self.is_sqlite:
                 candidates = candidates.with_for_update(skip_locked=True)
-            job_id = conn.execute(candidates).scalar()
-            if job_id is None:
+            found = conn.execute(candidates).first()
+            if found is None:
                 return None
             updated = conn.execute(
                 t.jobs.update()
-                .where(t.jobs.c.id == job_id, t.jobs.c.status == JobStatus.QUEUED.value)
+                .where(t.jobs.c.id == found.id, t.jobs.c.status == JobStatus.QUEUED.value)
                 .values(
                     status=JobStatus.RUNNING.value,
                     worker_id=worker_id,
-                    started_at=now,
+                    started_at=func.coalesce(t.jobs.c.started_at, now),
+                    claimed_at=now,
                     heartbeat_at=now,
                     attempts=t.jobs.c.attempts + 1,
+                    lease=t.jobs.c.lease + 1,
+                    pause_requested=False,
                 )
             ).rowcount
             if updated != 1:
                 return None
+            verb = "resumed" if found.attempts else "started"
             _add_event(
-                conn, job_id, f"Job started on worker {worker_id}.", data={"worker_id": worker_id}
+                conn,
+                found.id,
+                f"Job {verb} on worker {worker_id} (run {found.attempts + 1}).",
+                data={"worker_id": worker_id, "run": found.attempts + 1},
             )
-        return self.get_job(job_id)
+        return self.get_job(found.id)
 
-    def heartbeat(self, job_id: str, worker_id: str) -> None:
+    def heartbeat(self, job_id: str, lease: int) -> bool:
+        """Renew the lease; False when the job is no longer held by it."""
         with self._tx() as conn:
-            conn.execute(
-                t.jobs.update()
-                .where(
-                    t.jobs.c.id == job_id,
-                    t.jobs.c.worker_id == worker_id,
-                    t.jobs.c.status == JobStatus.RUNNING.value,
-                )
-                .values(heartbeat_at=time.time())
+            return (
+                conn.execute(
+                    t.jobs.update()
+                    .where(
+                        t.jobs.c.id == job_id,
+                        t.jobs.c.lease == lease,
+                        t.jobs.c.status == JobStatus.RUNNING.value,
+                    )
+                    .values(heartbeat_at=time.time())
+                ).rowcount
+                == 1
             )
+
+    def retry_or_fail(
+        self, job_id: str, lease: int, error: dict[str, Any], *, retry: bool = True
+    ) -> Row:
+        """End a run that crashed: queue the job again to continue from its last checkpoint
+        while it has attempts left, else fail it with `error`."""
+        with self._tx() as conn:
+            job = self._check_lease(conn, job_id, lease)
+            failures = job["failures"] + 1
+            limit = job["max_attempts"]
+            if retry and failures < limit:
+                self._transition(
+                    conn,
+                    job_id,
+                    JobStatus.QUEUED,
+                    f"Attempt {failures} of {limit} failed: {error['message']} "
+                    "Retrying from the last checkpoint.",
+                    {JobStatus.RUNNING},
+                    lease,
+                    "warning",
+                    {"retry": failures, "max_attempts": limit, "error": error},
+                    {"failures": failures, "worker_id": None, "cancel_requested": False},
+                )
+            else:
+                tried = f" after {failures} attempts" if failures > 1 else ""
+                self._transition(
+                    conn,
+                    job_id,
+                    JobStatus.FAILED,
+                    f"Job failed{tried}: {error['message']}",
+                    {JobStatus.RUNNING},
+                    lease,
+                    "error",
+                    {"attempts": failures, "error": error},
+                    {"failures": failures, "error": error},
+                )
+        return self.require_job(job_id)
 
     def requeue_stalled(self, older_than: float) -> list[str]:
-        """Put back in the queue every running job whose worker stopped beating."""
+        """Take back every running job whose worker stopped renewing its lease: a crash, so
+        it is retried (or failed at max_attempts)."""
         cutoff = time.time() - older_than
         with self._tx() as conn:
             stalled = conn.execute(
-                select(t.jobs.c.id, t.jobs.c.worker_id).where(
+                select(t.jobs.c.id, t.jobs.c.lease, t.jobs.c.worker_id).where(
                     t.jobs.c.status == JobStatus.RUNNING.value, t.jobs.c.heartbeat_at < cutoff
                 )
             ).all()
         requeued = []
-        for job_id, worker_id in stalled:
+        for job_id, lease, worker_id in stalled:
+            message = (
+                f"Worker {worker_id} stopped renewing its lease for {older_than:g} s "
+                "(killed or lost)."
+            )
             try:
-                self.transition(
-                    job_id,
-                    JobStatus.QUEUED,
-                    f"Worker {worker_id} stopped responding; job queued again.",
-                    expected={JobStatus.RUNNING},
-                    level="warning",
-                    worker_id=None,
-                )
+                self.retry_or_fail(job_id, lease, {"code": "internal", "message": message})
                 requeued.append(job_id)
-            except InvalidStateError:
-                pass
+            except (InvalidStateError, LeaseLostError):
+                pass  # its worker came back, or another worker took it first
         return requeued
 
-    def update_job_fields(self, job_id: str, **fields: Any) -> None:
-        """Set progress/metrics/result fields of a job without changing its status."""
+    def update_job_fields(self, job_id: str, *, lease: int | None = None, **fields: Any) -> None:
+        """Set progress/metrics/result fields of a job without changing its status; given a
+        `lease`, only while the job is still held by it (else LeaseLostError)."""
+        query = t.jobs.update().where(t.jobs.c.id == job_id)
+        if lease is not None:
+            query = query.where(t.jobs.c.lease == lease, t.jobs.c.status == JobStatus.RUNNING.value)
         with self._tx() as conn:
-            conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(**fields))
+            if conn.execute(query.values(**fields)).rowcount != 1 and lease is not None:
+                raise LeaseLostError(f"Job {job_id} is no longer held by lease {lease}.")
 
-    def cancel_requested(self, job_id: str) -> bool:
+    def job_controls(self, job_id: str) -> Row:
+        """What a running job's process polls: its requests, status and lease."""
         with self._tx() as conn:
-            return bool(
-                conn.execute(
-                    select(t.jobs.c.cancel_requested).where(t.jobs.c.id == job_id)
-                ).scalar()
+            row = conn.execute(
+                select(
+                    t.jobs.c.status,
+                    t.jobs.c.lease,
+                    t.jobs.c.cancel_requested,
+                    t.jobs.c.pause_requested,
+                ).where(t.jobs.c.id == job_id)
+            ).first()
+        if row is None:
+            raise JobNotFoundError(f"No fine-tuning job with id {job_id!r}.", param="id")
+        return dict(row._mapping)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def register_worker(self, row: Row) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(t.workers.delete().where(t.workers.c.id == row["id"]))
+            conn.execute(t.workers.insert().values(started_at=now, heartbeat_at=now, **row))
+
+    def worker_alive(self, worker_id: str, job_id: str | None) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                t.workers.update()
+                .where(t.workers.c.id == worker_id)
+                .values(heartbeat_at=time.time(), job_id=job_id)
             )
+
+    def worker_stopped(self, worker_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                t.workers.update()
+                .where(t.workers.c.id == worker_id)
+                .values(stopped_at=time.time(), job_id=None)
+            )
+
+    def list_workers(self) -> list[Row]:
+        with self._tx() as conn:
+            rows = conn.execute(select(t.workers).order_by(t.workers.c.started_at.desc())).all()
+        return [dict(r._mapping) for r in rows]
 
     # -- events ------------------------------------------------------------------------------
 
@@ -304,8 +530,14 @@ class Store:
         level: str = "info",
         type: str = "message",
         data: dict[str, Any] | None = None,
+        lease: int | None = None,
     ) -> None:
+        """Log an event; given a `lease`, only while the job is still held by it.
+
+        The job's row is locked first, so that a job's event ids grow in commit order and a
+        reader that follows ids (SSE) never skips an event committed late."""
         with self._tx() as conn:
+            self._check_lease(conn, job_id, lease)
             _add_event(conn, job_id, message, level=level, type=type, data=data)
 
     def list_events(
@@ -334,9 +566,17 @@ class Store:
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def add_checkpoint(self, row: Row) -> None:
+    def add_checkpoint(self, row: Row, message: str, *, lease: int | None = None) -> None:
+        """Record a written checkpoint and its event; given a `lease`, only while held."""
         with self._tx() as conn:
+            self._check_lease(conn, row["job_id"], lease)
             conn.execute(t.checkpoints.insert().values(**row))
+            _add_event(
+                conn,
+                row["job_id"],
+                message,
+                data={"step": row["step"], "checkpoint": row["id"], "path": row["path"]},
+            )
 
     def list_checkpoints(
         self, job_id: str, *, after: str | None = None, limit: int = 10
@@ -354,13 +594,17 @@ class Store:
 
     # -- models ------------------------------------------------------------------------------
 
-    def upsert_model(self, row: Row) -> None:
-        with self._tx() as conn:
-            exists = conn.execute(select(t.models.c.id).where(t.models.c.id == row["id"])).first()
-            if exists:
-                conn.execute(t.models.update().where(t.models.c.id == row["id"]).values(**row))
-            else:
-                conn.execute(t.models.insert().values(**row))
+    def upsert_model(self, row: Row, *, conn: Connection | None = None) -> None:
+        """Insert or replace a model row (inside `conn`'s transaction when given)."""
+        if conn is None:
+            with self._tx() as conn:
+                self.upsert_model(row, conn=conn)
+            return
+        exists = conn.execute(select(t.models.c.id).where(t.models.c.id == row["id"])).first()
+        if exists:
+            conn.execute(t.models.update().where(t.models.c.id == row["id"]).values(**row))
+        else:
+            conn.execute(t.models.insert().values(**row))
 
     def get_model(self, model_id: str) -> Row | None:
         with self._tx() as conn:

@@ -56,7 +56,21 @@ jobs = Table(
     Column("worker_id", String(128)),
     Column("heartbeat_at", Float),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    # Times a worker claimed the job (retries, resumes and requeues included).
     Column("attempts", Integer, nullable=False, default=0),
+    # The fencing token: raised at every claim. A process may change the job only while the
+    # job's lease is still the one it was started with.
+    Column("lease", Integer, nullable=False, default=0, server_default="0"),
+    # Runs that ended in a crash (killed, out of memory, lost worker); at max_attempts the job
+    # fails instead of being retried.
+    Column("failures", Integer, nullable=False, default=0, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, default=3, server_default="3"),
+    Column("pause_requested", Boolean, nullable=False, default=False, server_default="0"),
+    # The device the job asked for ("auto", "cpu", "cuda"): workers may take only some.
+    Column("device", String(16), nullable=False, default="auto", server_default="auto"),
+    Column("claimed_at", Float),
+    # Seconds spent running over all attempts; timeout_seconds is measured against it.
+    Column("run_seconds", Float, nullable=False, default=0.0, server_default="0"),
     Index("ix_jobs_status_created", "status", "created_at"),
 )
 
@@ -97,4 +111,18 @@ models = Table(
     Column("job_id", String(64)),
     # Relative to the data folder for fine-tuned models; the resolved source for base models.
     Column("path", Text),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("kinds", JSON),  # job kinds it takes; null: all
+    Column("devices", JSON),  # devices it takes jobs for; null: all
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("job_id", String(64)),  # the job it runs now
+    Column("stopped_at", Float),
 )

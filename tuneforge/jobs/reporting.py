@@ -1,12 +1,26 @@
-"""`JobReporter`: how a job's process tells the database what it is doing."""
+"""`JobReporter`: how a job's process tells the database what it is doing, and learns when
+to stop.
+
+Every write carries the job's lease: once another worker has taken the job over, the next
+write raises LeaseLostError and the process ends without touching the job again.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Store, new_id
+from tuneforge.errors import LeaseLostError
+
+# Why a job stops before its end. All but `cancelled` write a checkpoint first.
+CANCELLED = "cancelled"
+PAUSED = "paused"
+TIMEOUT = "timeout"
+SHUTDOWN = "shutdown"  # the worker is stopping: checkpoint and go back to the queue
+CHECKPOINTING_STOPS = frozenset({PAUSED, TIMEOUT, SHUTDOWN})
 
 # Progress rows and cancel checks at most this often: a database round trip per step would
 # cost more than a small model's step.
@@ -17,14 +31,22 @@ class JobReporter:
     """Writes progress, metric events and checkpoints of one job; answers `stop_reason`."""
 
     def __init__(
-        self, store: Store, settings: Settings, job_id: str, *, deadline: float | None = None
+        self,
+        store: Store,
+        settings: Settings,
+        job_id: str,
+        lease: int,
+        *,
+        deadline: float | None = None,
     ):
         self.store = store
         self.settings = settings
         self.job_id = job_id
+        self.lease = lease
         self.deadline = deadline
         self.latest: dict[str, float] = {}
         self._reason: str | None = None
+        self._parent = os.getppid()
         self._started = time.monotonic()
         self._first_step: int | None = None
         self._last_write = 0.0
@@ -42,6 +64,7 @@ class JobReporter:
         eta = (now - self._started) / done * remaining if done > 0 else None
         self.store.update_job_fields(
             self.job_id,
+            lease=self.lease,
             progress={
                 "step": step,
                 "total_steps": total_steps,
@@ -67,8 +90,11 @@ class JobReporter:
             f"Step {step}: {shown}" if shown else f"Step {step}",
             type="metrics",
             data={"step": step, **values},
+            lease=self.lease,
         )
-        self.store.update_job_fields(self.job_id, metrics=dict(self.latest, step=step))
+        self.store.update_job_fields(
+            self.job_id, lease=self.lease, metrics=dict(self.latest, step=step)
+        )
 
     def checkpoint(self, step: int, epoch: float, path: str) -> None:
         relative = _relative_to(path, self.settings)
@@ -81,30 +107,54 @@ class JobReporter:
                 "created_at": time.time(),
                 "path": relative,
                 "metrics": dict(self.latest),
-            }
-        )
-        self.store.add_event(
-            self.job_id, f"Checkpoint saved at step {step}.", data={"step": step, "path": relative}
+            },
+            f"Checkpoint saved at step {step}.",
+            lease=self.lease,
         )
 
+    def request_shutdown(self) -> None:
+        """The worker is stopping (SIGTERM): checkpoint at the next step and requeue."""
+        self._reason = self._reason or SHUTDOWN
+
+    def ensure_lease(self) -> None:
+        """Raise LeaseLostError unless this process still holds the job (before writing a
+        checkpoint, so that a superseded process leaves the job's files alone)."""
+        self._check_orphaned()
+        controls = self.store.job_controls(self.job_id)
+        if controls["lease"] != self.lease or controls["status"] != "running":
+            raise LeaseLostError(f"Job {self.job_id} was taken over; this process stops.")
+
+    def _check_orphaned(self) -> None:
+        # The worker that started us is gone (killed): its lease will run out and another
+        # worker will resume the job. Stop now, writing nothing.
+        if os.getppid() != self._parent:
+            raise LeaseLostError(f"The worker of job {self.job_id} is gone; this process stops.")
+
     def stop_reason(self) -> str | None:
-        """'cancelled' or 'timeout' once the job should stop; None while it may go on."""
+        """Why the job should stop now (cancelled, paused, timeout, shutdown), or None while
+        it may go on. Raises LeaseLostError once the job is no longer this process's."""
+        self._check_orphaned()
         if self._reason is not None:
             return self._reason
         if self.deadline is not None and time.time() >= self.deadline:
-            self._reason = "timeout"
+            self._reason = TIMEOUT
             return self._reason
         now = time.monotonic()
         if now - self._last_check >= MIN_INTERVAL:
             self._last_check = now
-            if self.store.cancel_requested(self.job_id):
-                self._reason = "cancelled"
+            controls = self.store.job_controls(self.job_id)
+            if controls["lease"] != self.lease or controls["status"] != "running":
+                raise LeaseLostError(f"Job {self.job_id} was taken over; this process stops.")
+            if controls["cancel_requested"]:
+                self._reason = CANCELLED
+            elif controls["pause_requested"]:
+                self._reason = PAUSED
         return self._reason
 
     def note(
         self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
     ) -> None:
-        self.store.add_event(self.job_id, message, level=level, data=data)
+        self.store.add_event(self.job_id, message, level=level, data=data, lease=self.lease)
 
 
 def _relative_to(path: str, settings: Settings) -> str:

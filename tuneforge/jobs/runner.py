@@ -1,15 +1,21 @@
-"""The job process: runs one claimed job from start to its final status.
+"""The job process: runs one claimed job until it ends, pauses or goes back to the queue.
 
-Started by the worker as `python -m tuneforge.jobs.runner JOB_ID SETTINGS_JSON` in a process
-of its own, so that a crash, a kill or the end of the job frees all of its memory.
+Started by the worker as `python -m tuneforge.jobs.runner JOB_ID LEASE SETTINGS_JSON` in a
+process of its own, so that a crash, a kill or the end of the job frees all of its memory.
+Every change it makes to the job is fenced by LEASE: once another worker has taken the job
+over, this process stops without touching it.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.datasets.splits import load_job_data
@@ -18,13 +24,19 @@ from tuneforge.errors import (
     DiskFullError,
     JobCancelledError,
     JobTimeoutError,
+    LeaseLostError,
     OutOfMemoryError,
     TuneforgeError,
 )
+from tuneforge.jobs import reporting
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus
+from tuneforge.training.checkpoints import discard_incomplete, newest_complete
 from tuneforge.training.models import refuse_remote_code, resolve_model
 from tuneforge.training.spec import JobCreate
+
+# Errors worth another attempt from the last checkpoint; the others would fail again.
+RETRYABLE = frozenset({"out_of_memory", "internal"})
 
 
 def fine_tuned_name(spec: JobCreate, job_id: str) -> str:
@@ -48,37 +60,58 @@ def pick_device(requested: str, reporter: JobReporter) -> str:
     return requested
 
 
-def run_job(store: Store, settings: Settings, job_id: str) -> None:
-    """Run a job that is `running` and ends it as succeeded, failed or cancelled."""
+def run_job(store: Store, settings: Settings, job_id: str, lease: int) -> None:
+    """Run a job this process holds under `lease` until it succeeds, fails, is cancelled,
+    pauses, or goes back to the queue because its worker is shutting down."""
     job = store.require_job(job_id)
     spec = JobCreate.model_validate(job["spec"])
-    deadline = job["started_at"] + spec.timeout_seconds if spec.timeout_seconds else None
-    reporter = JobReporter(store, settings, job_id, deadline=deadline)
+    deadline = None
+    if spec.timeout_seconds:
+        deadline = job["claimed_at"] + spec.timeout_seconds - job["run_seconds"]
+    reporter = JobReporter(store, settings, job_id, lease, deadline=deadline)
+    signal.signal(signal.SIGTERM, lambda *_: reporter.request_shutdown())
     work_dir = settings.jobs_dir / job_id
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        _train(store, settings, job_id, spec, reporter, work_dir)
+        _train(store, settings, job, spec, reporter, work_dir)
+    except LeaseLostError:
+        return  # superseded: the job belongs to another process now
     except JobCancelledError:
         store.transition(
-            job_id, JobStatus.CANCELLED, "Job cancelled.", expected={JobStatus.RUNNING}
+            job_id, JobStatus.CANCELLED, "Job cancelled.", expected={JobStatus.RUNNING}, lease=lease
         )
     except TuneforgeError as exc:
-        _fail(store, job_id, exc)
-    except Exception as exc:  # the last line of defence: every failure ends the job
-        _fail(store, job_id, _classify(exc))
+        _fail(store, job_id, lease, exc)
+    except Exception as exc:  # the last line of defence: every failure ends the run
+        _fail(store, job_id, lease, _classify(exc))
 
 
 def _train(
     store: Store,
     settings: Settings,
-    job_id: str,
+    job: dict[str, Any],
     spec: JobCreate,
     reporter: JobReporter,
     work_dir: Path,
 ) -> None:
     from tuneforge.training.embedding import train_embedding
 
+    job_id, lease = job["id"], reporter.lease
     assert spec.seed is not None
+    checkpoints = work_dir / "checkpoints"
+    discarded = discard_incomplete(checkpoints)
+    if discarded:
+        reporter.note(
+            f"Removed incomplete checkpoint data from an earlier run: {', '.join(discarded)}.",
+            level="warning",
+        )
+    resume_from = newest_complete(checkpoints)
+    if resume_from is not None:
+        step = resume_from.name.removeprefix("checkpoint-")
+        reporter.note(
+            f"Resuming from the checkpoint at step {step}.",
+            data={"resume_step": int(step), "run": job["attempts"]},
+        )
     data = load_job_data(store, settings, spec, spec.seed)
     reporter.note(
         f"Data: {len(data.train_rows)} training and {len(data.eval_rows)} validation rows "
@@ -95,7 +128,9 @@ def _train(
         refuse_remote_code(Path(source.location))
     device = pick_device(spec.device, reporter)
     name = fine_tuned_name(spec, job_id)
-    output_dir = settings.models_dir / job_id
+    # Written aside and moved into place only when complete (see _publish).
+    staging = settings.models_dir / f".staging-{job_id}-{lease}"
+    shutil.rmtree(staging, ignore_errors=True)
     reporter.note(f"Training {spec.model} on {device} with loss {spec.method.embedding.loss}.")
     result = train_embedding(
         model_location=source.location,
@@ -106,16 +141,13 @@ def _train(
         seed=spec.seed,
         device=device,
         work_dir=work_dir,
-        output_dir=output_dir,
+        output_dir=staging,
         reporter=reporter,
+        resume_from=resume_from,
     )
     if result.stopped_early:
-        if reporter.stop_reason() == "timeout":
-            raise JobTimeoutError(
-                f"The job ran longer than timeout_seconds={spec.timeout_seconds}.",
-                param="timeout_seconds",
-            )
-        raise JobCancelledError("Cancelled.")
+        _stop(store, job_id, spec, reporter, result.steps)
+        return
     evaluation = {
         "primary_metric": result.primary_metric,
         "base_model": result.baseline,
@@ -126,17 +158,6 @@ def _train(
             if k in result.baseline
         },
     }
-    store.upsert_model(
-        {
-            "id": name,
-            "kind": "fine-tuned",
-            "owned_by": "user",
-            "created_at": time.time(),
-            "base_model": spec.model,
-            "job_id": job_id,
-            "path": str(output_dir.resolve().relative_to(settings.home.resolve())),
-        }
-    )
     summary = ""
     if result.primary_metric and result.primary_metric in result.evaluation:
         key = result.primary_metric
@@ -144,31 +165,83 @@ def _train(
             f" {key}: {result.baseline.get(key, float('nan')):.4f} (base) -> "
             f"{result.evaluation[key]:.4f}."
         )
-    store.transition(
-        job_id,
-        JobStatus.SUCCEEDED,
-        f"Job succeeded; model saved as {name}.{summary}",
-        expected={JobStatus.RUNNING},
-        fine_tuned_model=name,
-        result={
-            "train_loss": result.train_loss,
-            "steps": result.steps,
-            "evaluation": evaluation,
-            "model_path": str(output_dir.name),
-        },
-        data={"fine_tuned_model": name},
-    )
+    final = settings.models_dir / job_id
+    with store.fenced(job_id, lease) as conn:
+        # Inside the lease's transaction: no other process can take the job over between the
+        # move and the commit, and the model row appears only with all of its files.
+        if final.exists():
+            shutil.rmtree(final)  # left by a run that crashed before its commit
+        os.replace(staging, final)
+        store.upsert_model(
+            {
+                "id": name,
+                "kind": "fine-tuned",
+                "owned_by": "user",
+                "created_at": time.time(),
+                "base_model": spec.model,
+                "job_id": job_id,
+                "path": str(final.resolve().relative_to(settings.home.resolve())),
+            },
+            conn=conn,
+        )
+        store.transition(
+            job_id,
+            JobStatus.SUCCEEDED,
+            f"Job succeeded; model saved as {name}.{summary}",
+            expected={JobStatus.RUNNING},
+            lease=lease,
+            conn=conn,
+            fine_tuned_model=name,
+            result={
+                "train_loss": result.train_loss,
+                "steps": result.steps,
+                "evaluation": evaluation,
+                "model_path": final.name,
+            },
+            data={"fine_tuned_model": name},
+        )
+    shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
 
 
-def _fail(store: Store, job_id: str, exc: TuneforgeError) -> None:
-    store.transition(
-        job_id,
-        JobStatus.FAILED,
-        f"Job failed: {exc.message}",
-        expected={JobStatus.RUNNING},
-        level="error",
-        error={"code": exc.code, "message": exc.message, "param": exc.param},
-    )
+def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, step: int) -> None:
+    """End a run that stopped before its end, as its stop reason says."""
+    reason = reporter.stop_reason()
+    lease = reporter.lease
+    if reason == reporting.PAUSED:
+        store.transition(
+            job_id,
+            JobStatus.PAUSED,
+            f"Job paused at step {step}; it continues from that checkpoint when resumed.",
+            expected={JobStatus.RUNNING},
+            lease=lease,
+            pause_requested=False,
+            worker_id=None,
+            data={"step": step},
+        )
+    elif reason == reporting.SHUTDOWN:
+        store.transition(
+            job_id,
+            JobStatus.QUEUED,
+            f"Worker shutting down; checkpoint at step {step} written, job queued again.",
+            expected={JobStatus.RUNNING},
+            lease=lease,
+            level="warning",
+            worker_id=None,
+            data={"step": step},
+        )
+    elif reason == reporting.TIMEOUT:
+        raise JobTimeoutError(
+            f"The job ran longer than timeout_seconds={spec.timeout_seconds}; "
+            f"a checkpoint at step {step} was written.",
+            param="timeout_seconds",
+        )
+    else:
+        raise JobCancelledError("Cancelled.")
+
+
+def _fail(store: Store, job_id: str, lease: int, exc: TuneforgeError) -> None:
+    error = {"code": exc.code, "message": exc.message, "param": exc.param}
+    store.retry_or_fail(job_id, lease, error, retry=exc.code in RETRYABLE)
 
 
 def _classify(exc: Exception) -> TuneforgeError:
@@ -185,11 +258,11 @@ def _classify(exc: Exception) -> TuneforgeError:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    job_id, settings_json = args
+    job_id, lease, settings_json = args
     settings = Settings.model_validate_json(settings_json)
     store = Store(settings.db_url)
     try:
-        run_job(store, settings, job_id)
+        run_job(store, settings, job_id, int(lease))
     finally:
         store.dispose()
     return 0

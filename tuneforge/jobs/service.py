@@ -48,6 +48,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
             "status": JobStatus.VALIDATING_FILES.value,
             "spec": spec.model_dump(mode="json"),
             "created_at": time.time(),
+            "device": spec.device,
+            "max_attempts": spec.max_attempts,
         },
         "Validating training file(s).",
     )
@@ -98,6 +100,10 @@ def public_job(job: Row) -> dict[str, Any]:
         "metrics": job.get("metrics"),
         "evaluation": result.get("evaluation"),
         "attempts": job.get("attempts", 0),
+        "failures": job.get("failures", 0),
+        "max_attempts": job.get("max_attempts"),
+        "pause_requested": bool(job.get("pause_requested")),
+        "worker_id": job.get("worker_id") if job["status"] == "running" else None,
     }
 
 

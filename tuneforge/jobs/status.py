@@ -12,6 +12,8 @@ class JobStatus(StrEnum):
     QUEUED = "queued"
     # Claimed by a worker; its process is training.
     RUNNING = "running"
+    # Stopped at the user's request after writing a checkpoint; `resume` queues it again.
+    PAUSED = "paused"
     # Finished; `fine_tuned_model` names the result.
     SUCCEEDED = "succeeded"
     # Ended with an error; `error.code` says why.
@@ -22,15 +24,25 @@ class JobStatus(StrEnum):
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
-# Which status may follow which. RUNNING -> QUEUED is the requeue of a job whose worker vanished.
+# Which status may follow which. RUNNING -> QUEUED is a retry, or the requeue of a job whose
+# worker shut down or vanished.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.VALIDATING_FILES: frozenset(
         {JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}
     ),
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset(
-        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
+    JobStatus.QUEUED: frozenset(
+        {JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.FAILED, JobStatus.CANCELLED}
     ),
+    JobStatus.RUNNING: frozenset(
+        {
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+            JobStatus.QUEUED,
+            JobStatus.PAUSED,
+        }
+    ),
+    JobStatus.PAUSED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),

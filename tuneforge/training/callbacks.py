@@ -15,6 +15,11 @@ class Reporter(Protocol):
     def metrics(self, step: int, values: dict[str, float]) -> None: ...
     def checkpoint(self, step: int, epoch: float, path: str) -> None: ...
     def stop_reason(self) -> str | None: ...
+    def ensure_lease(self) -> None: ...
+
+
+# Stop reasons after which the run writes a checkpoint to continue from (see JobReporter).
+CHECKPOINTING_STOPS = frozenset({"paused", "timeout", "shutdown"})
 
 
 class ReportingCallback(TrainerCallback):
@@ -25,6 +30,7 @@ class ReportingCallback(TrainerCallback):
         self.samples_per_step = samples_per_step
         self._last_time = 0.0
         self._last_step = 0
+        self._saved_step: int | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._last_time = time.monotonic()
@@ -33,10 +39,26 @@ class ReportingCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.reporter.progress(state.global_step, state.max_steps, state.epoch or 0.0)
-        if self.reporter.stop_reason() is not None:
+        reason = self.reporter.stop_reason()
+        if reason is not None:
+            # Pause, timeout and shutdown continue later from a checkpoint of this very step.
             control.should_training_stop = True
-            control.should_save = False
+            control.should_save = reason in CHECKPOINTING_STOPS
             control.should_evaluate = False
+        if control.should_save:
+            self.reporter.ensure_lease()
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        reason = self.reporter.stop_reason()
+        if reason is not None:
+            # Stopped inside the epoch: no end-of-epoch evaluation, and no second checkpoint.
+            control.should_training_stop = True
+            control.should_evaluate = False
+            control.should_save = (
+                reason in CHECKPOINTING_STOPS and self._saved_step != state.global_step
+            )
+        if control.should_save:
+            self.reporter.ensure_lease()
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
@@ -54,5 +76,6 @@ class ReportingCallback(TrainerCallback):
         self.reporter.metrics(state.global_step, values)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._saved_step = state.global_step
         path = f"{args.output_dir}/checkpoint-{state.global_step}"
         self.reporter.checkpoint(state.global_step, state.epoch or 0.0, path)

@@ -6,11 +6,13 @@ layout, measure the base model, train, measure again, save a sentence-transforme
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuneforge.training.callbacks import Reporter, ReportingCallback
+from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.spec import EmbeddingMethodParams
 
 
@@ -123,14 +125,19 @@ def train_embedding(
     work_dir: Path,
     output_dir: Path,
     reporter: Reporter,
+    resume_from: Path | None = None,
 ) -> EmbeddingResult:
-    """Train and save; stops early (unsaved) when `reporter.stop_reason()` says so."""
+    """Train and save; continue from the checkpoint `resume_from` when given. Stops early
+    (no model saved; a checkpoint unless cancelled) when `reporter.stop_reason()` says so."""
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import set_seed
+
+    class CheckpointingTrainer(AtomicCheckpoints, SentenceTransformerTrainer):
+        pass
 
     hp = params.hyperparameters
     set_seed(seed)
@@ -139,14 +146,24 @@ def train_embedding(
     evaluator = build_evaluator(layout, eval_rows, hp.batch_size) if eval_rows else None
     result = EmbeddingResult(primary_metric=None)
     if evaluator is not None:
-        result.baseline = evaluate(evaluator, model)
-        result.primary_metric = str(evaluator.primary_metric)
-        reporter.metrics(0, {f"eval_{k}": v for k, v in result.baseline.items()})
+        # The base model is measured once per job; a resumed run reads that measurement.
+        baseline_file = work_dir / "baseline.json"
+        if baseline_file.is_file():
+            saved = json.loads(baseline_file.read_text())
+            result.baseline, result.primary_metric = saved["metrics"], saved["primary_metric"]
+        else:
+            result.baseline = evaluate(evaluator, model)
+            result.primary_metric = str(evaluator.primary_metric)
+            baseline_file.write_text(
+                json.dumps({"metrics": result.baseline, "primary_metric": result.primary_metric})
+            )
+            reporter.metrics(0, {f"eval_{k}": v for k, v in result.baseline.items()})
 
     in_batch_negatives = params.loss in ("mnrl", "cached_mnrl")
     evaluate_by = ("steps" if hp.eval_steps else "epoch") if eval_rows else "no"
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
     keep_best = hp.save_best_model and evaluator is not None
+    save_steps = hp.checkpoint_steps or (hp.eval_steps if keep_best else None)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         num_train_epochs=hp.n_epochs,
@@ -163,8 +180,8 @@ def train_embedding(
         logging_steps=hp.logging_steps,
         eval_strategy=evaluate_by,
         eval_steps=hp.eval_steps,
-        save_strategy="steps" if keep_best and hp.eval_steps else "epoch",
-        save_steps=hp.eval_steps if keep_best and hp.eval_steps else 500,
+        save_strategy="steps" if save_steps else "epoch",
+        save_steps=save_steps or 500,
         load_best_model_at_end=keep_best,
         metric_for_best_model=f"eval_{result.primary_metric}" if keep_best else None,
         greater_is_better=True if keep_best else None,
@@ -179,7 +196,7 @@ def train_embedding(
             BatchSamplers.NO_DUPLICATES if in_batch_negatives else BatchSamplers.BATCH_SAMPLER
         ),
     )
-    trainer = SentenceTransformerTrainer(
+    trainer = CheckpointingTrainer(
         model=model,
         args=args,
         train_dataset=to_dataset(layout, train_rows),
@@ -188,7 +205,7 @@ def train_embedding(
         evaluator=evaluator,
         callbacks=[ReportingCallback(reporter, hp.batch_size)],
     )
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     result.train_loss = float(output.training_loss)
     result.steps = trainer.state.global_step
     if reporter.stop_reason() is not None:

@@ -60,6 +60,12 @@ class EmbeddingHyperparameters(Strict):
     logging_steps: int = Field(
         5, ge=1, description="Report loss and learning rate every this many steps."
     )
+    checkpoint_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Write a checkpoint every this many steps (default: at each epoch's end); "
+        "a crashed run continues from the newest one.",
+    )
     use_amp: bool = Field(False, description="Mixed precision (on CUDA only).")
     save_best_model: bool = Field(
         False, description="Keep the weights of the best evaluation, not the last step's."
@@ -74,6 +80,19 @@ class EmbeddingHyperparameters(Strict):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if v != "auto"}
         return data
+
+    @model_validator(mode="after")
+    def _best_model_needs_matching_checkpoints(self) -> EmbeddingHyperparameters:
+        # Going back to the best evaluation needs a checkpoint at every evaluation.
+        if (
+            self.save_best_model
+            and self.checkpoint_steps is not None
+            and (self.eval_steps is None or self.checkpoint_steps % self.eval_steps)
+        ):
+            raise ValueError(
+                "with save_best_model, checkpoint_steps must be a multiple of eval_steps"
+            )
+        return self
 
 
 class EmbeddingMethodParams(Strict):
@@ -120,7 +139,18 @@ class JobCreate(Strict):
     metadata: dict[str, str] | None = Field(None, description="Up to 16 key-value pairs.")
     method: Method = Field(default_factory=EmbeddingMethod)
     timeout_seconds: int | None = Field(
-        None, ge=1, le=30 * 24 * 3600, description="tuneforge: fail the job after this long."
+        None,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="tuneforge: after this much running time the job checkpoints and fails "
+        "with error code `timeout`.",
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="tuneforge: runs that may crash (killed, out of memory, lost worker) "
+        "before the job fails; each retry continues from the last checkpoint.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="tuneforge: where to train; cuda falls back to cpu with a warning."

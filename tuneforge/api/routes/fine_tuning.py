@@ -58,6 +58,41 @@ def cancel_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
     return public_job(store.request_cancel(job_id))
 
 
+@router.post("/{job_id}/pause")
+def pause_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
+    """A queued job pauses at once; a running one writes a checkpoint at its next step and
+    stops (status `paused`), freeing its device."""
+    return public_job(store.request_pause(job_id))
+
+
+@router.post("/{job_id}/resume")
+def resume_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
+    """Queue a paused job again; it continues from its checkpoint with model, optimizer,
+    scheduler, random state and data position restored."""
+    return public_job(store.resume(job_id))
+
+
+@router.get("/{job_id}/events/stream", response_model=None)
+def stream_events(
+    store: StoreDep,
+    job_id: str,
+    level: Literal["info", "warning", "error"] | None = None,
+    type: Literal["message", "metrics"] | None = None,
+    after: str | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-Sent Events, oldest first, from after `Last-Event-ID` (or `after`); each has
+    the event's id, so a client that reconnects misses none and sees none twice. The stream
+    ends with an `end` event when the job has ended."""
+    store.require_job(job_id)
+    start = _event_number(last_event_id) or _event_number(after) or 0
+    return StreamingResponse(
+        _sse(store, job_id, start, level, type),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 @router.get("/{job_id}/events", response_model=None)
 def list_events(
     store: StoreDep,
@@ -69,16 +104,10 @@ def list_events(
     stream: bool = False,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any] | StreamingResponse:
-    """Newest first, as OpenAI lists them; `stream=true` gives Server-Sent Events from the
-    oldest on (or after `Last-Event-ID`), ending when the job has ended."""
-    store.require_job(job_id)
+    """Newest first, as OpenAI lists them; `stream=true` is the same as `/events/stream`."""
     if stream:
-        start = _event_number(last_event_id) or _event_number(after) or 0
-        return StreamingResponse(
-            _sse(store, job_id, start, level, type),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
+        return stream_events(store, job_id, level, type, after, last_event_id)
+    store.require_job(job_id)
     rows, has_more = store.list_events(
         job_id, after=_event_number(after), limit=limit, level=level, type=type
     )

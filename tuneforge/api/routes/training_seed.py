@@ -21,10 +21,12 @@ from tuneforge.training.spec import JobCreate
 
 router = APIRouter(tags=["seed-000 training"])
 
+# Seed 000 names no paused state; PAUSED is the plain word for tuneforge's own.
 STATUS = {
     "validating_files": "QUEUED",
     "queued": "QUEUED",
     "running": "RUNNING",
+    "paused": "PAUSED",
     "succeeded": "DONE",
     "failed": "FAILED",
     "cancelled": "CANCELED",
