@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tuneforge.config import Settings
-from tuneforge.datasets.embedding import EmbeddingData, read_embedding_file
+from tuneforge.datasets.kinds import FileData, read_upload
 from tuneforge.datasets.readers import detect_format
 from tuneforge.datasets.statistics import load_tokenizer
 from tuneforge.db.store import Row, Store, new_id
@@ -80,9 +80,9 @@ def ingest_file(
         raise
 
 
-def check_file(settings: Settings, path: Path, fmt: str) -> EmbeddingData:
-    """Read and validate a stored file for the training kinds it may serve."""
-    return read_embedding_file(
+def check_file(settings: Settings, path: Path, fmt: str) -> FileData:
+    """Read and validate a stored file for the training kind its columns name."""
+    return read_upload(
         path, fmt, min_rows=settings.min_rows, tokenizer=load_tokenizer(settings.stats_tokenizer)
     )
 

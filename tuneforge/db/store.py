@@ -206,12 +206,13 @@ class Store:
         that may lead there) and, given a `lease`, the job is still held by it; set `fields`
         and log `message`. Raises InvalidStateError or LeaseLostError."""
         if conn is not None:
-            # Inside a caller's transaction nothing is read back: the caller commits first.
-            self._transition(conn, job_id, target, message, expected, lease, level, data, fields)
-            return {}
+            return self._transition(
+                conn, job_id, target, message, expected, lease, level, data, fields
+            )
         with self._tx() as own:
-            self._transition(own, job_id, target, message, expected, lease, level, data, fields)
-        return self.require_job(job_id)
+            return self._transition(
+                own, job_id, target, message, expected, lease, level, data, fields
+            )
 
     def _transition(
         self,
@@ -224,7 +225,7 @@ class Store:
         level: str,
         data: dict[str, Any] | None,
         fields: dict[str, Any],
-    ) -> None:
+    ) -> Row:
         allowed = sources_of(target) if expected is None else expected & sources_of(target)
         now = time.time()
         values = dict(fields, status=target.value)
@@ -256,6 +257,9 @@ class Store:
                 f"Job {job_id} is {current.status}; it cannot become {target.value}."
             )
         _add_event(conn, job_id, message, level=level, data=data)
+        # Read back in the same transaction: the job as this change left it, even if a worker
+        # claims it the moment it commits.
+        return dict(conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).one()._mapping)
 
     def request_cancel(self, job_id: str) -> Row:
         """Cancel a job: at once if no process runs it, else flag it for its process to stop."""

@@ -9,6 +9,7 @@ over, this process stops without touching it.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import shutil
 import signal
@@ -31,10 +32,15 @@ from tuneforge.errors import (
 from tuneforge.jobs import reporting
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus
+from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.checkpoints import discard_incomplete, newest_complete
 from tuneforge.training.models import refuse_remote_code, resolve_model
 from tuneforge.training.spec import JobCreate
 
+# The module that trains each kind (`method.type`); see tuneforge.training.base.
+TRAINERS = {
+    "embedding": "tuneforge.training.embedding",
+}
 # Errors worth another attempt from the last checkpoint; the others would fail again.
 RETRYABLE = frozenset({"out_of_memory", "internal"})
 
@@ -94,8 +100,6 @@ def _train(
     reporter: JobReporter,
     work_dir: Path,
 ) -> None:
-    from tuneforge.training.embedding import train_embedding
-
     job_id, lease = job["id"], reporter.lease
     assert spec.seed is not None
     checkpoints = work_dir / "checkpoints"
@@ -128,22 +132,24 @@ def _train(
         refuse_remote_code(Path(source.location))
     device = pick_device(spec.device, reporter)
     name = fine_tuned_name(spec, job_id)
-    # Written aside and moved into place only when complete (see _publish).
+    # Written aside and moved into place only when complete (see below).
     staging = settings.models_dir / f".staging-{job_id}-{lease}"
     shutil.rmtree(staging, ignore_errors=True)
-    reporter.note(f"Training {spec.model} on {device} with loss {spec.method.embedding.loss}.")
-    result = train_embedding(
-        model_location=source.location,
-        params=spec.method.embedding,
-        layout=data.layout,
-        train_rows=data.train_rows,
-        eval_rows=data.eval_rows,
-        seed=spec.seed,
-        device=device,
-        work_dir=work_dir,
-        output_dir=staging,
-        reporter=reporter,
-        resume_from=resume_from,
+    kind = spec.method.type
+    reporter.note(f"Training {spec.model} ({kind}) on {device}.")
+    trainer = importlib.import_module(TRAINERS[kind])
+    result: TrainResult = trainer.run(
+        RunContext(
+            spec=spec,
+            data=data,
+            model_location=source.location,
+            device=device,
+            seed=spec.seed,
+            work_dir=work_dir,
+            output_dir=staging,
+            reporter=reporter,
+            resume_from=resume_from,
+        )
     )
     if result.stopped_early:
         _stop(store, job_id, spec, reporter, result.steps)
@@ -197,6 +203,7 @@ def _train(
                 "steps": result.steps,
                 "evaluation": evaluation,
                 "model_path": final.name,
+                **result.details,
             },
             data={"fine_tuned_model": name},
         )

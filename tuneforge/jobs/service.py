@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from tuneforge.config import Settings
-from tuneforge.datasets.splits import check_job_files
+from tuneforge.datasets.splits import load_job_data
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.jobs.status import JobStatus
 from tuneforge.training.models import resolve_model
@@ -18,7 +18,7 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     """Check the request against the files and the model, then queue the job.
 
     Nothing is written unless every check passes: a bad request leaves no job behind."""
-    layout = check_job_files(store, request)
+    layout = load_job_data(store, settings, request, request.seed or 0).layout
     source = resolve_model(store, settings, request.model)
     spec = request.model_copy(
         update={

@@ -7,25 +7,13 @@ layout, measure the base model, train, measure again, save a sentence-transforme
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.callbacks import Reporter, ReportingCallback
 from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.spec import EmbeddingMethodParams
-
-
-@dataclass
-class EmbeddingResult:
-    """What a finished run reports: losses, metrics before and after, the saved model."""
-
-    primary_metric: str | None
-    baseline: dict[str, float] = field(default_factory=dict)
-    evaluation: dict[str, float] = field(default_factory=dict)
-    train_loss: float | None = None
-    steps: int = 0
-    stopped_early: bool = False
 
 
 def load_model(location: str, device: str, max_seq_length: int | None = None) -> Any:
@@ -113,6 +101,23 @@ def to_dataset(layout: str, rows: list[dict[str, Any]]) -> Any:
     return Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
 
 
+def run(ctx: RunContext) -> TrainResult:
+    """The `embedding` kind, as the job runner calls it."""
+    return train_embedding(
+        model_location=ctx.model_location,
+        params=ctx.spec.method.embedding,
+        layout=ctx.data.layout,
+        train_rows=ctx.data.train_rows,
+        eval_rows=ctx.data.eval_rows,
+        seed=ctx.seed,
+        device=ctx.device,
+        work_dir=ctx.work_dir,
+        output_dir=ctx.output_dir,
+        reporter=ctx.reporter,
+        resume_from=ctx.resume_from,
+    )
+
+
 def train_embedding(
     *,
     model_location: str,
@@ -126,7 +131,7 @@ def train_embedding(
     output_dir: Path,
     reporter: Reporter,
     resume_from: Path | None = None,
-) -> EmbeddingResult:
+) -> TrainResult:
     """Train and save; continue from the checkpoint `resume_from` when given. Stops early
     (no model saved; a checkpoint unless cancelled) when `reporter.stop_reason()` says so."""
     from sentence_transformers import (
@@ -144,7 +149,7 @@ def train_embedding(
     model = load_model(model_location, device, hp.max_seq_length)
     loss = build_loss(model, params)
     evaluator = build_evaluator(layout, eval_rows, hp.batch_size) if eval_rows else None
-    result = EmbeddingResult(primary_metric=None)
+    result = TrainResult(primary_metric=None)
     if evaluator is not None:
         # The base model is measured once per job; a resumed run reads that measurement.
         baseline_file = work_dir / "baseline.json"

@@ -1,0 +1,88 @@
+"""Which training kind a data file serves, told by its columns.
+
+| kind             | columns                                                      |
+|------------------|--------------------------------------------------------------|
+| `supervised`     | `messages`, or `prompt` + `completion`                       |
+| `dpo`            | `prompt` + `chosen` + `rejected`, or `input` + `preferred_output` |
+| `embedding`      | `anchor` + `positive` (+ `negative`); `sentence1` + `sentence2` + `score` |
+| `classification` | a text column (`text`, `chunk_text`, …) + a label column     |
+
+An upload is checked for the kind its columns name; a job reads its files again with its own
+settings (named columns, the model's tokenizer and sequence length), see `datasets.splits`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from tuneforge.datasets import chat, classification, embedding
+
+
+class FileData(Protocol):
+    """What every kind's reader gives back."""
+
+    layout: str | None
+    rows: list[dict[str, Any]]
+    report: dict[str, Any]
+
+    @property
+    def valid(self) -> bool: ...
+
+
+def first_columns(path: Path, fmt: str) -> list[str]:
+    """The column names of a file's first record ([] when there is none to read)."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        with path.open("rb") as handle:
+            head = handle.read(1024 * 1024).decode("utf-8", errors="replace")
+        if fmt == "csv":
+            return next(csv.reader(io.StringIO(head)), [])
+        for line in head.splitlines():
+            if line.strip():
+                record = json.loads(line)
+                return list(record) if isinstance(record, dict) else []
+    except (OSError, ValueError):
+        pass
+    return []
+
+
+def detect_kind(columns: list[str]) -> str:
+    """The training kind whose layouts these columns match; `embedding` when none does (its
+    reader also takes headerless CSV files and names every layout in its report)."""
+    names = {c.strip().lower() for c in columns}
+    if "messages" in names or {"prompt", "completion"} <= names:
+        return "supervised"
+    if {"chosen", "rejected"} <= names or "preferred_output" in names:
+        return "dpo"
+    canonical = {embedding.ALIASES.get(n, n) for n in names}
+    if any(set(cols) <= canonical for cols in embedding.LAYOUTS.values()):
+        return "embedding"
+    if names & set(classification.TEXT_COLUMNS) and names & set(classification.LABEL_COLUMNS):
+        return "classification"
+    return "embedding"
+
+
+def read_upload(path: Path, fmt: str, *, min_rows: int, tokenizer: Any = None) -> FileData:
+    """Check an uploaded file for the kind its columns name, with default settings; the
+    report says which kind that was."""
+    kind = detect_kind(first_columns(path, fmt))
+    data: FileData
+    if kind == "supervised":
+        data = chat.read_chat_file(path, fmt, min_rows=min_rows, tokenizer=tokenizer)
+    elif kind == "dpo":
+        data = chat.read_preference_file(path, fmt, min_rows=min_rows, tokenizer=tokenizer)
+    elif kind == "classification":
+        data = classification.read_classification_file(
+            path, fmt, min_rows=min_rows, tokenizer=tokenizer
+        )
+    else:
+        data = embedding.read_embedding_file(path, fmt, min_rows=min_rows, tokenizer=tokenizer)
+    data.report["kind"] = kind
+    return data

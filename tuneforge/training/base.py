@@ -1,0 +1,49 @@
+"""What every training kind gets and gives: `RunContext` in, `TrainResult` out.
+
+A kind is a module in this package with `run(ctx: RunContext) -> TrainResult`; the job
+runner (`tuneforge.jobs.runner.TRAINERS`) maps `method.type` to it. A kind's trainer uses
+`checkpoints.AtomicCheckpoints` and `callbacks.ReportingCallback`, continues from
+`ctx.resume_from` when given, and saves the finished model into `ctx.output_dir`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneforge.training.callbacks import Reporter
+
+if TYPE_CHECKING:
+    from tuneforge.datasets.splits import JobData
+    from tuneforge.training.spec import JobCreate
+
+
+@dataclass
+class RunContext:
+    """One run of a job: its spec and data, where to train, where to write."""
+
+    spec: JobCreate
+    data: JobData
+    model_location: str  # a local folder or a Hub id, resolved from spec.model
+    device: str  # "cpu" or "cuda"
+    seed: int
+    work_dir: Path  # the job's folder: checkpoints, the base model's measurement
+    output_dir: Path  # where the finished model is saved (moved into place afterwards)
+    reporter: Reporter
+    resume_from: Path | None = None  # a complete checkpoint to continue from
+
+
+@dataclass
+class TrainResult:
+    """What a run reports: losses, metrics of the base and the trained model, the stop."""
+
+    primary_metric: str | None
+    baseline: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, float] = field(default_factory=dict)
+    train_loss: float | None = None
+    steps: int = 0
+    # True when the reporter asked to stop (cancel, pause, timeout, shutdown): nothing saved.
+    stopped_early: bool = False
+    # Kind-specific results stored with the job (e.g. a confusion matrix).
+    details: dict[str, Any] = field(default_factory=dict)
