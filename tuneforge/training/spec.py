@@ -113,6 +113,35 @@ class EmbeddingMethod(Strict):
 Method = EmbeddingMethod
 
 
+REGISTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+
+class Promotion(Strict):
+    """Move an alias to the new version only if it is better by `min_delta`."""
+
+    alias: str = Field(
+        "production", description="Alias to move (e.g. production, staging).", max_length=64
+    )
+    metric: str | None = Field(
+        None,
+        max_length=128,
+        description="Metric to compare (default: the kind's primary metric).",
+    )
+    min_delta: float = Field(
+        0.0,
+        description="How much better the new version must be than the version the alias "
+        "points at (or the base model), on this job's validation data.",
+    )
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, value: str) -> str:
+        if not ALIAS_NAME.match(value):
+            raise ValueError("letters, digits, '_' and '-', starting with a letter")
+        return value
+
+
 class JobCreate(Strict):
     """`POST /v1/fine_tuning/jobs`: OpenAI's fields plus tuneforge's extensions."""
 
@@ -154,6 +183,16 @@ class JobCreate(Strict):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="tuneforge: where to train; cuda falls back to cpu with a warning."
+    )
+    registered_model: str | None = Field(
+        None,
+        max_length=100,
+        pattern=REGISTRY_NAME.pattern,
+        description="tuneforge: registry name the trained model becomes a new version of "
+        "(default: the base model's name, with the suffix).",
+    )
+    promote: Promotion | None = Field(
+        None, description="tuneforge: a promotion gate applied when the job succeeds."
     )
 
     @field_validator("model")
