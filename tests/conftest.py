@@ -141,7 +141,9 @@ class Server:
         raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
 
     def stop(self) -> None:
-        self.process.terminate()
+        """SIGTERM, as a service manager would; a second call does nothing."""
+        if self.process.poll() is None:
+            self.process.terminate()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -322,7 +322,7 @@ def test_jobs_create_watch_follows_a_training_to_its_model(
 
     events = tuneforge("jobs", "events", job_id, "--limit", "3", env=cli_env).stdout
     assert len(events.splitlines()) == 3
-    assert f"Job succeeded; model saved as {fine_tuned}." in events.splitlines()[-1]
+    assert f"Job succeeded; model saved as {fine_tuned} (" in events.splitlines()[-1]
     assert fine_tuned in tuneforge("models", "list", env=cli_env).stdout
 
     again = tuneforge("jobs", "watch", job_id, env=cli_env)

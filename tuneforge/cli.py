@@ -39,7 +39,10 @@ app = typer.Typer(help="tuneforge: self-hosted fine-tuning.", no_args_is_help=Tr
 files_app = typer.Typer(help="Upload, list and delete training files.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Validation reports and statistics of files.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Create, follow and cancel fine-tuning jobs.", no_args_is_help=True)
-models_app = typer.Typer(help="Base and fine-tuned models.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Models: base, fine-tuned, and the registry's versions and aliases.",
+    no_args_is_help=True,
+)
 app.add_typer(files_app, name="files")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
@@ -84,7 +87,7 @@ class ApiClient:
         if response.is_error:
             print_api_error(_error_of(response))
             raise typer.Exit(1)
-        return response.json()
+        return response.json() if response.content else None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -675,6 +678,171 @@ def list_models(url: Url = DEFAULT_URL) -> None:
             m["job_id"] or "",
             _when(m["created"]),
         )
+    console.print(table)
+    registered = ApiClient(url).get("/v1/registered_models")["data"]
+    if registered:
+        table = _table("name", "kind", "versions", "aliases", "latest", title="Registry")
+        for r in registered:
+            latest = r["latest_version"] or {}
+            table.add_row(
+                escape(r["name"]),
+                r["kind"],
+                str(r["versions"]),
+                ", ".join(f"{a}->v{v}" for a, v in sorted(r["aliases"].items())),
+                _primary(latest),
+            )
+        console.print(table)
+
+
+def _primary(version: dict[str, Any]) -> str:
+    """`metric value` of a version's primary metric on its validation split."""
+    evaluation = version.get("evaluation") or {}
+    key = evaluation.get("primary_metric")
+    value = (evaluation.get("fine_tuned_model") or {}).get(key)
+    return f"{key} {value:.4f}" if key and isinstance(value, int | float) else ""
+
+
+@models_app.command("show")
+def show_model(
+    name: Annotated[str, typer.Argument(help="Registered model name, or NAME@vN / NAME@ALIAS.")],
+    url: Url = DEFAULT_URL,
+) -> None:
+    """A registered model and its versions, or one version in full."""
+    api = ApiClient(url)
+    base, _, which = name.partition("@")
+    if not which:
+        model = api.get(f"/v1/registered_models/{base}")
+        console.print(
+            f"[bold]{escape(base)}[/] ({model['kind']}) {escape(model['description'] or '')}",
+            soft_wrap=True,
+        )
+        table = _table("version", "model", "aliases", "metric", "job", "created")
+        for v in api.get(f"/v1/registered_models/{base}/versions")["data"]:
+            table.add_row(
+                str(v["version"]),
+                escape(v["model"]),
+                ", ".join(v["aliases"]),
+                _primary(v),
+                v["job_id"] or "",
+                _when(v["created_at"]),
+            )
+        console.print(table)
+        return
+    if which[:1] == "v" and which[1:].isdigit():
+        number = int(which[1:])
+    else:
+        number = api.get(f"/v1/registered_models/{base}")["aliases"].get(which)
+        if number is None:
+            fail(f"{base} has no alias {which!r}.")
+    version = api.get(f"/v1/registered_models/{base}/versions/{number}")
+    console.print_json(data=version)
+
+
+@models_app.command("compare")
+def compare_models(
+    name: str,
+    versions: Annotated[list[int], typer.Argument(help="Two or more version numbers.")],
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Metrics of versions side by side, and the spec fields in which they differ."""
+    params = [("versions", v) for v in versions]
+    comparison = ApiClient(url).request(
+        "GET", f"/v1/registered_models/{name}/compare", params=params
+    )
+    table = _table("metric", *(f"v{v}" for v in versions))
+    for metric, values in comparison["metrics"].items():
+        table.add_row(metric, *(f"{x:.4f}" if x is not None else "-" for x in values))
+    console.print(table)
+    if comparison["spec_differences"]:
+        diff = _table("spec field", *(f"v{v}" for v in versions), title="Differences")
+        for field, values in comparison["spec_differences"].items():
+            diff.add_row(field, *(escape(str(x)) for x in values))
+        console.print(diff)
+
+
+@models_app.command("alias")
+def alias_model(
+    name: str,
+    alias: str,
+    version: Annotated[int | None, typer.Argument(help="Version to point at.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Point an alias (production, staging, …) at a version, or remove it."""
+    api = ApiClient(url)
+    if delete:
+        api.request("DELETE", f"/v1/registered_models/{name}/aliases/{alias}")
+        console.print(f"Alias {alias} of {name} removed.")
+        return
+    if version is None:
+        fail("Give the version the alias should point at (or --delete).")
+    api.request("PUT", f"/v1/registered_models/{name}/aliases/{alias}", json={"version": version})
+    console.print(f"{name}@{alias} -> version {version}.")
+
+
+@models_app.command("delete")
+def delete_model_version(name: str, version: int, url: Url = DEFAULT_URL) -> None:
+    """Delete a version and its files (refused while an alias points at it)."""
+    ApiClient(url).delete(f"/v1/registered_models/{name}/versions/{version}")
+    console.print(f"Version {version} of {name} deleted.")
+
+
+# -- predictions -------------------------------------------------------------------------------
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="A text-classification model, e.g. ft:...")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to label.")] = None,
+    file: Annotated[
+        str | None,
+        typer.Option("--file", "-f", help="Texts to label, one a line ('-': standard input)."),
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option(min=1, help="Also show this many best classes with scores.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the responses as JSON.")] = False,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Label texts with a trained classification model (POST /v1/classifications)."""
+    from tuneforge.serving.classifier import MAX_INPUTS
+
+    inputs = list(texts or [])
+    if file is not None:
+        try:
+            lines = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"Cannot read {file}: {exc}")
+        inputs += [line for line in lines.splitlines() if line.strip()]
+    if not inputs:
+        fail("Give the texts to label as arguments or with --file.")
+    api = ApiClient(url)
+    responses = [
+        api.post(
+            "/v1/classifications",
+            json={"model": model, "input": inputs[start : start + MAX_INPUTS], "top_k": top_k},
+        )
+        for start in range(0, len(inputs), MAX_INPUTS)
+    ]
+    if as_json:
+        for response in responses:
+            console.print_json(data=response)
+        return
+    columns = ["text", "labels", "score"] + (["best classes"] if top_k else [])
+    table = _table(*columns)
+    results = [item for response in responses for item in response["data"]]
+    for text, item in zip(inputs, results, strict=True):
+        scores = {s["label"]: s["score"] for s in item["scores"]}
+        shown = [
+            escape(text),
+            escape(", ".join(item["labels"]) or "-"),
+            ", ".join(f"{scores[name]:.3f}" for name in item["labels"] if name in scores),
+        ]
+        if top_k:
+            shown.append(
+                escape(", ".join(f"{s['label']} {s['score']:.3f}" for s in item["scores"]))
+            )
+        table.add_row(*shown)
     console.print(table)
 
 

@@ -197,5 +197,9 @@ def test_a_database_from_before_migrations_is_upgraded(tmp_path: Path) -> None:
     assert upgraded.claim_next_job("w")["id"] == "ftjob-old"
     with upgraded.engine.begin() as conn:
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    assert version == "0002"
+    from alembic.script import ScriptDirectory
+
+    from tuneforge.db.migrate import MIGRATIONS
+
+    assert version == ScriptDirectory(str(MIGRATIONS)).get_current_head()
     upgraded.dispose()

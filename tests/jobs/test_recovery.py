@@ -255,7 +255,8 @@ def test_pause_and_resume_end_with_the_same_weights(
     for name in a:
         assert a[name].allclose(b[name], atol=1e-5), name
     # Training moved the weights: the two runs are not both copies of the base model.
-    base = load_file(next(offline_hub.rglob("model.safetensors")))
+    minilm = offline_hub / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
+    base = load_file(next(minilm.rglob("model.safetensors")))
     assert any(not a[name].allclose(base[name], atol=1e-4) for name in a if name in base)
     assert straight["evaluation"]["fine_tuned_model"] == pytest.approx(
         job["evaluation"]["fine_tuned_model"], abs=1e-4)

@@ -13,7 +13,17 @@ from fastapi.responses import RedirectResponse
 from tuneforge import __version__
 from tuneforge.api import errors
 from tuneforge.api.limits import BodySizeLimit
-from tuneforge.api.routes import datasets, files, fine_tuning, models, training_seed, workers
+from tuneforge.api.routes import (
+    classifications,
+    datasets,
+    evaluations,
+    files,
+    fine_tuning,
+    models,
+    registry,
+    training_seed,
+    workers,
+)
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.jobs.worker import Worker
@@ -61,7 +71,17 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         upload_limit=settings.max_upload_bytes + 64 * 1024,
         upload_paths=("/v1/files",),
     )
-    for module in (files, datasets, fine_tuning, models, training_seed, workers):
+    for module in (
+        files,
+        datasets,
+        fine_tuning,
+        evaluations,
+        models,
+        classifications,
+        registry,
+        training_seed,
+        workers,
+    ):
         app.include_router(module.router)
 
     @app.get("/health", tags=["system"])

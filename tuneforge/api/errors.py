@@ -40,6 +40,10 @@ def error_body(
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     """pydantic's location as a dotted field path, without the leading 'body'."""
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    # `method` is a union told apart by `type`, and pydantic puts the tag into the location
+    # (method, embedding, embedding, loss): the user wrote method.embedding.loss.
+    if len(parts) > 1 and parts[0] == "method":
+        del parts[1]
     out = ""
     for part in parts:
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)

@@ -77,11 +77,14 @@ def read_classification_file(
     label_column: str | None = None,
     multi_label: bool = False,
     tokenizer: Any = None,
+    check_classes: bool = True,
 ) -> ClassificationData:
     """Read and check a classification data file; every problem is reported, none raised.
 
     Columns not named are found by their common names (see the module's table). Problems name
     the file's column and the line (JSONL, CSV: the line a record starts on; Parquet: the row).
+    `check_classes=False` accepts rare classes and a single class: a validation file may hold
+    one example of a class, or only one class.
     """
     known = set(TEXT_COLUMNS) | set(LABEL_COLUMNS)
     known |= {name.strip().lower() for name in (text_column, label_column) if name}
@@ -110,7 +113,7 @@ def read_classification_file(
                 f"The file has {len(rows)} valid rows; at least {min_rows} are needed.",
             )
         )
-    if rows:
+    if rows and check_classes:
         problems.extend(_class_problems(rows, lines, source[label_key(multi_label)]))
     report = build_report(fmt, layout, raw.has_header, problems, rows, source, tokenizer=tokenizer)
     if problems:

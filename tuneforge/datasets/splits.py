@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import Settings
+from tuneforge.datasets.chat import read_chat_file, read_preference_file
+from tuneforge.datasets.classification import (
+    ClassificationData,
+    check_validation_labels,
+    read_classification_file,
+    row_labels,
+    stratified_split,
+)
 from tuneforge.datasets.embedding import read_embedding_file
 from tuneforge.datasets.ingest import file_path, require_file
 from tuneforge.datasets.kinds import FileData
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidDatasetError
-from tuneforge.training.spec import LOSS_LAYOUTS, JobCreate
+from tuneforge.training.llm import job_tokenizer, method_params
+from tuneforge.training.spec import LOSS_LAYOUTS, ClassificationMethod, EmbeddingMethod, JobCreate
 
 VALIDATION_SHARE = 0.1
 
@@ -26,8 +35,71 @@ def _read_embedding(spec: JobCreate, path: Path, fmt: str, settings: Settings) -
     return read_embedding_file(path, fmt, min_rows=settings.min_rows)
 
 
+def _read_classification(spec: JobCreate, path: Path, fmt: str, settings: Settings) -> FileData:
+    assert isinstance(spec.method, ClassificationMethod)
+    params = spec.method.classification
+    return read_classification_file(
+        path,
+        fmt,
+        min_rows=settings.min_rows,
+        text_column=params.text_column,
+        label_column=params.label_column,
+        multi_label=params.multi_label,
+    )
+
+
+def _read_supervised(spec: JobCreate, path: Path, fmt: str, settings: Settings) -> FileData:
+    # The base model's tokenizer and max_seq_length: too long examples are found here.
+    params = method_params(spec)
+    assert params is not None
+    return read_chat_file(
+        path,
+        fmt,
+        min_rows=settings.min_rows,
+        tokenizer=job_tokenizer(spec, settings),
+        max_seq_length=params.hyperparameters.max_seq_length,
+    )
+
+
+def _read_preference(spec: JobCreate, path: Path, fmt: str, settings: Settings) -> FileData:
+    params = method_params(spec)
+    assert params is not None
+    return read_preference_file(
+        path,
+        fmt,
+        min_rows=settings.min_rows,
+        tokenizer=job_tokenizer(spec, settings),
+        max_seq_length=params.hyperparameters.max_seq_length,
+    )
+
+
+def _read_classification_validation(
+    spec: JobCreate, path: Path, fmt: str, settings: Settings
+) -> FileData:
+    assert isinstance(spec.method, ClassificationMethod)
+    params = spec.method.classification
+    return read_classification_file(
+        path,
+        fmt,
+        min_rows=1,
+        text_column=params.text_column,
+        label_column=params.label_column,
+        multi_label=params.multi_label,
+        check_classes=False,
+    )
+
+
+# How a kind reads files it is measured on (a validation file, an evaluation's file), where
+# that differs from the files it trains on.
+VALIDATION_READERS: dict[str, JobReader] = {
+    "classification": _read_classification_validation,
+}
+
 JOB_READERS: dict[str, JobReader] = {
     "embedding": _read_embedding,
+    "classification": _read_classification,
+    "supervised": _read_supervised,
+    "dpo": _read_preference,
 }
 
 
@@ -52,20 +124,35 @@ def named_files(spec: JobCreate) -> list[tuple[str, str]]:
 
 
 def read_job_file(
-    store: Store, settings: Settings, spec: JobCreate, file_id: str, param: str
+    store: Store,
+    settings: Settings,
+    spec: JobCreate,
+    file_id: str,
+    param: str,
+    *,
+    for_training: bool = True,
 ) -> FileData:
     """Read one of the job's files for its kind; InvalidDatasetError (naming `param`) with
-    the problems when it does not serve the job."""
+    the problems when it does not serve the job (`for_training=False`: any layout of the
+    kind, as an evaluation measures on it)."""
     kind = spec.method.type
     row = require_file(store, file_id, param)
     uploaded_as = row["report"].get("kind")
-    if uploaded_as and uploaded_as != kind:
+    # Uploads are checked for the kind their column names suggest; a classification job that
+    # names its columns reads any file that has them.
+    names_columns = isinstance(spec.method, ClassificationMethod) and bool(
+        spec.method.classification.text_column or spec.method.classification.label_column
+    )
+    if uploaded_as and uploaded_as != kind and not names_columns:
         raise InvalidDatasetError(
             f"File {file_id} holds {uploaded_as} data (its columns say so); a {kind} job "
             "cannot train on it.",
             param=param,
         )
-    data = JOB_READERS[kind](spec, file_path(settings, file_id), row["format"], settings)
+    reader = JOB_READERS[kind]
+    if param == "validation_file" or not for_training:
+        reader = VALIDATION_READERS.get(kind, reader)
+    data = reader(spec, file_path(settings, file_id), row["format"], settings)
     if not data.valid:
         report = data.report
         raise InvalidDatasetError(
@@ -77,7 +164,7 @@ def read_job_file(
                 "problems_by_code": report["problems_by_code"],
             },
         )
-    if kind == "embedding":
+    if isinstance(spec.method, EmbeddingMethod) and for_training:
         loss = spec.method.embedding.loss
         if data.layout not in LOSS_LAYOUTS[loss]:
             raise InvalidDatasetError(
@@ -95,19 +182,27 @@ def load_job_data(store: Store, settings: Settings, spec: JobCreate, seed: int) 
     layouts: set[str] = set()
     train_rows: list[dict[str, Any]] = []
     eval_rows: list[dict[str, Any]] = []
+    eval_lines: list[int] = []
     for param, file_id in named_files(spec):
         data = read_job_file(store, settings, spec, file_id, param)
         layouts.add(str(data.layout))
         (eval_rows if param == "validation_file" else train_rows).extend(data.rows)
+        if param == "validation_file" and isinstance(data, ClassificationData):
+            eval_lines = data.lines
     if len(layouts) > 1:
         raise InvalidDatasetError(
             f"The files mix layouts ({', '.join(sorted(layouts))}); use one layout per job.",
             param="training_files",
         )
     layout = layouts.pop()
+    classification = isinstance(spec.method, ClassificationMethod)
     if spec.validation_file:
+        if classification:
+            _check_validation_classes(spec.validation_file, train_rows, eval_rows, eval_lines)
         return JobData(layout, train_rows, eval_rows, "file")
-    train, held_out = split_rows(train_rows, seed)
+    # Classes keep their shares on both sides, and every class is trained on.
+    split = stratified_split if classification else split_rows
+    train, held_out = split(train_rows, seed)
     return JobData(layout, train, held_out, "auto-split")
 
 
@@ -121,3 +216,24 @@ def split_rows(rows: list[dict[str, Any]], seed: int) -> tuple[list[Any], list[A
         [r for i, r in enumerate(rows) if i not in held],
         [r for i, r in enumerate(rows) if i in held],
     )
+
+
+def _check_validation_classes(
+    file_id: str,
+    train_rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    lines: list[int],
+) -> None:
+    """A classifier cannot predict a class it never saw: refuse validation rows with one."""
+    trained = {name for row in train_rows for name in row_labels(row)}
+    problems = check_validation_labels(trained, eval_rows, lines)
+    if problems:
+        raise InvalidDatasetError(
+            f"File {file_id} has {len(problems)} validation row(s) with classes that the "
+            "training data does not have.",
+            param="validation_file",
+            details={
+                "problems": [p.to_dict() for p in problems[:20]],
+                "problems_by_code": {"unseen_label": len(problems)},
+            },
+        )

@@ -13,11 +13,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, create_engine, event, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
 from tuneforge.db import tables as t
 from tuneforge.db.migrate import migrate
-from tuneforge.errors import InvalidStateError, JobNotFoundError, LeaseLostError
+from tuneforge.errors import (
+    InvalidStateError,
+    JobNotFoundError,
+    LeaseLostError,
+    ModelNotFoundError,
+)
 from tuneforge.jobs.status import TERMINAL, JobStatus, sources_of
 
 Row = dict[str, Any]
@@ -147,11 +153,21 @@ class Store:
         return job
 
     def list_jobs(
-        self, *, after: str | None = None, limit: int = 20, status: str | None = None
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        status: str | None = None,
+        kind: str | None = None,
+        not_kind: str | None = None,
     ) -> tuple[list[Row], bool]:
         query = select(t.jobs)
         if status:
             query = query.where(t.jobs.c.status == status)
+        if kind:
+            query = query.where(t.jobs.c.kind == kind)
+        if not_kind:
+            query = query.where(t.jobs.c.kind != not_kind)
         with self._tx() as conn:
             query = _after_cursor(conn, query, t.jobs, after)
             rows = conn.execute(
@@ -535,14 +551,18 @@ class Store:
         type: str = "message",
         data: dict[str, Any] | None = None,
         lease: int | None = None,
+        conn: Connection | None = None,
     ) -> None:
         """Log an event; given a `lease`, only while the job is still held by it.
 
         The job's row is locked first, so that a job's event ids grow in commit order and a
         reader that follows ids (SSE) never skips an event committed late."""
-        with self._tx() as conn:
-            self._check_lease(conn, job_id, lease)
+        if conn is not None:  # the caller's transaction holds the row already
             _add_event(conn, job_id, message, level=level, type=type, data=data)
+            return
+        with self._tx() as own:
+            self._check_lease(own, job_id, lease)
+            _add_event(own, job_id, message, level=level, type=type, data=data)
 
     def list_events(
         self,
@@ -619,6 +639,195 @@ class Store:
         with self._tx() as conn:
             rows = conn.execute(select(t.models).order_by(t.models.c.created_at)).all()
         return [dict(r._mapping) for r in rows]
+
+    def delete_model(self, model_id: str, *, conn: Connection | None = None) -> None:
+        if conn is None:
+            with self._tx() as conn:
+                self.delete_model(model_id, conn=conn)
+            return
+        conn.execute(t.models.delete().where(t.models.c.id == model_id))
+
+    # -- registry ----------------------------------------------------------------------------
+
+    def add_model_version(self, row: Row, *, conn: Connection) -> int:
+        """Add the next version (1..N) of the registered model `row["name"]`, creating the
+        registered model on its first version; returns the version number. Runs inside the
+        caller's transaction (the job's fenced publish)."""
+        now = time.time()
+        name = row["name"]
+        exists = conn.execute(
+            select(t.registered_models.c.name).where(t.registered_models.c.name == name)
+        ).first()
+        if exists is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        t.registered_models.insert().values(
+                            name=name,
+                            kind=row["kind"],
+                            description=None,
+                            tags=[],
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+            except IntegrityError:
+                pass  # created by a concurrent publish
+        lock = select(t.registered_models.c.name).where(t.registered_models.c.name == name)
+        if not self.is_sqlite:
+            lock = lock.with_for_update()  # versions of one name are numbered one at a time
+        conn.execute(lock)
+        latest = conn.execute(
+            select(func.max(t.model_versions.c.version)).where(t.model_versions.c.name == name)
+        ).scalar()
+        version = (latest or 0) + 1
+        conn.execute(t.model_versions.insert().values(version=version, created_at=now, **row))
+        conn.execute(
+            t.registered_models.update()
+            .where(t.registered_models.c.name == name)
+            .values(updated_at=now)
+        )
+        return version
+
+    def get_registered_model(self, name: str) -> Row | None:
+        with self._tx() as conn:
+            found = conn.execute(
+                select(t.registered_models).where(t.registered_models.c.name == name)
+            ).first()
+        return dict(found._mapping) if found else None
+
+    def list_registered_models(self) -> list[Row]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(t.registered_models).order_by(t.registered_models.c.updated_at.desc())
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def update_registered_model(self, name: str, **fields: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                t.registered_models.update()
+                .where(t.registered_models.c.name == name)
+                .values(updated_at=time.time(), **fields)
+            )
+
+    def list_versions(self, name: str | None = None) -> list[Row]:
+        """Versions of one registered model (or of all), newest first."""
+        query = select(t.model_versions)
+        if name is not None:
+            query = query.where(t.model_versions.c.name == name)
+        with self._tx() as conn:
+            rows = conn.execute(
+                query.order_by(t.model_versions.c.name, t.model_versions.c.version.desc())
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def get_version(self, name: str, version: int) -> Row | None:
+        with self._tx() as conn:
+            found = conn.execute(
+                select(t.model_versions).where(
+                    t.model_versions.c.name == name, t.model_versions.c.version == version
+                )
+            ).first()
+        return dict(found._mapping) if found else None
+
+    def version_of_model(self, model_id: str) -> Row | None:
+        """The registry version a fine-tuned model id (ft:...) is."""
+        with self._tx() as conn:
+            found = conn.execute(
+                select(t.model_versions).where(t.model_versions.c.model_id == model_id)
+            ).first()
+        return dict(found._mapping) if found else None
+
+    def update_version(self, name: str, version: int, **fields: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                t.model_versions.update()
+                .where(t.model_versions.c.name == name, t.model_versions.c.version == version)
+                .values(**fields)
+            )
+
+    def delete_version(self, name: str, version: int) -> Row:
+        """Remove a version and its model row; refused (InvalidStateError) while an alias
+        points at it. Returns the removed row (its files are the caller's to remove)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(t.model_versions).where(
+                    t.model_versions.c.name == name, t.model_versions.c.version == version
+                )
+            ).first()
+            if row is None:
+                raise ModelNotFoundError(f"{name} has no version {version}.", param="version")
+            aliases = (
+                conn.execute(
+                    select(t.model_aliases.c.alias).where(
+                        t.model_aliases.c.name == name, t.model_aliases.c.version == version
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if aliases:
+                raise InvalidStateError(
+                    f"Version {version} of {name} is what alias(es) {', '.join(aliases)} "
+                    "point at; move or delete the alias first.",
+                    param="version",
+                )
+            conn.execute(t.model_versions.delete().where(t.model_versions.c.id == row.id))
+            conn.execute(t.models.delete().where(t.models.c.id == row.model_id))
+        return dict(row._mapping)
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, conn: Connection | None = None
+    ) -> None:
+        """Point `alias` of `name` at `version` (which must exist)."""
+        if conn is None:
+            with self._tx() as conn:
+                self.set_alias(name, alias, version, conn=conn)
+            return
+        exists = conn.execute(
+            select(t.model_versions.c.id).where(
+                t.model_versions.c.name == name, t.model_versions.c.version == version
+            )
+        ).first()
+        if exists is None:
+            raise ModelNotFoundError(f"{name} has no version {version}.", param="version")
+        values = {"version": version, "updated_at": time.time()}
+        updated = conn.execute(
+            t.model_aliases.update()
+            .where(t.model_aliases.c.name == name, t.model_aliases.c.alias == alias)
+            .values(**values)
+        ).rowcount
+        if not updated:
+            conn.execute(t.model_aliases.insert().values(name=name, alias=alias, **values))
+
+    def delete_alias(self, name: str, alias: str) -> bool:
+        with self._tx() as conn:
+            return (
+                conn.execute(
+                    t.model_aliases.delete().where(
+                        t.model_aliases.c.name == name, t.model_aliases.c.alias == alias
+                    )
+                ).rowcount
+                == 1
+            )
+
+    def aliases(self, name: str | None = None) -> list[Row]:
+        query = select(t.model_aliases)
+        if name is not None:
+            query = query.where(t.model_aliases.c.name == name)
+        with self._tx() as conn:
+            rows = conn.execute(query.order_by(t.model_aliases.c.alias)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def alias_version(self, name: str, alias: str, *, conn: Connection | None = None) -> int | None:
+        query = select(t.model_aliases.c.version).where(
+            t.model_aliases.c.name == name, t.model_aliases.c.alias == alias
+        )
+        if conn is not None:
+            return conn.execute(query).scalar()
+        with self._tx() as own:
+            return own.execute(query).scalar()
 
     def count_jobs(self) -> dict[str, int]:
         with self._tx() as conn:

@@ -126,3 +126,57 @@ workers = Table(
     Column("job_id", String(64)),  # the job it runs now
     Column("stopped_at", Float),
 )
+
+# The registry: named models, their versions 1..N, and aliases pointing at one version each.
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("description", Text),
+    Column("tags", JSON),  # list of strings
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "name",
+        String(100),
+        ForeignKey("registered_models.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("version", Integer, nullable=False),
+    Column("model_id", String(255), nullable=False),  # the models row (ft:...) it serves as
+    Column("job_id", String(64)),
+    Column("kind", String(32), nullable=False),
+    Column("base_model", String(255)),
+    Column("spec", JSON),  # the full training spec
+    Column("data_files", JSON),  # [{id, filename, sha256, bytes}]
+    Column("library_versions", JSON),
+    Column("metrics", JSON),  # the job's last training metrics
+    Column("evaluation", JSON),  # base vs fine-tuned on the validation split
+    Column("artefacts", JSON),  # [{path, bytes, sha256}]
+    Column("path", Text, nullable=False),  # relative to the data folder
+    Column("description", Text),
+    Column("tags", JSON),
+    Column("created_at", Float, nullable=False),
+    Index("ux_model_versions_name_version", "name", "version", unique=True),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column(
+        "name",
+        String(100),
+        ForeignKey("registered_models.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("alias", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

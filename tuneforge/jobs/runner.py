@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import errno
 import importlib
-import os
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,10 @@ from tuneforge.errors import (
     OutOfMemoryError,
     TuneforgeError,
 )
+from tuneforge.evaluation.run import run_evaluation
+from tuneforge.evaluation.service import KIND as EVALUATION
 from tuneforge.jobs import reporting
+from tuneforge.jobs.publish import promotion_gate, publish
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus
 from tuneforge.training.base import RunContext, TrainResult
@@ -40,6 +41,9 @@ from tuneforge.training.spec import JobCreate
 # The module that trains each kind (`method.type`); see tuneforge.training.base.
 TRAINERS = {
     "embedding": "tuneforge.training.embedding",
+    "classification": "tuneforge.training.classification",
+    "supervised": "tuneforge.training.supervised",
+    "dpo": "tuneforge.training.dpo",
 }
 # Errors worth another attempt from the last checkpoint; the others would fail again.
 RETRYABLE = frozenset({"out_of_memory", "internal"})
@@ -47,7 +51,7 @@ RETRYABLE = frozenset({"out_of_memory", "internal"})
 
 def fine_tuned_name(spec: JobCreate, job_id: str) -> str:
     """OpenAI's naming: `ft:BASE:SUFFIX:JOBID` (the base without its organisation)."""
-    base = spec.model.removeprefix("models--").split("/")[-1].split("--")[-1]
+    base = spec.model.split("@")[0].removeprefix("models--").split("/")[-1].split("--")[-1]
     return f"ft:{base}:{spec.suffix or 'tuneforge'}:{job_id.removeprefix('ftjob-')[:12]}"
 
 
@@ -70,16 +74,21 @@ def run_job(store: Store, settings: Settings, job_id: str, lease: int) -> None:
     """Run a job this process holds under `lease` until it succeeds, fails, is cancelled,
     pauses, or goes back to the queue because its worker is shutting down."""
     job = store.require_job(job_id)
-    spec = JobCreate.model_validate(job["spec"])
+    evaluation = job["kind"] == EVALUATION
+    spec = None if evaluation else JobCreate.model_validate(job["spec"])
     deadline = None
-    if spec.timeout_seconds:
+    if spec is not None and spec.timeout_seconds:
         deadline = job["claimed_at"] + spec.timeout_seconds - job["run_seconds"]
     reporter = JobReporter(store, settings, job_id, lease, deadline=deadline)
     signal.signal(signal.SIGTERM, lambda *_: reporter.request_shutdown())
     work_dir = settings.jobs_dir / job_id
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        _train(store, settings, job, spec, reporter, work_dir)
+        if spec is None:
+            device = pick_device(job["spec"].get("device", "auto"), reporter)
+            run_evaluation(store, settings, job, reporter, device)
+        else:
+            _train(store, settings, job, spec, reporter, work_dir)
     except LeaseLostError:
         return  # superseded: the job belongs to another process now
     except JobCancelledError:
@@ -154,59 +163,8 @@ def _train(
     if result.stopped_early:
         _stop(store, job_id, spec, reporter, result.steps)
         return
-    evaluation = {
-        "primary_metric": result.primary_metric,
-        "base_model": result.baseline,
-        "fine_tuned_model": result.evaluation,
-        "delta": {
-            k: result.evaluation[k] - result.baseline[k]
-            for k in result.evaluation
-            if k in result.baseline
-        },
-    }
-    summary = ""
-    if result.primary_metric and result.primary_metric in result.evaluation:
-        key = result.primary_metric
-        summary = (
-            f" {key}: {result.baseline.get(key, float('nan')):.4f} (base) -> "
-            f"{result.evaluation[key]:.4f}."
-        )
-    final = settings.models_dir / job_id
-    with store.fenced(job_id, lease) as conn:
-        # Inside the lease's transaction: no other process can take the job over between the
-        # move and the commit, and the model row appears only with all of its files.
-        if final.exists():
-            shutil.rmtree(final)  # left by a run that crashed before its commit
-        os.replace(staging, final)
-        store.upsert_model(
-            {
-                "id": name,
-                "kind": "fine-tuned",
-                "owned_by": "user",
-                "created_at": time.time(),
-                "base_model": spec.model,
-                "job_id": job_id,
-                "path": str(final.resolve().relative_to(settings.home.resolve())),
-            },
-            conn=conn,
-        )
-        store.transition(
-            job_id,
-            JobStatus.SUCCEEDED,
-            f"Job succeeded; model saved as {name}.{summary}",
-            expected={JobStatus.RUNNING},
-            lease=lease,
-            conn=conn,
-            fine_tuned_model=name,
-            result={
-                "train_loss": result.train_loss,
-                "steps": result.steps,
-                "evaluation": evaluation,
-                "model_path": final.name,
-                **result.details,
-            },
-            data={"fine_tuned_model": name},
-        )
+    gate = promotion_gate(store, settings, spec, result, trainer, data, device)
+    publish(store, settings, job, spec, reporter, staging, result, name, gate)
     shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
 
 
@@ -214,6 +172,12 @@ def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, ste
     """End a run that stopped before its end, as its stop reason says."""
     reason = reporter.stop_reason()
     lease = reporter.lease
+    # Progress rows are throttled: record the step the checkpoint was written at.
+    progress = dict(store.require_job(job_id).get("progress") or {})
+    total = progress.get("total_steps")
+    progress.update(
+        step=step, percent=round(100.0 * step / total, 2) if total else 0.0, eta_seconds=None
+    )
     if reason == reporting.PAUSED:
         store.transition(
             job_id,
@@ -223,6 +187,7 @@ def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, ste
             lease=lease,
             pause_requested=False,
             worker_id=None,
+            progress=progress,
             data={"step": step},
         )
     elif reason == reporting.SHUTDOWN:
@@ -234,6 +199,7 @@ def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, ste
             lease=lease,
             level="warning",
             worker_id=None,
+            progress=progress,
             data={"step": step},
         )
     elif reason == reporting.TIMEOUT:

@@ -9,7 +9,9 @@ from typing import Any
 from tuneforge.config import Settings
 from tuneforge.datasets.splits import load_job_data
 from tuneforge.db.store import Row, Store, new_id
+from tuneforge.errors import JobNotFoundError
 from tuneforge.jobs.status import JobStatus
+from tuneforge.training.llm import check_quantization
 from tuneforge.training.models import resolve_model
 from tuneforge.training.spec import JobCreate
 
@@ -18,6 +20,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     """Check the request against the files and the model, then queue the job.
 
     Nothing is written unless every check passes: a bad request leaves no job behind."""
+    # 4-bit/8-bit loading needs a CUDA GPU: refused here (422), not found out by the worker.
+    check_quantization(request)
     layout = load_job_data(store, settings, request, request.seed or 0).layout
     source = resolve_model(store, settings, request.model)
     spec = request.model_copy(
@@ -62,6 +66,16 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     )
 
 
+def require_fine_tuning_job(store: Store, job_id: str) -> Row:
+    """A fine-tuning job (not an evaluation, which has its own endpoints)."""
+    job = store.require_job(job_id)
+    if job["kind"] == "evaluation":
+        raise JobNotFoundError(
+            f"No fine-tuning job with id {job_id!r} (it is an evaluation).", param="id"
+        )
+    return job
+
+
 def public_job(job: Row) -> dict[str, Any]:
     """The OpenAI fine-tuning job object, with tuneforge's progress and metrics."""
     spec = job["spec"]
@@ -99,6 +113,10 @@ def public_job(job: Row) -> dict[str, Any]:
         "progress": progress,
         "metrics": job.get("metrics"),
         "evaluation": result.get("evaluation"),
+        "registered_model": result.get("registered_model"),
+        "promotion": result.get("promotion"),
+        # Everything the run reported: losses, steps, and what its kind adds.
+        "result": result or None,
         "attempts": job.get("attempts", 0),
         "failures": job.get("failures", 0),
         "max_attempts": job.get("max_attempts"),

@@ -13,7 +13,7 @@ from typing import Any
 from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.callbacks import Reporter, ReportingCallback
 from tuneforge.training.checkpoints import AtomicCheckpoints
-from tuneforge.training.spec import EmbeddingMethodParams
+from tuneforge.training.spec import EmbeddingMethod, EmbeddingMethodParams
 
 
 def load_model(location: str, device: str, max_seq_length: int | None = None) -> Any:
@@ -92,6 +92,29 @@ def evaluate(evaluator: Any, model: Any) -> dict[str, float]:
     return {k: float(v) for k, v in evaluator(model).items()}
 
 
+# The metric each layout's evaluator ranks models by (sentence-transformers' primary_metric).
+PRIMARY_METRICS = {
+    "scored_pair": "spearman_cosine",
+    "triplet": "cosine_accuracy",
+    "pair": "cosine_ndcg@10",
+}
+
+
+def primary_metric(layout: str) -> str:
+    """The metric that ranks models on data of `layout`."""
+    return PRIMARY_METRICS[layout]
+
+
+def evaluate_model(
+    model_location: str, layout: str, rows: list[dict[str, Any]], device: str
+) -> dict[str, float]:
+    """Metrics of a saved model on rows of `layout`: Spearman/Pearson of cosine similarity
+    for scored pairs, triplet accuracy, or retrieval (MRR@10, NDCG@10, accuracy/recall@1/10)
+    for pairs, each question against the pool of all positives."""
+    model = load_model(model_location, device)
+    return evaluate(build_evaluator(layout, rows, batch_size=32), model)
+
+
 def to_dataset(layout: str, rows: list[dict[str, Any]]) -> Any:
     from datasets import Dataset
 
@@ -103,6 +126,7 @@ def to_dataset(layout: str, rows: list[dict[str, Any]]) -> Any:
 
 def run(ctx: RunContext) -> TrainResult:
     """The `embedding` kind, as the job runner calls it."""
+    assert isinstance(ctx.spec.method, EmbeddingMethod)
     return train_embedding(
         model_location=ctx.model_location,
         params=ctx.spec.method.embedding,

@@ -40,6 +40,10 @@ def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
     """Resolve a model name, or raise ModelNotFoundError (never loads weights)."""
     if not MODEL_NAME.match(name):
         raise InvalidRequestError(f"{name!r} is not a valid model name.", param="model")
+    if "@" in name:
+        from tuneforge.registry.service import resolve_reference
+
+        name = resolve_reference(store, name)
     row = store.get_model(name)
     if row is not None and row["kind"] == "fine-tuned":
         return ModelSource(name, str((settings.home / row["path"]).resolve()), True)

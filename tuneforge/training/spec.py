@@ -4,13 +4,24 @@ stored job, so names, defaults, bounds and help text exist once."""
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
-# Hub ids (`org/name`), cache-style names (`models--org--name`) and our own model ids
-# (`ft:...`). Never a file-system path: `..`, leading `/` and backslashes are refused.
-MODEL_NAME = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)?$")
+# Hub ids (`org/name`), cache-style names (`models--org--name`), our own model ids
+# (`ft:...`) and registry references (`name@alias`, `name@v3`). Never a file-system path:
+# `..`, leading `/` and backslashes are refused.
+MODEL_NAME = re.compile(
+    r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)?(@[A-Za-z0-9_\-]+)?$"
+)
 
 LOSSES = ("mnrl", "cached_mnrl", "triplet", "cosine", "cosent")
 # Which data layouts each loss trains on (see tuneforge.datasets.embedding).
@@ -109,8 +120,361 @@ class EmbeddingMethod(Strict):
     embedding: EmbeddingMethodParams = Field(default_factory=EmbeddingMethodParams)
 
 
-# One kind so far; with more, this becomes a union discriminated by `type`.
-Method = EmbeddingMethod
+class LoraSettings(Strict):
+    """The low-rank adapters trained instead of the model's weights (peft's LoraConfig)."""
+
+    r: int = Field(16, ge=1, le=1024, description="Rank of the adapters; higher = more capacity.")
+    alpha: int = Field(
+        16, ge=1, le=4096, description="Scaling factor: the update is scaled by alpha / r."
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear",
+        description="Modules to adapt by name (e.g. [q_proj, v_proj]), or all-linear: every "
+        "linear layer but the output head.",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and (not value or not all(m.strip() for m in value)):
+            raise ValueError("name at least one module, or use all-linear")
+        return value
+
+
+class LLMHyperparameters(Strict):
+    """Hyperparameters of supervised and DPO jobs (defaults: QLoRA as seed 001 runs it).
+    `"auto"` (OpenAI's word) takes the default."""
+
+    n_epochs: int = Field(3, ge=1, le=1000, description="Passes over the training data.")
+    batch_size: int = Field(2, ge=1, le=4096, description="Examples per forward pass.")
+    gradient_accumulation_steps: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Forward passes per optimizer step: the effective batch is "
+        "batch_size x gradient_accumulation_steps.",
+    )
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate (AdamW).")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps to warm up over.")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Warm-up steps; overrides warmup_ratio when given."
+    )
+    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    max_seq_length: int = Field(
+        4096,
+        ge=16,
+        le=131072,
+        description="Longest example in tokens (chat template included); longer examples are "
+        "reported when the job is created, never cut.",
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in the backward pass: less memory, ~20% slower."
+    )
+    max_samples: int = Field(
+        0, ge=0, description="Train on at most this many training examples (0: all)."
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Stop after this many evaluations in a row without a lower validation "
+        "loss (default: never); the best evaluation's weights are kept.",
+    )
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every this many steps (default: once per epoch)."
+    )
+    logging_steps: int = Field(
+        1, ge=1, description="Report loss and learning rate every this many steps."
+    )
+    checkpoint_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Write a checkpoint every this many steps (default: at each epoch's end, "
+        "or at each evaluation with early stopping); a crashed run continues from the newest.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != "auto"}
+        return data
+
+    @model_validator(mode="after")
+    def _best_model_needs_matching_checkpoints(self) -> LLMHyperparameters:
+        # Going back to the best evaluation needs a checkpoint at every evaluation.
+        if (
+            self.early_stopping_patience is not None
+            and self.checkpoint_steps is not None
+            and (self.eval_steps is None or self.checkpoint_steps % self.eval_steps)
+        ):
+            raise ValueError(
+                "with early_stopping_patience, checkpoint_steps must be a multiple of eval_steps"
+            )
+        return self
+
+
+class SupervisedHyperparameters(LLMHyperparameters):
+    packing: bool = Field(
+        False,
+        description="Pack several examples into each sequence of max_seq_length tokens: "
+        "fewer padding tokens, faster epochs.",
+    )
+
+
+class DPOHyperparameters(LLMHyperparameters):
+    n_epochs: int = Field(1, ge=1, le=1000, description="Passes over the training data.")
+    learning_rate: float = Field(
+        5e-6, gt=0, le=1, description="Peak learning rate (AdamW); DPO wants a small one."
+    )
+    beta: float = Field(
+        0.1,
+        gt=0,
+        le=100,
+        description="How far the model may move from the base model: higher beta keeps it "
+        "closer (for ipo: the regularisation strength).",
+    )
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
+        "sigmoid",
+        description="sigmoid: the DPO paper's loss; ipo: IPO; hinge: SLiC; robust: "
+        "robust DPO for noisy preferences (with label_smoothing).",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="robust: the assumed share of preference pairs whose labels are flipped.",
+    )
+
+
+class GenerationChecks(Strict):
+    """Answers generated for validation prompts at the end of a job (seed 001's evaluation),
+    by the base and the fine-tuned model: the share that is valid JSON, that carries the
+    expected keys and that is in the prompt's language, and the answers' lengths."""
+
+    samples: int = Field(
+        16, ge=0, le=1000, description="Validation prompts to answer (0: no generation checks)."
+    )
+    max_new_tokens: int = Field(256, ge=1, le=8192, description="Longest answer, in tokens.")
+    expected_keys: list[str] | None = Field(
+        None,
+        max_length=100,
+        description="Keys every answer's JSON object must have (default: the keys of the "
+        "validation example's own answer, where that is a JSON object).",
+    )
+
+
+class LLMMethodParams(Strict):
+    """What supervised and DPO jobs share: how the model is tuned, and its checks."""
+
+    tuning: Literal["lora", "full"] = Field(
+        "lora", description="lora: train adapters, the base stays frozen; full: all weights."
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    quantization: Literal["auto", "4bit", "8bit", "none"] = Field(
+        "auto",
+        description="Load the frozen base model quantized (bitsandbytes, CUDA only): 4bit is "
+        "QLoRA (NF4), 8bit LLM.int8. auto: 4bit on a CUDA GPU with bitsandbytes, else none.",
+    )
+    merge: bool = Field(
+        False,
+        description="lora: also save the base model with the adapters merged in, under "
+        "merged/ in the model's folder (safetensors).",
+    )
+    generation_checks: GenerationChecks = Field(default_factory=GenerationChecks)
+
+    @model_validator(mode="after")
+    def _quantization_needs_lora(self) -> LLMMethodParams:
+        if self.tuning == "full" and self.quantization in ("4bit", "8bit"):
+            raise ValueError(
+                "quantization trains adapters on a frozen, quantized base (QLoRA); full "
+                "fine-tuning needs quantization none"
+            )
+        return self
+
+
+class SupervisedMethodParams(LLMMethodParams):
+    hyperparameters: SupervisedHyperparameters = Field(default_factory=SupervisedHyperparameters)
+
+
+class SupervisedMethod(Strict):
+    type: Literal["supervised"] = "supervised"
+    supervised: SupervisedMethodParams = Field(default_factory=SupervisedMethodParams)
+
+
+class DPOMethodParams(LLMMethodParams):
+    hyperparameters: DPOHyperparameters = Field(default_factory=DPOHyperparameters)
+
+
+class DPOMethod(Strict):
+    type: Literal["dpo"] = "dpo"
+    dpo: DPOMethodParams = Field(default_factory=DPOMethodParams)
+
+
+# The metrics of a classification job's validation split (see tuneforge.training.classification).
+CLASSIFICATION_METRICS = (
+    "accuracy",
+    "f1_macro",
+    "f1_micro",
+    "f1_weighted",
+    "precision_macro",
+    "precision_micro",
+    "precision_weighted",
+    "recall_macro",
+    "recall_micro",
+    "recall_weighted",
+)
+
+
+class ClassificationHyperparameters(Strict):
+    """Hyperparameters of a classification job. `"auto"` (OpenAI's word) takes the default."""
+
+    n_epochs: int = Field(3, ge=1, le=1000, description="Passes over the training data.")
+    batch_size: int = Field(16, ge=1, le=65536, description="Examples per step.")
+    learning_rate: float = Field(
+        5e-5,
+        gt=0,
+        le=1,
+        description="Peak learning rate (AdamW); with lora tuning, about 2e-4 is usual.",
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps to warm up over.")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after warm-up."
+    )
+    max_seq_length: int = Field(
+        256,
+        ge=8,
+        le=8192,
+        description="Truncate texts to this many tokens (at most the model's own limit); "
+        "predictions truncate the same way.",
+    )
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every this many steps (default: once per epoch)."
+    )
+    logging_steps: int = Field(
+        5, ge=1, description="Report loss and learning rate every this many steps."
+    )
+    checkpoint_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Write a checkpoint every this many steps (default: at each epoch's end, "
+        "or at each evaluation when the best model is kept); a crashed run continues from the "
+        "newest one.",
+    )
+    metric_for_best_model: Literal[CLASSIFICATION_METRICS] = Field(  # type: ignore[valid-type]
+        "f1_macro",
+        description="The job's primary metric: it picks the best evaluation for early "
+        "stopping and save_best_model.",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Stop after this many evaluations in a row without a better "
+        "metric_for_best_model (default: never); the best evaluation's weights are kept.",
+    )
+    save_best_model: bool = Field(
+        False,
+        description="Keep the weights of the best evaluation by metric_for_best_model, not "
+        "the last step's (always so with early_stopping_patience).",
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="balanced: weigh each class's loss by the inverse of its frequency in the "
+        "training data (multi-label: positives by negatives/positives), for imbalanced classes.",
+    )
+    use_amp: bool = Field(False, description="Mixed precision (on CUDA only).")
+    dataloader_num_workers: int = Field(
+        0, ge=0, le=64, description="Processes that prepare batches (0: in the job's process)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != "auto"}
+        return data
+
+    @property
+    def keeps_best_model(self) -> bool:
+        return self.save_best_model or self.early_stopping_patience is not None
+
+    @model_validator(mode="after")
+    def _best_model_needs_matching_checkpoints(self) -> ClassificationHyperparameters:
+        # Going back to the best evaluation needs a checkpoint at every evaluation.
+        if (
+            self.keeps_best_model
+            and self.checkpoint_steps is not None
+            and (self.eval_steps is None or self.checkpoint_steps % self.eval_steps)
+        ):
+            raise ValueError(
+                "with save_best_model or early_stopping_patience, checkpoint_steps must be a "
+                "multiple of eval_steps"
+            )
+        return self
+
+
+class ClassificationMethodParams(Strict):
+    text_column: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="The file's text column (default: the one named text, sentence, "
+        "chunk_text, content or input).",
+    )
+    label_column: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="The file's label column (default: the one named label, labels, category, "
+        "class, frame_name or target).",
+    )
+    multi_label: bool = Field(
+        False,
+        description="Each row has a list of labels (a JSON list, or names separated by ';'); "
+        "the model decides yes or no for every class.",
+    )
+    tuning: Literal["full", "lora"] = Field(
+        "full",
+        description="full: train all weights; lora: train adapters (and the whole "
+        "classification head), merged into the saved model.",
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    hyperparameters: ClassificationHyperparameters = Field(
+        default_factory=ClassificationHyperparameters
+    )
+
+
+class ClassificationMethod(Strict):
+    type: Literal["classification"] = "classification"
+    classification: ClassificationMethodParams = Field(default_factory=ClassificationMethodParams)
+
+
+def method_type(value: Any) -> str | None:
+    """The kind a method names; `type` may be left out and then means embedding, the first
+    kind (as it did before there were others)."""
+    if isinstance(value, dict):
+        return str(value.get("type", "embedding"))
+    if isinstance(value, BaseModel):
+        return str(value.type)  # type: ignore[attr-defined]
+    return None
+
+
+# One spec per kind, told apart by `type` (each tag is the kind's `type`).
+Method = Annotated[
+    Annotated[EmbeddingMethod, Tag("embedding")]
+    | Annotated[ClassificationMethod, Tag("classification")]
+    | Annotated[SupervisedMethod, Tag("supervised")]
+    | Annotated[DPOMethod, Tag("dpo")],
+    Discriminator(method_type),
+]
 
 
 REGISTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")

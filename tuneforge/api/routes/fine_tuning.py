@@ -13,7 +13,12 @@ from fastapi.responses import StreamingResponse
 
 from tuneforge.api.deps import SettingsDep, StoreDep
 from tuneforge.db.store import Store
-from tuneforge.jobs.service import create_job, public_event, public_job
+from tuneforge.jobs.service import (
+    create_job,
+    public_event,
+    public_job,
+    require_fine_tuning_job,
+)
 from tuneforge.jobs.status import TERMINAL, JobStatus
 from tuneforge.training.spec import JobCreate
 
@@ -43,18 +48,19 @@ def list_fine_tuning_jobs(
     status: JobStatus | None = None,
 ) -> dict[str, Any]:
     rows, has_more = store.list_jobs(
-        after=after, limit=limit, status=status.value if status else None
+        after=after, limit=limit, status=status.value if status else None, not_kind="evaluation"
     )
     return {"object": "list", "data": [public_job(r) for r in rows], "has_more": has_more}
 
 
 @router.get("/{job_id}")
 def get_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
-    return public_job(store.require_job(job_id))
+    return public_job(require_fine_tuning_job(store, job_id))
 
 
 @router.post("/{job_id}/cancel")
 def cancel_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
+    require_fine_tuning_job(store, job_id)
     return public_job(store.request_cancel(job_id))
 
 
@@ -62,6 +68,7 @@ def cancel_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
 def pause_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
     """A queued job pauses at once; a running one writes a checkpoint at its next step and
     stops (status `paused`), freeing its device."""
+    require_fine_tuning_job(store, job_id)
     return public_job(store.request_pause(job_id))
 
 
@@ -69,6 +76,7 @@ def pause_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
 def resume_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
     """Queue a paused job again; it continues from its checkpoint with model, optimizer,
     scheduler, random state and data position restored."""
+    require_fine_tuning_job(store, job_id)
     return public_job(store.resume(job_id))
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.api.deps import SettingsDep, StoreDep
 from tuneforge.errors import InvalidRequestError, JobNotFoundError
+from tuneforge.evaluation.service import EvaluationCreate, create_evaluation
 from tuneforge.jobs.service import create_job
 from tuneforge.training.spec import JobCreate
 
@@ -156,6 +157,64 @@ def _cancel(store: StoreDep, task_id: str) -> dict[str, Any]:
     return {"status_code": 200, "task_id": task_id, "status": STATUS[job["status"]]}
 
 
+class EvaluateRequest(BaseModel):
+    """Seed 000's `POST /evaluation/evaluate`: a trained model against a baseline, on the
+    validation data of the training task that made it."""
+
+    model_tag: str = Field(..., max_length=255)
+    training_task_id: str | None = None
+    baseline_model_tag: str | None = Field(None, max_length=255)
+    val_dataset_id: str | None = None
+
+
+async def _evaluate(
+    store: StoreDep, settings: SettingsDep, request: EvaluateRequest, response: Response
+) -> dict[str, Any]:
+    evaluation = EvaluationCreate(
+        model=request.model_tag,
+        baseline_model=request.baseline_model_tag,
+        training_job=job_id_of(request.training_task_id) if request.training_task_id else None,
+        file_id=(
+            file_id_of(request.val_dataset_id, "val_dataset_id") if request.val_dataset_id else None
+        ),
+    )
+    job = await run_in_threadpool(create_evaluation, store, settings, evaluation)
+    evaluation_id = str(uuid.UUID(job["id"].removeprefix("evaljob-")))
+    response.status_code = 202
+    response.headers["Location"] = f"/evaluation/{evaluation_id}"
+    return {"evaluation_id": evaluation_id, "status": STATUS[job["status"]]}
+
+
+def _evaluation_status(store: StoreDep, evaluation_id: str) -> dict[str, Any]:
+    try:
+        job_id = f"evaljob-{uuid.UUID(evaluation_id).hex}"
+    except ValueError:
+        raise JobNotFoundError(
+            f"No evaluation with id {evaluation_id!r}.", param="evaluation_id"
+        ) from None
+    job = store.get_job(job_id)
+    if job is None or job["kind"] != "evaluation":
+        raise JobNotFoundError(f"No evaluation with id {evaluation_id!r}.", param="evaluation_id")
+    result = job.get("result") or {}
+    error = job.get("error")
+    return {
+        "evaluation_id": evaluation_id,
+        "status": STATUS[job["status"]],
+        "created_at": _iso(job["created_at"]),
+        "end_date": _iso(job.get("finished_at")),
+        "error_msg": error["message"] if error else None,
+        "primary_metric": result.get("primary_metric"),
+        "model_tag": job["spec"]["model"],
+        "model_results": (result.get("model") or {}).get("metrics"),
+        "baseline_model_tag": job["spec"].get("baseline_model"),
+        "baseline_results": (result.get("baseline") or {}).get("metrics"),
+        "delta": result.get("delta"),
+        "rows": result.get("rows"),
+    }
+
+
+router.add_api_route("/evaluation/evaluate", _evaluate, methods=["POST"], status_code=202)
+router.add_api_route("/evaluation/{evaluation_id}", _evaluation_status, methods=["GET"])
 for prefix in ("/training/train", "/train"):
     router.add_api_route(prefix, _train, methods=["POST"], status_code=202)
 router.add_api_route("/training/{task_id}/status", _status, methods=["GET"])

@@ -1,0 +1,73 @@
+"""`/v1/classifications`: a text-classification model labels texts (tuneforge's own endpoint;
+OpenAI has none)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.errors import ModelNotFoundError
+from tuneforge.serving.classifier import MAX_INPUTS, loaded_classifier
+from tuneforge.training.models import refuse_remote_code, resolve_model
+
+router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
+
+Text = Annotated[str, Field(min_length=1)]
+
+
+class ClassificationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        ..., min_length=1, max_length=255, description="A classification model, e.g. ft:..."
+    )
+    input: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)] = Field(
+        ..., description=f"A text or a list of up to {MAX_INPUTS} texts."
+    )
+    top_k: int | None = Field(
+        None, ge=1, le=100000, description="Scores of this many best classes (default: all)."
+    )
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+
+@router.post("")
+def classify(
+    store: StoreDep, settings: SettingsDep, request: ClassificationRequest
+) -> dict[str, Any]:
+    """Label each text: `label` is the highest-scoring class; `labels` the predicted classes
+    (that one, or for a multi-label model every class scoring at least 0.5); `scores` the
+    classes with their probabilities, highest first."""
+    texts = request.texts()
+    source = resolve_model(store, settings, request.model)
+    if not source.is_local:
+        raise ModelNotFoundError(
+            f"Model {request.model!r} is not available locally; train or download it first.",
+            param="model",
+        )
+    location = Path(source.location)
+    refuse_remote_code(location)
+    classifier = loaded_classifier(request.model, location)
+    predictions = classifier.predict(texts, request.top_k)
+    tokens = sum(p.tokens for p in predictions)
+    return {
+        "object": "list",
+        "model": request.model,
+        "multi_label": classifier.multi_label,
+        "data": [
+            {
+                "object": "classification",
+                "index": i,
+                "label": p.label,
+                "labels": p.labels,
+                "scores": [{"label": name, "score": score} for name, score in p.scores],
+            }
+            for i, p in enumerate(predictions)
+        ],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

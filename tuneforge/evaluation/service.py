@@ -1,0 +1,123 @@
+"""`POST /v1/evaluations`: checked at once, then run as a job (kind `evaluation`) by a worker.
+
+The data is a file, or a training job's own validation split: the same rows that job held
+out (its validation file, or the 90/10 split its seed chose).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tuneforge.config import Settings
+from tuneforge.datasets.ingest import require_file
+from tuneforge.db.store import Row, Store, new_id
+from tuneforge.errors import InvalidDatasetError, InvalidRequestError
+from tuneforge.jobs.status import JobStatus
+from tuneforge.training.models import resolve_model
+from tuneforge.training.spec import MODEL_NAME
+
+KIND = "evaluation"
+
+
+class EvaluationCreate(BaseModel):
+    """A model to measure, an optional baseline, and the data: a file or a training job."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(
+        ..., max_length=255, description="Model id (ft:…, a base model, name@alias)."
+    )
+    baseline_model: str | None = Field(
+        None, max_length=255, description="A model to measure on the same rows, for deltas."
+    )
+    file_id: str | None = Field(None, description="A data file of the model's kind.")
+    training_job: str | None = Field(
+        None, description="A fine-tuning job: its validation split (the rows it held out)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    metadata: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluationCreate:
+        if (self.file_id is None) == (self.training_job is None):
+            raise ValueError("give exactly one of file_id and training_job")
+        for name in (self.model, self.baseline_model):
+            if name is not None and not MODEL_NAME.match(name):
+                raise ValueError(f"{name!r} is not a model id")
+        return self
+
+
+def kind_of(store: Store, request: EvaluationCreate) -> str:
+    """The training kind the evaluation measures, from its data (and the model's job)."""
+    if request.training_job:
+        job = store.require_job(request.training_job)
+        if job["kind"] == KIND:
+            raise InvalidRequestError(
+                "training_job must be a fine-tuning job.", param="training_job"
+            )
+        return str(job["kind"])
+    assert request.file_id is not None
+    report = require_file(store, request.file_id, "file_id")["report"]
+    if not report["valid"]:
+        raise InvalidDatasetError(
+            f"File {request.file_id} has {report['problem_count']} problem(s); see "
+            f"GET /v1/datasets/{request.file_id}.",
+            param="file_id",
+        )
+    return str(report.get("kind") or "embedding")
+
+
+def create_evaluation(store: Store, settings: Settings, request: EvaluationCreate) -> Row:
+    """Check the models and the data, then queue the evaluation; nothing is written unless
+    every check passes."""
+    kind = kind_of(store, request)
+    for param in ("model", "baseline_model"):
+        name = getattr(request, param)
+        if name is None:
+            continue
+        resolve_model(store, settings, name)
+        version = store.version_of_model(name)
+        if version is not None and version["kind"] != kind:
+            raise InvalidRequestError(
+                f"{name} is a {version['kind']} model; the data is for {kind} models.",
+                param=param,
+            )
+    job_id = new_id("evaljob")
+    spec = dict(request.model_dump(mode="json"), kind=kind)
+    store.insert_job(
+        {
+            "id": job_id,
+            "kind": KIND,
+            "model": request.model,
+            "status": JobStatus.VALIDATING_FILES.value,
+            "spec": spec,
+            "created_at": time.time(),
+            "device": request.device,
+            "max_attempts": 3,
+        },
+        "Evaluation accepted.",
+    )
+    return store.transition(
+        job_id, JobStatus.QUEUED, f"Evaluation of {request.model} queued ({kind} data)."
+    )
+
+
+def public_evaluation(job: Row) -> dict[str, Any]:
+    spec = job["spec"]
+    return {
+        "id": job["id"],
+        "object": "evaluation",
+        "status": job["status"],
+        "kind": spec.get("kind"),
+        "model": spec["model"],
+        "baseline_model": spec.get("baseline_model"),
+        "file_id": spec.get("file_id"),
+        "training_job": spec.get("training_job"),
+        "metadata": spec.get("metadata"),
+        "created_at": int(job["created_at"]),
+        "finished_at": int(job["finished_at"]) if job.get("finished_at") else None,
+        "error": job.get("error"),
+        "result": job.get("result"),
+    }

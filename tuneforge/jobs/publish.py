@@ -1,0 +1,194 @@
+"""Publishing a finished job: the model moved into place, registered as a new version, an
+alias moved by the promotion gate, and the job succeeded, all in one fenced transaction.
+
+No other process can take the job over between the move and the commit, and the model, its
+version and its files appear together or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import Settings
+from tuneforge.datasets.splits import JobData
+from tuneforge.db.store import Row, Store
+from tuneforge.jobs.reporting import JobReporter
+from tuneforge.jobs.status import JobStatus
+from tuneforge.registry.versions import better_by, prepare_version, registry_name
+from tuneforge.training.base import TrainResult
+from tuneforge.training.spec import JobCreate
+
+
+def evaluation_of(result: TrainResult) -> dict[str, Any]:
+    """Base model vs fine-tuned model on the job's validation split, with deltas."""
+    return {
+        "primary_metric": result.primary_metric,
+        "base_model": result.baseline,
+        "fine_tuned_model": result.evaluation,
+        "delta": {
+            k: result.evaluation[k] - result.baseline[k]
+            for k in result.evaluation
+            if k in result.baseline
+        },
+    }
+
+
+def promotion_gate(
+    store: Store,
+    settings: Settings,
+    spec: JobCreate,
+    result: TrainResult,
+    trainer: Any,
+    data: JobData,
+    device: str,
+) -> dict[str, Any] | None:
+    """Decide whether the new version takes the alias: it must beat the version the alias
+    points at (measured now, on this job's validation rows) or, without one, the base model,
+    by `min_delta`. None when the job asks for no gate."""
+    if spec.promote is None:
+        return None
+    gate = spec.promote
+    name = registry_name(spec)
+    metric = gate.metric or result.primary_metric
+    decision: dict[str, Any] = {
+        "alias": gate.alias,
+        "metric": metric,
+        "min_delta": gate.min_delta,
+        "promote": False,
+    }
+    if not metric or metric not in result.evaluation:
+        decision["reason"] = f"the job has no {metric or 'primary'} metric (no validation data?)"
+        return decision
+    current = store.alias_version(name, gate.alias)
+    new = result.evaluation[metric]
+    if current is not None:
+        version = store.get_version(name, current)
+        assert version is not None
+        old_metrics = trainer.evaluate_model(
+            str(settings.home / version["path"]), data.layout, data.eval_rows, device
+        )
+        against = f"{name} version {current}"
+    else:
+        old_metrics = result.baseline
+        against = "the base model"
+    if metric not in old_metrics:
+        decision["reason"] = f"{against} has no {metric} on this data"
+        return decision
+    old = old_metrics[metric]
+    gain = better_by(metric, new, old)
+    decision.update(
+        new=new,
+        old=old,
+        against=against,
+        against_version=current,
+        gain=gain,
+        promote=gain >= gate.min_delta,
+    )
+    return decision
+
+
+def publish(
+    store: Store,
+    settings: Settings,
+    job: Row,
+    spec: JobCreate,
+    reporter: JobReporter,
+    staging: Path,
+    result: TrainResult,
+    model_id: str,
+    gate: dict[str, Any] | None,
+) -> None:
+    """Move the model into place, register its version, apply the gate, end the job."""
+    job_id, lease = job["id"], reporter.lease
+    final = settings.models_dir / job_id
+    relative = str(final.resolve().relative_to(settings.home.resolve()))
+    evaluation = evaluation_of(result)
+    job_result = {
+        "train_loss": result.train_loss,
+        "steps": result.steps,
+        "evaluation": evaluation,
+        "model_path": final.name,
+        **result.details,
+    }
+    version_row = prepare_version(
+        store,
+        job=job,
+        spec=spec,
+        model_id=model_id,
+        folder=staging,
+        relative_path=relative,
+        result=job_result,
+        metrics=store.require_job(job_id).get("metrics"),
+    )
+    summary = ""
+    key = result.primary_metric
+    if key and key in result.evaluation:
+        summary = (
+            f" {key}: {result.baseline.get(key, float('nan')):.4f} (base) -> "
+            f"{result.evaluation[key]:.4f}."
+        )
+    with store.fenced(job_id, lease) as conn:
+        if final.exists():
+            shutil.rmtree(final)  # left by a run that crashed before its commit
+        os.replace(staging, final)
+        store.upsert_model(
+            {
+                "id": model_id,
+                "kind": "fine-tuned",
+                "owned_by": "user",
+                "created_at": time.time(),
+                "base_model": spec.model,
+                "job_id": job_id,
+                "path": relative,
+            },
+            conn=conn,
+        )
+        name = version_row["name"]
+        version = store.add_model_version(version_row, conn=conn)
+        job_result["registered_model"] = {"name": name, "version": version}
+        if gate is not None:
+            _apply_gate(store, conn, job_id, name, version, gate)
+            job_result["promotion"] = gate
+        store.transition(
+            job_id,
+            JobStatus.SUCCEEDED,
+            f"Job succeeded; model saved as {model_id} ({name} version {version}).{summary}",
+            expected={JobStatus.RUNNING},
+            lease=lease,
+            conn=conn,
+            fine_tuned_model=model_id,
+            result=job_result,
+            data={"fine_tuned_model": model_id, "name": name, "version": version},
+        )
+
+
+def _apply_gate(
+    store: Store, conn: Any, job_id: str, name: str, version: int, gate: dict[str, Any]
+) -> None:
+    alias, metric = gate["alias"], gate["metric"]
+    if gate["promote"]:
+        # The alias must still be where it was when the gate measured it.
+        now_at = store.alias_version(name, alias, conn=conn)
+        if now_at != gate.get("against_version"):
+            gate["promote"] = False
+            gate["reason"] = f"alias {alias} moved to version {now_at} while the job ran"
+    if gate["promote"]:
+        store.set_alias(name, alias, version, conn=conn)
+        message = (
+            f"Promotion gate passed: {metric} {gate['new']:.4f} vs {gate['old']:.4f} "
+            f"({gate['against']}), better by {gate['gain']:+.4f} >= {gate['min_delta']}; "
+            f"alias {alias} -> {name} version {version}."
+        )
+    elif "gain" in gate and "reason" not in gate:
+        message = (
+            f"Promotion gate refused: {metric} {gate['new']:.4f} vs {gate['old']:.4f} "
+            f"({gate['against']}), better by {gate['gain']:+.4f} < {gate['min_delta']}; "
+            f"alias {alias} unchanged."
+        )
+    else:
+        message = f"Promotion gate refused: {gate['reason']}; alias {alias} unchanged."
+    store.add_event(job_id, message, data={"promotion": gate}, conn=conn)

@@ -1,0 +1,173 @@
+"""Reading and changing the registry: what the REST API and the CLI share."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from tuneforge.config import Settings
+from tuneforge.db.store import Row, Store
+from tuneforge.errors import InvalidRequestError, ModelNotFoundError
+from tuneforge.registry.versions import public_version
+from tuneforge.training.spec import ALIAS_NAME
+
+
+def require_registered(store: Store, name: str) -> Row:
+    row = store.get_registered_model(name)
+    if row is None:
+        raise ModelNotFoundError(f"No registered model named {name!r}.", param="name")
+    return row
+
+
+def require_version(store: Store, name: str, version: int) -> Row:
+    require_registered(store, name)
+    row = store.get_version(name, version)
+    if row is None:
+        raise ModelNotFoundError(f"{name} has no version {version}.", param="version")
+    return row
+
+
+def aliases_by_version(store: Store, name: str) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for row in store.aliases(name):
+        found.setdefault(row["version"], []).append(row["alias"])
+    return found
+
+
+def version_view(store: Store, row: Row) -> dict[str, Any]:
+    return public_version(row, aliases_by_version(store, row["name"]).get(row["version"], []))
+
+
+def registered_view(store: Store, row: Row) -> dict[str, Any]:
+    """A registered model with its aliases and latest version."""
+    versions = store.list_versions(row["name"])
+    return {
+        "object": "registered_model",
+        "name": row["name"],
+        "kind": row["kind"],
+        "description": row["description"],
+        "tags": row["tags"] or [],
+        "created_at": int(row["created_at"]),
+        "updated_at": int(row["updated_at"]),
+        "aliases": {a["alias"]: a["version"] for a in store.aliases(row["name"])},
+        "versions": len(versions),
+        "latest_version": version_view(store, versions[0]) if versions else None,
+    }
+
+
+def metric_of(row: Row, metric: str) -> float | None:
+    """A version's value of `metric` on its job's validation split."""
+    tuned = (row.get("evaluation") or {}).get("fine_tuned_model") or {}
+    value = tuned.get(metric)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def search_versions(
+    store: Store,
+    *,
+    name: str | None = None,
+    kind: str | None = None,
+    base_model: str | None = None,
+    tag: str | None = None,
+    alias: str | None = None,
+    metric: str | None = None,
+    min_value: float | None = None,
+    max_value: float | None = None,
+) -> list[dict[str, Any]]:
+    """Versions matching every filter given; `name` matches any part of the name."""
+    if (min_value is not None or max_value is not None) and not metric:
+        raise InvalidRequestError("min_value and max_value need a metric.", param="metric")
+    all_aliases: dict[tuple[str, int], list[str]] = {}
+    for a in store.aliases():
+        all_aliases.setdefault((a["name"], a["version"]), []).append(a["alias"])
+    found = []
+    for row in store.list_versions():
+        key = (row["name"], row["version"])
+        if name and name.lower() not in row["name"].lower():
+            continue
+        if kind and row["kind"] != kind:
+            continue
+        if base_model and row["base_model"] != base_model:
+            continue
+        if tag and tag not in (row["tags"] or []):
+            continue
+        if alias and alias not in all_aliases.get(key, []):
+            continue
+        if metric:
+            value = metric_of(row, metric)
+            if value is None:
+                continue
+            if min_value is not None and value < min_value:
+                continue
+            if max_value is not None and value > max_value:
+                continue
+        found.append(public_version(row, all_aliases.get(key, [])))
+    return found
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def compare_versions(store: Store, name: str, versions: list[int]) -> dict[str, Any]:
+    """Metrics side by side and the spec fields in which the versions differ."""
+    if len(versions) < 2:
+        raise InvalidRequestError("Name at least two versions to compare.", param="versions")
+    rows = [require_version(store, name, v) for v in versions]
+    metrics = sorted(
+        {k for r in rows for k in ((r["evaluation"] or {}).get("fine_tuned_model") or {})}
+    )
+    specs = [_flatten(r["spec"] or {}) for r in rows]
+    keys = sorted({k for s in specs for k in s})
+    differences = {
+        k: [s.get(k) for s in specs] for k in keys if len({repr(s.get(k)) for s in specs}) > 1
+    }
+    return {
+        "object": "model.comparison",
+        "name": name,
+        "versions": versions,
+        "metrics": {m: [metric_of(r, m) for r in rows] for m in metrics},
+        "base_model_metrics": {
+            m: [((r["evaluation"] or {}).get("base_model") or {}).get(m) for r in rows]
+            for m in metrics
+        },
+        "spec_differences": differences,
+    }
+
+
+def set_alias(store: Store, name: str, alias: str, version: int) -> dict[str, Any]:
+    if not ALIAS_NAME.match(alias):
+        raise InvalidRequestError(
+            "An alias has letters, digits, '_' and '-', starting with a letter.", param="alias"
+        )
+    require_version(store, name, version)
+    store.set_alias(name, alias, version)
+    return {"object": "model.alias", "name": name, "alias": alias, "version": version}
+
+
+def delete_version(store: Store, settings: Settings, name: str, version: int) -> None:
+    """Delete a version and its files; 409 while an alias points at it."""
+    require_registered(store, name)
+    row = store.delete_version(name, version)
+    folder = (settings.home / row["path"]).resolve()
+    if folder.is_relative_to(settings.models_dir.resolve()) and folder.is_dir():
+        shutil.rmtree(folder)
+
+
+def resolve_reference(store: Store, reference: str) -> str:
+    """`name@alias` or `name@vN` -> the fine-tuned model id it stands for (ft:...)."""
+    name, _, which = reference.partition("@")
+    require_registered(store, name)
+    if which[:1] == "v" and which[1:].isdigit():
+        version = int(which[1:])
+    else:
+        found = store.alias_version(name, which)
+        if found is None:
+            raise ModelNotFoundError(f"{name} has no alias {which!r}.", param="model")
+        version = found
+    return str(require_version(store, name, version)["model_id"])

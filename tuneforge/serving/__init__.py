@@ -1,0 +1,1 @@
+"""Serving trained models: predictions for the API and the CLI."""

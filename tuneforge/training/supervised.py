@@ -1,0 +1,108 @@
+"""The `supervised` kind: supervised fine-tuning of a causal LM on chat data with trl's
+SFTTrainer, as LoRA adapters (on a 4-bit or 8-bit base: QLoRA) or of all weights.
+
+Plain steps over the libraries: tokenize the conversations with the model's chat template
+(the loss sees the assistant's answers only), load the model, measure the base model, train,
+measure again, save (see `tuneforge.training.llm` for the saved folder).
+
+| layout              | rows                                          | trained on           |
+|---------------------|-----------------------------------------------|----------------------|
+| `chat`              | `{"messages": [system?, user, assistant, …]}` | assistant messages   |
+|                     |                                               | with weight 1        |
+| `prompt_completion` | read as a user and an assistant message       | the completion       |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneforge.training import llm
+from tuneforge.training.base import RunContext, TrainResult
+from tuneforge.training.checkpoints import AtomicCheckpoints
+from tuneforge.training.spec import SupervisedMethod, SupervisedMethodParams
+
+PRIMARY_METRIC = "loss"
+
+
+def primary_metric(layout: str) -> str:
+    """The metric that ranks supervised models: validation loss on the answers (lower is
+    better)."""
+    return PRIMARY_METRIC
+
+
+def evaluate_model(
+    model_location: str, layout: str, rows: list[dict[str, Any]], device: str
+) -> dict[str, float]:
+    """Loss, perplexity and token accuracy of a saved model (ours, adapters or full, or a
+    base model) on the answers of chat rows."""
+    tokenizer = llm.load_chat_tokenizer(model_location)
+    model = llm.load_causal_lm(model_location, device=device).to(device)
+    return llm.chat_metrics(model, tokenizer, rows)
+
+
+def prompts_and_answers(rows: list[dict[str, Any]]) -> list[tuple[list[Any], str]]:
+    """(the conversation before its last answer, that answer) of chat rows."""
+    pairs = []
+    for row in rows:
+        messages = row["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        pairs.append((messages[:last], messages[last]["content"]))
+    return pairs
+
+
+def run(ctx: RunContext) -> TrainResult:
+    """The `supervised` kind, as the job runner calls it."""
+    assert isinstance(ctx.spec.method, SupervisedMethod)
+    return train_supervised(ctx, ctx.spec.method.supervised)
+
+
+def train_supervised(ctx: RunContext, params: SupervisedMethodParams) -> TrainResult:
+    """Build trl's SFTTrainer for the job, then train and save (`llm.train_and_save`)."""
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    class CheckpointingTrainer(AtomicCheckpoints, SFTTrainer):
+        pass
+
+    hp = params.hyperparameters
+    set_seed(ctx.seed)
+    tokenizer = llm.load_chat_tokenizer(ctx.model_location)
+    train_rows = ctx.data.train_rows[: hp.max_samples or None]
+    eval_rows = ctx.data.eval_rows
+
+    def tokenized(rows: list[dict[str, Any]]) -> Any:
+        return Dataset.from_list(
+            [llm.tokenize_conversation(tokenizer, r["messages"]) for r in rows]
+        )
+
+    model, peft_config, quantization = llm.load_for_training(ctx, params, hp)
+    args = SFTConfig(
+        **llm.training_arguments(
+            hp, device=ctx.device, seed=ctx.seed, work_dir=ctx.work_dir, has_eval=bool(eval_rows)
+        ),
+        max_length=hp.max_seq_length,
+        packing=hp.packing,
+    )
+    trainer = CheckpointingTrainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized(train_rows),
+        eval_dataset=tokenized(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=llm.trainer_callbacks(ctx, hp),
+    )
+    samples = params.generation_checks.samples
+    result = llm.train_and_save(
+        ctx,
+        params,
+        trainer,
+        tokenizer,
+        quantization=quantization,
+        metrics_of=llm.chat_metrics,
+        examples=prompts_and_answers(eval_rows[:samples]),
+        primary_metric=PRIMARY_METRIC,
+    )
+    result.details["train_examples"] = len(train_rows)
+    return result
