@@ -153,6 +153,14 @@ def test_metrics_agree_with_scikit_learn_on_the_served_predictions(
     assert saved["confusion_matrix"] == matrix and saved["metrics"] == pytest.approx(tuned)
     config = json.loads((folder / "config.json").read_text())
     assert config["id2label"] == {str(i): name for i, name in enumerate(CLASSES)}
+    # Each evaluation during training logged its own per-class report and confusion matrix;
+    # the job evaluates once, at the end of its one epoch, on the same held-out rows.
+    events = server.client.get(f"/v1/fine_tuning/jobs/{banking_job['id']}/events",
+                               params={"limit": 1000}).json()["data"]
+    reports = [e["data"] for e in events
+               if e["message"] == "Evaluation: per-class report and confusion matrix."]
+    assert reports and reports[0]["labels"] == CLASSES
+    assert reports[0]["confusion_matrix"] == matrix
 
 
 def test_scores_and_top_k(server: Server, banking: dict, banking_job: dict) -> None:

@@ -207,9 +207,15 @@ def train_classification(
         result.baseline = metric_values(_as_array(eval_targets), guess)
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
-        return metric_values(
-            prediction.label_ids.astype(int), predicted(prediction.predictions, multi_label)
+        y_true = prediction.label_ids.astype(int)
+        y_pred = predicted(prediction.predictions, multi_label)
+        # The scalars become eval_ metrics events; the per-class report and the confusion
+        # matrix of this evaluation go into an event of their own.
+        reporter.note(
+            "Evaluation: per-class report and confusion matrix.",
+            data=class_report(y_true, y_pred, labels),
         )
+        return metric_values(y_true, y_pred)
 
     evaluate_by = ("steps" if hp.eval_steps else "epoch") if eval_rows else "no"
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
