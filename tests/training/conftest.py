@@ -77,6 +77,7 @@ class RecordingReporter:
         self.step = 0
         self.metrics_seen: list[tuple[int, dict[str, float]]] = []
         self.checkpoints: list[int] = []
+        self.notes: list[tuple[str, dict[str, Any] | None]] = []
 
     def progress(self, step: int, total_steps: int, epoch: float) -> None:
         self.step = step
@@ -94,6 +95,11 @@ class RecordingReporter:
 
     def ensure_lease(self) -> None:
         pass
+
+    def note(
+        self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
+        self.notes.append((message, data))
 
     def logged(self, key: str) -> list[float]:
         return [values[key] for _, values in self.metrics_seen if key in values]
