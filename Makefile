@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is pinned to the CPU build this project tests with (an unpinned torch pulls CUDA).
 TORCH ?= torch==2.13.0
+# llama-cpp-python compiles llama.cpp from its sdist: only the library, with every core.
+export CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
 .PHONY: setup serve test test-fast lint bench
 

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         "sentence-transformers/all-MiniLM-L6-v2",
         description="Model whose tokenizer counts tokens in dataset statistics (if available).",
     )
+    serving_memory_mb: int = Field(
+        4096,
+        ge=0,
+        description="Memory for the models that /v1/embeddings, /v1/chat/completions and "
+        "/v1/completions keep loaded (their parameters' bytes, in MiB): the least recently "
+        "used are unloaded to stay within it; a larger model still loads, alone.",
+    )
     heartbeat_seconds: float = Field(
         2.0, gt=0, description="How often a worker marks its job alive."
     )

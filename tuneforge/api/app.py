@@ -17,16 +17,19 @@ from tuneforge.api.routes import (
     classifications,
     datasets,
     evaluations,
+    exports,
     files,
     fine_tuning,
     models,
     registry,
+    serving,
     training_seed,
     workers,
 )
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.jobs.worker import Worker
+from tuneforge.serving.cache import ModelCache
 
 JSON_BODY_LIMIT = 1024 * 1024
 
@@ -41,6 +44,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         store.create_schema()
         app.state.store = store
         app.state.settings = settings
+        app.state.model_cache = ModelCache(settings.serving_memory_mb * 1024 * 1024)
         worker = None
         if run_worker:
             worker = Worker(store, settings)
@@ -56,6 +60,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
                 # The running job checkpoints and goes back to the queue (see Worker).
                 worker.stop.set()
                 thread.join(timeout=settings.shutdown_grace_seconds + 15)
+            app.state.model_cache.clear()
             store.dispose()
 
     app = FastAPI(
@@ -76,9 +81,11 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         datasets,
         fine_tuning,
         evaluations,
+        exports,
         models,
         classifications,
         registry,
+        serving,
         training_seed,
         workers,
     ):

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
+from tuneforge.serving.cache import ModelCache
 
 
 def get_store(request: Request) -> Store:
@@ -18,5 +19,10 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+def get_model_cache(request: Request) -> ModelCache:
+    return request.app.state.model_cache  # type: ignore[no-any-return]
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]

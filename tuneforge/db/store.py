@@ -159,15 +159,15 @@ class Store:
         limit: int = 20,
         status: str | None = None,
         kind: str | None = None,
-        not_kind: str | None = None,
+        not_kinds: tuple[str, ...] = (),
     ) -> tuple[list[Row], bool]:
         query = select(t.jobs)
         if status:
             query = query.where(t.jobs.c.status == status)
         if kind:
             query = query.where(t.jobs.c.kind == kind)
-        if not_kind:
-            query = query.where(t.jobs.c.kind != not_kind)
+        if not_kinds:
+            query = query.where(t.jobs.c.kind.not_in(not_kinds))
         with self._tx() as conn:
             query = _after_cursor(conn, query, t.jobs, after)
             rows = conn.execute(

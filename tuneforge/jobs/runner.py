@@ -29,10 +29,12 @@ from tuneforge.errors import (
 )
 from tuneforge.evaluation.run import run_evaluation
 from tuneforge.evaluation.service import KIND as EVALUATION
+from tuneforge.export.run import run_export
+from tuneforge.export.service import KIND as EXPORT
 from tuneforge.jobs import reporting
 from tuneforge.jobs.publish import promotion_gate, publish
 from tuneforge.jobs.reporting import JobReporter
-from tuneforge.jobs.status import JobStatus
+from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
 from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.checkpoints import discard_incomplete, newest_complete
 from tuneforge.training.models import refuse_remote_code, resolve_model
@@ -74,8 +76,8 @@ def run_job(store: Store, settings: Settings, job_id: str, lease: int) -> None:
     """Run a job this process holds under `lease` until it succeeds, fails, is cancelled,
     pauses, or goes back to the queue because its worker is shutting down."""
     job = store.require_job(job_id)
-    evaluation = job["kind"] == EVALUATION
-    spec = None if evaluation else JobCreate.model_validate(job["spec"])
+    service = job["kind"] in SERVICE_KINDS
+    spec = None if service else JobCreate.model_validate(job["spec"])
     deadline = None
     if spec is not None and spec.timeout_seconds:
         deadline = job["claimed_at"] + spec.timeout_seconds - job["run_seconds"]
@@ -84,10 +86,13 @@ def run_job(store: Store, settings: Settings, job_id: str, lease: int) -> None:
     work_dir = settings.jobs_dir / job_id
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        if spec is None:
+        if job["kind"] == EXPORT:
+            run_export(store, settings, job, reporter)
+        elif job["kind"] == EVALUATION:
             device = pick_device(job["spec"].get("device", "auto"), reporter)
             run_evaluation(store, settings, job, reporter, device)
         else:
+            assert spec is not None
             _train(store, settings, job, spec, reporter, work_dir)
     except LeaseLostError:
         return  # superseded: the job belongs to another process now

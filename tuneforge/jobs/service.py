@@ -10,7 +10,7 @@ from tuneforge.config import Settings
 from tuneforge.datasets.splits import load_job_data
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import JobNotFoundError
-from tuneforge.jobs.status import JobStatus
+from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
 from tuneforge.training.llm import check_quantization
 from tuneforge.training.models import resolve_model
 from tuneforge.training.spec import JobCreate
@@ -67,11 +67,11 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
 
 
 def require_fine_tuning_job(store: Store, job_id: str) -> Row:
-    """A fine-tuning job (not an evaluation, which has its own endpoints)."""
+    """A fine-tuning job (not an evaluation or export, which have their own endpoints)."""
     job = store.require_job(job_id)
-    if job["kind"] == "evaluation":
+    if job["kind"] in SERVICE_KINDS:
         raise JobNotFoundError(
-            f"No fine-tuning job with id {job_id!r} (it is an evaluation).", param="id"
+            f"No fine-tuning job with id {job_id!r} (it is an {job['kind']}).", param="id"
         )
     return job
 

@@ -1,1 +1,2 @@
-"""Serving trained models: predictions for the API and the CLI."""
+"""Serving trained models: classifications (API and CLI), embeddings and generated text (the
+OpenAI-compatible endpoints), from models loaded once and kept in memory."""

@@ -54,7 +54,7 @@ def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
     hub_id = hub_id_of(name)
     if name.startswith("ft:") or "/" not in hub_id and ":" in hub_id:
         raise ModelNotFoundError(f"No fine-tuned model named {name!r}.", param="model")
-    cached = _cached_snapshot(hub_id)
+    cached = cached_snapshot(hub_id)
     if cached is not None:
         return ModelSource(name, str(cached), True, hub_id)
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
@@ -64,7 +64,7 @@ def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
     return ModelSource(name, hub_id, False, hub_id)
 
 
-def _cached_snapshot(hub_id: str) -> Path | None:
+def cached_snapshot(hub_id: str) -> Path | None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 

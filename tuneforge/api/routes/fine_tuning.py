@@ -19,7 +19,7 @@ from tuneforge.jobs.service import (
     public_job,
     require_fine_tuning_job,
 )
-from tuneforge.jobs.status import TERMINAL, JobStatus
+from tuneforge.jobs.status import SERVICE_KINDS, TERMINAL, JobStatus
 from tuneforge.training.spec import JobCreate
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -48,7 +48,7 @@ def list_fine_tuning_jobs(
     status: JobStatus | None = None,
 ) -> dict[str, Any]:
     rows, has_more = store.list_jobs(
-        after=after, limit=limit, status=status.value if status else None, not_kind="evaluation"
+        after=after, limit=limit, status=status.value if status else None, not_kinds=SERVICE_KINDS
     )
     return {"object": "list", "data": [public_job(r) for r in rows], "has_more": has_more}
 

@@ -1,0 +1,392 @@
+"""OpenAI-compatible serving: `/v1/embeddings` for embedding models, `/v1/chat/completions`
+and `/v1/completions` for causal LMs: fine-tuned models of ours (`ft:…`, `NAME@alias`,
+`NAME@vN`) and base models on this machine. The official `openai` client works against it.
+
+Models load on first use and stay loaded under `TUNEFORGE_SERVING_MEMORY_MB` (see
+`serving.cache`). `stream: true` sends Server-Sent Events in OpenAI's chunk format, ending
+with `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep
+from tuneforge.errors import InvalidRequestError
+from tuneforge.serving.embeddings import MAX_INPUTS
+from tuneforge.serving.generation import Finish, Generator, Sampling
+from tuneforge.serving.loading import served_model
+
+router = APIRouter(prefix="/v1", tags=["serving"])
+log = logging.getLogger(__name__)
+
+# Answers per request (`n`, times the prompts of /v1/completions): they are written one after
+# another (OpenAI allows n up to 128).
+MAX_CHOICES = 16
+MAX_STOPS = 4  # as OpenAI
+
+Text = Annotated[str, Field(min_length=1)]
+TokenIds = Annotated[list[int], Field(min_length=1)]
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=255, description="A model id, `NAME@alias` or base model.")
+]
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName
+    input: (
+        Text
+        | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)]
+        | TokenIds
+        | list[TokenIds]
+    ) = Field(..., description=f"A text or a list of up to {MAX_INPUTS} texts.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="`base64`: each vector as little-endian float32 bytes, base64."
+    )
+    dimensions: int | None = Field(
+        None, ge=1, description="Keep the first this many values, normalised again."
+    )
+    user: str | None = Field(None, description="Accepted and ignored.")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = Field(False, description="A last chunk with `usage` before [DONE].")
+
+
+class GenerationRequest(BaseModel):
+    """What chat completions and completions share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName
+    max_tokens: int | None = Field(
+        None, ge=1, description="Most tokens to write (default: what the context leaves)."
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="0: greedy; default: the model's, else 1."
+    )
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling; default 1.")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description="Answers to write.")
+    stop: Text | Annotated[list[Text], Field(max_length=MAX_STOPS)] | None = Field(
+        None, description=f"Up to {MAX_STOPS} strings that end an answer (not included)."
+    )
+    seed: int | None = Field(None, description="Seeds sampling (best effort, as OpenAI).")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(0, ge=-2, le=2, description="Only 0 is supported.")
+    frequency_penalty: float = Field(0, ge=-2, le=2, description="Only 0 is supported.")
+    user: str | None = Field(None, description="Accepted and ignored.")
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def refuse_unsupported(self) -> None:
+        """Parameters OpenAI has and tuneforge does not implement are refused, not ignored."""
+        penalties = {
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
+        for name, value in penalties.items():
+            if value:
+                raise InvalidRequestError(
+                    f"{name} is not supported; leave it out (or 0).", param=name
+                )
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequestError(
+                "stream_options is only allowed with stream: true.", param="stream_options"
+            )
+
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = Field(None, description="Accepted and ignored.")
+
+    def for_template(self) -> dict[str, str]:
+        """The message as chat templates read it: OpenAI's `developer` is their `system`,
+        text parts are joined."""
+        content = (
+            self.content
+            if isinstance(self.content, str)
+            else "".join(part.text for part in self.content)
+        )
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class ChatCompletionRequest(GenerationRequest):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_completion_tokens: int | None = Field(
+        None, ge=1, description="OpenAI's newer name for max_tokens; wins when both are given."
+    )
+
+
+class CompletionRequest(GenerationRequest):
+    prompt: Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | list[TokenIds] = Field(
+        ..., description="A prompt or a list of prompts, written on as they are."
+    )
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+@router.post("/embeddings", response_model=None)
+def create_embeddings(
+    store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: EmbeddingRequest
+) -> JSONResponse:
+    """Embed each text with a sentence-transformers model: the vectors
+    `SentenceTransformer(model).encode(texts)` returns, in OpenAI's response shape."""
+    texts = _texts(request.input, "input")
+    embedder = served_model(store, settings, cache, request.model, "embedding")
+    vectors, tokens = embedder.embed(texts, request.dimensions)
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encoded(v, request.encoding_format)}
+        for i, v in enumerate(vectors)
+    ]
+    # Straight to JSON: FastAPI's encoder would walk every float of every vector.
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": request.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
+@router.post("/chat/completions", response_model=None)
+def create_chat_completion(
+    store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: ChatCompletionRequest
+) -> dict[str, Any] | StreamingResponse:
+    """Answer a conversation with a causal LM; the prompt is the conversation as the model's
+    chat template writes it, followed by the start of the assistant's turn."""
+    request.refuse_unsupported()
+    generator: Generator = served_model(store, settings, cache, request.model, "causal_lm")
+    prompt = generator.chat_prompt([m.for_template() for m in request.messages])
+    wanted = request.max_completion_tokens or request.max_tokens
+    sampling = _sampling(request, generator.max_tokens(len(prompt), wanted))
+    head = _head("chatcmpl", "chat.completion", request.model)
+    if request.stream:
+        chunks = _chat_chunks(generator, prompt, sampling, request.n, head, request)
+        return _event_stream(chunks)
+    choices, completion_tokens = [], 0
+    for i in range(request.n):
+        answer = generator.answer(prompt, _choice_sampling(sampling, i))
+        completion_tokens += answer.finish.tokens
+        choices.append(
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": answer.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": answer.finish.reason,
+            }
+        )
+    return head | {"choices": choices, "usage": _usage(len(prompt), completion_tokens)}
+
+
+@router.post("/completions", response_model=None)
+def create_completion(
+    store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: CompletionRequest
+) -> dict[str, Any] | StreamingResponse:
+    """Continue each prompt with a causal LM (no chat template: the text as it is, with the
+    special tokens the tokenizer adds). Choice `i * n + j` is prompt i's answer j."""
+    request.refuse_unsupported()
+    texts = _texts(request.prompt, "prompt")
+    if len(texts) * request.n > MAX_CHOICES:
+        raise InvalidRequestError(
+            f"At most {MAX_CHOICES} answers per request: {len(texts)} prompts x n={request.n}.",
+            param="prompt",
+        )
+    generator: Generator = served_model(store, settings, cache, request.model, "causal_lm")
+    prompts = [generator.text_prompt(t) for t in texts]
+    samplings = [
+        _sampling(request, generator.max_tokens(len(p), request.max_tokens, "prompt"))
+        for p in prompts
+    ]
+    head = _head("cmpl", "text_completion", request.model)
+    prompt_tokens = sum(len(p) for p in prompts)
+    if request.stream:
+        chunks = _completion_chunks(generator, prompts, samplings, head, request, prompt_tokens)
+        return _event_stream(chunks)
+    choices, completion_tokens = [], 0
+    for index, (prompt, sampling, j) in enumerate(_choices_of(prompts, samplings, request.n)):
+        answer = generator.answer(prompt, _choice_sampling(sampling, j))
+        completion_tokens += answer.finish.tokens
+        choices.append(
+            {
+                "index": index,
+                "text": answer.text,
+                "logprobs": None,
+                "finish_reason": answer.finish.reason,
+            }
+        )
+    return head | {"choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
+
+
+# -- parts -------------------------------------------------------------------------------------
+
+
+def _texts(value: str | list[str] | list[int] | list[list[int]], param: str) -> list[str]:
+    """The texts of an `input` or `prompt`; token ids are refused."""
+    if isinstance(value, str):
+        return [value]
+    if all(isinstance(item, str) for item in value):
+        return [str(item) for item in value]
+    raise InvalidRequestError(
+        f"{param} as token ids is not supported; send the text instead.", param=param
+    )
+
+
+def _encoded(vector: Any, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
+
+
+def _sampling(request: GenerationRequest, max_tokens: int) -> Sampling:
+    return Sampling(
+        max_tokens=max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        stop=request.stops(),
+        seed=request.seed,
+    )
+
+
+def _choice_sampling(sampling: Sampling, j: int) -> Sampling:
+    """The j-th answer to the same prompt: with a seed, seed + j (the same seed would write
+    the same answer n times)."""
+    return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + j)
+
+
+def _choices_of(
+    prompts: list[list[int]], samplings: list[Sampling], n: int
+) -> Iterator[tuple[list[int], Sampling, int]]:
+    """(prompt, sampling, j) for each answer: n per prompt, in choice order."""
+    for prompt, sampling in zip(prompts, samplings, strict=True):
+        for j in range(n):
+            yield prompt, sampling, j
+
+
+def _head(prefix: str, kind: str, model: str) -> dict[str, Any]:
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+    }
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _chat_chunks(
+    generator: Generator,
+    prompt: list[int],
+    sampling: Sampling,
+    n: int,
+    head: dict[str, Any],
+    request: GenerationRequest,
+) -> Iterator[dict[str, Any]]:
+    """`chat.completion.chunk`s: per answer, the role, the text as it is written, then the
+    finish reason; with `include_usage`, a last chunk with the usage and no choices."""
+    head = head | {"object": "chat.completion.chunk"}
+    extra = {"usage": None} if request.include_usage() else {}
+    completion_tokens = 0
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return head | {"choices": [choice]} | extra
+
+    for i in range(n):
+        yield chunk(i, {"role": "assistant", "content": ""})
+        for piece in generator.stream(prompt, _choice_sampling(sampling, i)):
+            if isinstance(piece, Finish):
+                completion_tokens += piece.tokens
+                yield chunk(i, {}, piece.reason)
+            else:
+                yield chunk(i, {"content": piece})
+    if request.include_usage():
+        yield head | {"choices": [], "usage": _usage(len(prompt), completion_tokens)}
+
+
+def _completion_chunks(
+    generator: Generator,
+    prompts: list[list[int]],
+    samplings: list[Sampling],
+    head: dict[str, Any],
+    request: GenerationRequest,
+    prompt_tokens: int,
+) -> Iterator[dict[str, Any]]:
+    """`text_completion` chunks: the text of each answer as it is written, then an empty one
+    with the finish reason; with `include_usage`, a last chunk with the usage."""
+    extra = {"usage": None} if request.include_usage() else {}
+    completion_tokens = 0
+    for index, (prompt, sampling, j) in enumerate(_choices_of(prompts, samplings, request.n)):
+        for piece in generator.stream(prompt, _choice_sampling(sampling, j)):
+            text, finish = ("", piece.reason) if isinstance(piece, Finish) else (piece, None)
+            if isinstance(piece, Finish):
+                completion_tokens += piece.tokens
+            choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+            yield head | {"choices": [choice]} | extra
+    if request.include_usage():
+        yield head | {"choices": [], "usage": _usage(prompt_tokens, completion_tokens)}
+
+
+def _event_stream(chunks: Iterator[dict[str, Any]]) -> StreamingResponse:
+    return StreamingResponse(
+        _sse(chunks),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """Each chunk as a `data:` event, then `data: [DONE]`. The response has begun by the
+    time generation fails: the error is sent as an event of its own, as OpenAI does."""
+    try:
+        for chunk in chunks:
+            yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+    except Exception as error:
+        log.exception("generation failed while streaming")
+        body = {"error": {"message": str(error), "type": "server_error", "code": "internal"}}
+        yield f"data: {json.dumps(body)}\n\n"
+        return
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,286 @@
+"""Text generation with causal LMs, for `POST /v1/chat/completions` and `/v1/completions`.
+
+transformers' `generate` picks the tokens; it runs in a thread of its own and hands each new
+token to a queue as it is produced, and the request's thread turns the tokens into text as
+they arrive: a streamed answer is sent while it is written, and a whole answer is the same
+pieces joined.
+
+An answer ends (`finish_reason` "stop") at the model's end tokens (its eos token, the chat
+template's end-of-turn marker, the eos ids of its `generation_config.json`) or at one of the
+request's stop strings, which is cut off with whatever follows it; it ends with "length" when
+`max_tokens` tokens were written. Text that may be the start of a stop string is held back
+until it is known not to be one, so a streamed answer never shows part of a stop string.
+
+Sampling follows OpenAI's parameters: temperature 0 is greedy decoding (transformers'
+`do_sample=False`), otherwise tokens are sampled with the request's temperature and top_p.
+What the request leaves out comes from the model's `generation_config.json` (temperature,
+top_p, top_k, repetition penalty, ...), as in transformers, except that top-k is off unless
+that file sets it: OpenAI samples from the whole distribution. A `seed` seeds torch's random
+numbers before the answer is written; those are shared by the process, so an answer is
+reproducible when no other sampled answer is written at the same time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+from tuneforge.errors import InvalidRequestError
+from tuneforge.serving.cache import parameter_bytes
+from tuneforge.training.generation_checks import turn_end
+from tuneforge.training.llm import load_causal_lm, load_chat_tokenizer, render_ids
+
+# What the token queue carries after the last token.
+_END = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one answer is written. None takes the model's default (see the module's docstring)."""
+
+    max_tokens: int
+    temperature: float | None = None  # 0: greedy
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Finish:
+    """The end of an answer: why it ended ("stop" or "length") and its length in tokens."""
+
+    reason: str
+    tokens: int
+
+
+@dataclass
+class Answer:
+    """A whole answer."""
+
+    text: str
+    finish: Finish
+
+
+class Generator:
+    """A loaded causal LM with its chat tokenizer. One answer is written at a time (`lock`):
+    concurrent requests for the same model wait for each other."""
+
+    def __init__(self, location: Path, device: str):
+        self.tokenizer = load_chat_tokenizer(str(location))
+        self.model = load_causal_lm(str(location), device=device).to(device)
+        self.model.eval()
+        self.device = device
+        end = turn_end(self.tokenizer)
+        end_ids = self.tokenizer(end, add_special_tokens=False)["input_ids"] if end else []
+        # A marker the tokenizer splits into several tokens (ChatML on a model without it)
+        # cannot end `generate`: it is a stop string instead.
+        self.end_text = end if len(end_ids) > 1 else None
+        self.end_ids = end_token_ids(self.tokenizer, self.model, end_ids)
+        self.context_length: int | None = getattr(
+            self.model.config, "max_position_embeddings", None
+        )
+        self.nbytes = parameter_bytes(self.model)
+        self.lock = threading.Lock()
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of `messages` as the chat template writes them, followed by the start of
+        the assistant's turn. A template that refuses the messages (e.g. roles that do not
+        alternate) is an InvalidRequestError."""
+        from jinja2 import TemplateError
+
+        try:
+            return render_ids(self.tokenizer, messages, prompt=True)
+        except TemplateError as error:
+            raise InvalidRequestError(
+                f"The model's chat template refuses these messages: {error}", param="messages"
+            ) from error
+
+    def text_prompt(self, text: str) -> list[int]:
+        """Token ids of a plain prompt, with the special tokens the tokenizer adds (a BOS)."""
+        return list(self.tokenizer(text)["input_ids"])
+
+    def max_tokens(
+        self, prompt_tokens: int, requested: int | None, prompt_param: str = "messages"
+    ) -> int:
+        """The answer's token limit: `requested`, or what the context leaves after the prompt.
+        InvalidRequestError (naming `max_tokens`, or `prompt_param` when the prompt alone is
+        too long) when prompt and answer do not fit the model's context."""
+        if self.context_length is None:
+            if requested is None:
+                raise InvalidRequestError(
+                    "The model does not say how long its context is: give max_tokens.",
+                    param="max_tokens",
+                )
+            return requested
+        left = self.context_length - prompt_tokens
+        if left <= 0 or (requested is not None and requested > left):
+            asked = f" and {requested} for the answer" if requested is not None else ""
+            raise InvalidRequestError(
+                f"The model's context is {self.context_length} tokens; the prompt takes "
+                f"{prompt_tokens}{asked}.",
+                param="max_tokens" if requested is not None and left > 0 else prompt_param,
+            )
+        return requested if requested is not None else left
+
+    def stream(self, prompt_ids: list[int], sampling: Sampling) -> Iterator[str | Finish]:
+        """Write an answer to `prompt_ids`: pieces of text as they are final, then its Finish.
+        Closing the iterator early stops the generation."""
+        tokens: Queue[Any] = Queue()
+        done = threading.Event()
+        thread = threading.Thread(
+            target=self._generate,
+            args=(prompt_ids, sampling, tokens, done),
+            name="tuneforge-generate",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            yield from self._texts(tokens, sampling)
+        finally:
+            done.set()
+            thread.join()  # a step at most: the model is free for the next answer
+
+    def answer(self, prompt_ids: list[int], sampling: Sampling) -> Answer:
+        """The whole answer to `prompt_ids` (the pieces of `stream`, joined)."""
+        pieces: list[str] = []
+        for piece in self.stream(prompt_ids, sampling):
+            if isinstance(piece, Finish):
+                return Answer("".join(pieces), piece)
+            pieces.append(piece)
+        raise AssertionError("an answer's stream ends with its Finish")
+
+    def _generate(
+        self, prompt_ids: list[int], sampling: Sampling, tokens: Queue[Any], done: threading.Event
+    ) -> None:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        try:
+            with self.lock, torch.inference_mode():
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                ids = torch.tensor([prompt_ids], device=self.device)
+                self.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    generation_config=self._config(sampling),
+                    streamer=_TokenQueue(tokens),
+                    stopping_criteria=StoppingCriteriaList([_WhenSet(done)]),
+                )
+        except Exception as error:  # the request's thread raises it
+            tokens.put(error)
+        finally:
+            tokens.put(_END)
+
+    def _config(self, sampling: Sampling) -> Any:
+        from transformers import GenerationConfig
+
+        greedy = sampling.temperature == 0
+        return GenerationConfig(
+            max_new_tokens=sampling.max_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p,
+            top_k=None if greedy else self.model.generation_config.top_k or 0,
+            eos_token_id=self.end_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+
+    def _texts(self, tokens: Queue[Any], sampling: Sampling) -> Iterator[str | Finish]:
+        """Text pieces from the token queue: each piece final (no stop string can start in
+        it, no character is still missing bytes), then the Finish."""
+        stops = [*sampling.stop, *([self.end_text] if self.end_text else [])]
+        ids: list[int] = []
+        text, sent = "", 0
+        while (token := tokens.get()) is not _END:
+            if isinstance(token, BaseException):
+                raise token
+            ids.append(token)
+            if token in self.end_ids:
+                if len(text) > sent:
+                    yield text[sent:]
+                yield Finish("stop", len(ids))
+                return
+            text = self.tokenizer.decode(
+                ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            cut = first_stop(text, stops, sent)
+            if cut is not None:
+                if cut > sent:
+                    yield text[sent:cut]
+                yield Finish("stop", len(ids))
+                return
+            if text.endswith("\ufffd"):  # a character whose other bytes are still to come
+                continue
+            final = len(text) - stop_prefix_length(text, stops)
+            if final > sent:
+                yield text[sent:final]
+                sent = final
+        if len(text) > sent:
+            yield text[sent:]
+        yield Finish("length", len(ids))
+
+
+def end_token_ids(tokenizer: Any, model: Any, end_ids: list[int]) -> list[int]:
+    """The tokens that end an answer: eos, a one-token end-of-turn marker, and the eos ids of
+    the model's generation config (Llama 3 has several)."""
+    configured = model.generation_config.eos_token_id
+    if not isinstance(configured, list):
+        configured = [configured]
+    found = {tokenizer.eos_token_id, *configured, *(end_ids if len(end_ids) == 1 else [])}
+    return sorted(i for i in found if i is not None)
+
+
+def first_stop(text: str, stops: list[str], start: int) -> int | None:
+    """Where the first stop string in `text[start:]` begins, or None."""
+    found = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def stop_prefix_length(text: str, stops: list[str]) -> int:
+    """The length of the longest end of `text` that begins a stop string: held back, since
+    the next tokens may complete it."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
+
+
+class _TokenQueue:
+    """A `generate` streamer that puts each new token id into a queue (the prompt, which
+    `generate` hands over first, is skipped)."""
+
+    def __init__(self, tokens: Queue[Any]):
+        self.tokens = tokens
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.tokens.put(int(token))
+
+    def end(self) -> None:
+        pass
+
+
+class _WhenSet:
+    """A stopping criterion: stop once the reader of the answer no longer wants it."""
+
+    def __init__(self, done: threading.Event):
+        self.done = done
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full(
+            (input_ids.shape[0],), self.done.is_set(), dtype=torch.bool, device=input_ids.device
+        )

@@ -1,0 +1,106 @@
+"""From a model name in a request to a loaded model of the kind the endpoint serves.
+
+The name resolves as everywhere else (`ft:` ids, `NAME@alias`, `NAME@vN`, base models; see
+`training.models.resolve_model`); the model's folder tells its kind:
+
+| kind             | the folder holds                                  | served by               |
+|------------------|---------------------------------------------------|-------------------------|
+| `embedding`      | `modules.json` (sentence-transformers)            | `/v1/embeddings`        |
+| `causal_lm`      | `config.json` naming a `…ForCausalLM`, or one of  | `/v1/chat/completions`, |
+|                  | our LoRA models (`adapter_config.json` +          | `/v1/completions`       |
+|                  | `tuneforge.json`)                                 |                         |
+| `classification` | `config.json` naming a `…ForSequenceClassification` | `/v1/classifications` |
+
+Models run on the CUDA GPU when the machine has one, else on the CPU: the CPU always works,
+and a GPU makes generation fast enough for interactive use (a training job on the same GPU
+then shares its memory with the served models).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import Settings
+from tuneforge.db.store import Store
+from tuneforge.errors import InvalidRequestError, ModelNotFoundError
+from tuneforge.serving.cache import ModelCache
+from tuneforge.training.llm import MODEL_INFO
+from tuneforge.training.models import refuse_remote_code, resolve_model
+
+ENDPOINTS = {
+    "embedding": "/v1/embeddings",
+    "causal_lm": "/v1/chat/completions or /v1/completions",
+    "classification": "/v1/classifications",
+}
+DESCRIPTIONS = {
+    "embedding": "an embedding model",
+    "causal_lm": "a causal language model",
+    "classification": "a text-classification model",
+}
+
+
+def model_kind(location: Path) -> str | None:
+    """The kind of the model saved at `location` (see the table above), or None."""
+    if (location / "modules.json").is_file():
+        return "embedding"
+    if (location / "adapter_config.json").is_file() and (location / MODEL_INFO).is_file():
+        return "causal_lm"
+    config_file = location / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    architectures = config.get("architectures") or []
+    if any(a.endswith("ForCausalLM") for a in architectures):
+        return "causal_lm"
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "classification"
+    return None
+
+
+def require_kind(name: str, location: Path, kind: str) -> None:
+    """Raise InvalidRequestError, naming the endpoint that serves it, unless the model at
+    `location` is of `kind`."""
+    found = model_kind(location) if location.is_dir() else None
+    if found == kind:
+        return
+    if found is None:
+        message = f"Model {name!r} is no model tuneforge can serve (its kind is unknown)."
+    else:
+        message = f"Model {name!r} is {DESCRIPTIONS[found]}; use {ENDPOINTS[found]}."
+    raise InvalidRequestError(message, param="model")
+
+
+@lru_cache(maxsize=1)
+def serving_device() -> str:
+    """`cuda` when a CUDA GPU is present, else `cpu` (see the module's docstring)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(kind: str, location: Path) -> Any:
+    """Load the model at `location` as `kind` (embedding or causal_lm) on `serving_device()`."""
+    if kind == "embedding":
+        from tuneforge.serving.embeddings import Embedder
+
+        return Embedder(location, serving_device())
+    from tuneforge.serving.generation import Generator
+
+    return Generator(location, serving_device())
+
+
+def served_model(store: Store, settings: Settings, cache: ModelCache, name: str, kind: str) -> Any:
+    """The loaded model `name` of `kind`, from `cache` or loaded into it. Raises
+    ModelNotFoundError for unknown models and models not on this machine (requests never
+    download), InvalidRequestError for models of another kind or needing remote code."""
+    source = resolve_model(store, settings, name)
+    if not source.is_local:
+        raise ModelNotFoundError(
+            f"Model {name!r} is not available locally; train or download it first.",
+            param="model",
+        )
+    location = Path(source.location)
+    refuse_remote_code(location)
+    require_kind(name, location, kind)
+    return cache.get(str(location), lambda: load_model(kind, location))
