@@ -77,9 +77,9 @@ def train_tokenizer(arch: str) -> Any:
     return tokenizer
 
 
-def build_tiny_llm(folder: Path, arch: str = "qwen2", seed: int = 0) -> Path:
+def build_tiny_llm(folder: Path, arch: str = "qwen2", seed: int = 0, **overrides: int) -> Path:
     """Save a tiny randomly initialised causal LM of `arch` (qwen2 or llama) and its
-    tokenizer into `folder`; returns `folder`."""
+    tokenizer into `folder`; returns `folder`. `overrides` change config sizes."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -97,6 +97,7 @@ def build_tiny_llm(folder: Path, arch: str = "qwen2", seed: int = 0) -> Path:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
+    sizes.update(overrides)
     torch.manual_seed(seed)
     if arch == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**sizes))

@@ -251,7 +251,8 @@ def test_seed_003_layout_trains_unchanged_with_lora_and_class_weights(
     assert not (folder / "adapter_config.json").exists()
     tuned = load_file(folder / "model.safetensors")
     assert not any("lora" in key or key.startswith("base_model.") for key in tuned)
-    base = load_file(next(offline_hub.rglob("model.safetensors")))
+    minilm = offline_hub / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
+    base = load_file(next(minilm.rglob("model.safetensors")))
     # The adapters changed the linear layers; what they do not reach kept its base weights.
     assert not tuned["bert.encoder.layer.0.attention.self.query.weight"].allclose(
         base["encoder.layer.0.attention.self.query.weight"], atol=1e-6)
@@ -306,7 +307,8 @@ def test_pause_and_resume_end_with_the_same_weights(
     assert a.keys() == b.keys()
     for name in a:
         assert a[name].allclose(b[name], atol=1e-5), name
-    base = load_file(next(offline_hub.rglob("model.safetensors")))
+    minilm = offline_hub / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
+    base = load_file(next(minilm.rglob("model.safetensors")))
     assert any(not a[f"bert.{name}"].allclose(base[name], atol=1e-4)
                for name in base if f"bert.{name}" in a)
     assert straight["evaluation"]["fine_tuned_model"] == pytest.approx(

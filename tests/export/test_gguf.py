@@ -112,6 +112,19 @@ def test_quantized_files_load_and_their_agreement_is_measured(
     assert report["samples"][0]["gguf"]  # it generates
 
 
+def test_k_quants_apply_where_rows_are_multiples_of_256(tmp_path: Path) -> None:
+    """The tiny models' 64-wide rows take llama.cpp's fallback types; 256-wide rows take the
+    k-quants themselves (q4_k_m: q4_K, with q6_K for some tensors)."""
+    folder = build_tiny_llm(tmp_path / "wide", "llama", hidden_size=256, intermediate_size=512)
+    source = _convert(folder, tmp_path / "wide-f16.gguf", "f16")
+    target = tmp_path / "wide-q4_k_m.gguf"
+    llama.quantize(source, target, "q4_k_m")
+    types = llama.tensor_types(target)
+    assert types.get("q4_k", 0) > 0 and types.get("q6_k", 0) > 0, types
+    with llama.loaded(target) as model:
+        assert model.greedy(model.tokenize("Guten Morgen!"), 8)
+
+
 def test_a_file_of_other_weights_fails_the_check(tiny: dict[str, Path], tmp_path: Path) -> None:
     other = build_tiny_llm(tmp_path / "other", "qwen2", seed=1)
     path = _convert(other, tmp_path / "other.gguf", "f16")

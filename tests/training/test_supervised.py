@@ -291,3 +291,35 @@ def test_qlora_on_cuda(tiny_qwen: Path, tmp_path: Path) -> None:
     result = supervised.run(ctx)
     assert json.loads((ctx.output_dir / "tuneforge.json").read_text())["quantization"] == "4bit"
     assert result.evaluation["loss"] < result.baseline["loss"] / 4
+
+
+def _padding_share(batches: list[dict]) -> float:
+    """Padding tokens over all tokens in the batches the trainer feeds the model."""
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    total = sum(b["attention_mask"].numel() for b in batches)
+    return 1 - real / total
+
+
+def test_length_grouped_batches_pad_far_less(tiny_qwen: Path, tmp_path: Path) -> None:
+    """By default batches group similar lengths (the same examples, in other batches); a
+    random order pads each batch to a long outlier."""
+    rows = [
+        {"messages": [{"role": "user", "content": "Hashtags for " + "the news " * (i % 13)},
+                      {"role": "assistant", "content": "#news " * (1 + 3 * (i % 7))}]}
+        for i in range(64)
+    ]
+    shares, seen = {}, {}
+    for grouped in (True, False):
+        ctx = run_context(
+            tmp_path / str(grouped), tiny_qwen,
+            method(hyperparameters={"group_by_length": grouped, "batch_size": 4}), rows, [])
+        trainer, _, _ = supervised.build_trainer(ctx, ctx.spec.method.supervised)
+        batches = list(trainer.get_train_dataloader())
+        shares[grouped] = _padding_share(batches)
+        seen[grouped] = sorted(
+            tuple(ids[mask.bool()].tolist())
+            for b in batches for ids, mask in zip(b["input_ids"], b["attention_mask"],
+                                                   strict=True))
+    assert seen[True] == seen[False]  # every example once, either way
+    assert shares[False] > 0.25, shares  # the data really varies in length
+    assert shares[True] < shares[False] / 2, shares

@@ -23,6 +23,7 @@ from typing import Any
 
 from tuneforge.datasets.classification import MULTI_LABEL, row_labels
 from tuneforge.training.base import RunContext, TrainResult
+from tuneforge.training.batching import GROUP_BY_LENGTH, LengthGrouping
 from tuneforge.training.callbacks import Reporter, ReportingCallback
 from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.classification_metrics import (
@@ -183,7 +184,7 @@ def train_classification(
         set_seed,
     )
 
-    class ClassificationTrainer(AtomicCheckpoints, Trainer):
+    class ClassificationTrainer(AtomicCheckpoints, LengthGrouping, Trainer):
         loss_is_scaled_for_ga = False  # every loss here is its batch's mean
 
     hp = params.hyperparameters
@@ -242,6 +243,8 @@ def train_classification(
         metric_for_best_model=hp.metric_for_best_model if keep_best else None,
         greater_is_better=True if keep_best else None,
         dataloader_num_workers=hp.dataloader_num_workers,
+        # Batches are padded to their longest text: similar lengths together pad far less.
+        train_sampling_strategy=GROUP_BY_LENGTH if hp.group_by_length else "random",
         save_total_limit=3,
         fp16=hp.use_amp and device == "cuda",
         use_cpu=device == "cpu",

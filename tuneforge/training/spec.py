@@ -225,6 +225,11 @@ class SupervisedHyperparameters(LLMHyperparameters):
         description="Pack several examples into each sequence of max_seq_length tokens: "
         "fewer padding tokens, faster epochs.",
     )
+    group_by_length: bool = Field(
+        True,
+        description="Batch examples of similar length together (groups in random order): "
+        "far less padding on data of varied lengths, the same examples each epoch.",
+    )
 
 
 class DPOHyperparameters(LLMHyperparameters):
@@ -389,6 +394,11 @@ class ClassificationHyperparameters(Strict):
         "none",
         description="balanced: weigh each class's loss by the inverse of its frequency in the "
         "training data (multi-label: positives by negatives/positives), for imbalanced classes.",
+    )
+    group_by_length: bool = Field(
+        True,
+        description="Batch examples of similar length together (groups in random order): "
+        "far less padding on data of varied lengths, the same examples each epoch.",
     )
     use_amp: bool = Field(False, description="Mixed precision (on CUDA only).")
     dataloader_num_workers: int = Field(

@@ -18,6 +18,7 @@ from typing import Any
 
 from tuneforge.training import llm
 from tuneforge.training.base import RunContext, TrainResult
+from tuneforge.training.batching import GROUP_BY_LENGTH, LengthGrouping
 from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.spec import SupervisedMethod, SupervisedMethodParams
 
@@ -58,11 +59,30 @@ def run(ctx: RunContext) -> TrainResult:
 
 def train_supervised(ctx: RunContext, params: SupervisedMethodParams) -> TrainResult:
     """Build trl's SFTTrainer for the job, then train and save (`llm.train_and_save`)."""
+    trainer, tokenizer, quantization = build_trainer(ctx, params)
+    eval_rows = ctx.data.eval_rows
+    samples = params.generation_checks.samples
+    result = llm.train_and_save(
+        ctx,
+        params,
+        trainer,
+        tokenizer,
+        quantization=quantization,
+        metrics_of=llm.chat_metrics,
+        examples=prompts_and_answers(eval_rows[:samples]),
+        primary_metric=PRIMARY_METRIC,
+    )
+    result.details["train_examples"] = len(trainer.train_dataset)
+    return result
+
+
+def build_trainer(ctx: RunContext, params: SupervisedMethodParams) -> tuple[Any, Any, str]:
+    """(trl SFTTrainer, tokenizer, quantization used) for the job's data and settings."""
     from datasets import Dataset
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    class CheckpointingTrainer(AtomicCheckpoints, SFTTrainer):
+    class CheckpointingTrainer(AtomicCheckpoints, LengthGrouping, SFTTrainer):
         pass
 
     hp = params.hyperparameters
@@ -83,6 +103,9 @@ def train_supervised(ctx: RunContext, params: SupervisedMethodParams) -> TrainRe
         ),
         max_length=hp.max_seq_length,
         packing=hp.packing,
+        # Each batch is padded to its longest example: batching similar lengths removes most
+        # of that padding. (Padding-free batches would need flash attention to stay exact.)
+        train_sampling_strategy=GROUP_BY_LENGTH if hp.group_by_length else "random",
     )
     trainer = CheckpointingTrainer(
         model=model,
@@ -93,16 +116,4 @@ def train_supervised(ctx: RunContext, params: SupervisedMethodParams) -> TrainRe
         peft_config=peft_config,
         callbacks=llm.trainer_callbacks(ctx, hp),
     )
-    samples = params.generation_checks.samples
-    result = llm.train_and_save(
-        ctx,
-        params,
-        trainer,
-        tokenizer,
-        quantization=quantization,
-        metrics_of=llm.chat_metrics,
-        examples=prompts_and_answers(eval_rows[:samples]),
-        primary_metric=PRIMARY_METRIC,
-    )
-    result.details["train_examples"] = len(train_rows)
-    return result
+    return trainer, tokenizer, quantization
