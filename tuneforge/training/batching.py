@@ -32,14 +32,16 @@ def seeded_length_grouped_sampler(batch_size: int, lengths: list[int], seed: int
 
         def __iter__(self) -> Iterator[int]:
             generator = torch.Generator().manual_seed(seed * 1_000_003 + self.epoch)
-            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+            order = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
+            return iter(order)
 
     return SeededLengthGroupedSampler()
 
 
 class LengthGrouping:
     """A Trainer mixin: with `train_sampling_strategy="group_by_length"`, the training batches
-    come from `seeded_length_grouped_sampler` over the lengths of `input_ids`."""
+    come from `seeded_length_grouped_sampler` over the lengths of `input_ids`; evaluation
+    batches always keep the rows' order."""
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         args = self.args  # type: ignore[attr-defined]
@@ -49,3 +51,12 @@ class LengthGrouping:
         lengths = [len(ids) for ids in dataset["input_ids"]]
         batch = args.train_batch_size * args.gradient_accumulation_steps
         return seeded_length_grouped_sampler(batch, lengths, args.data_seed or args.seed)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        # transformers length-groups (and so reorders) evaluation batches too under this
+        # strategy; our metrics and reports pair predictions with rows in their order.
+        from torch.utils.data import SequentialSampler
+
+        if eval_dataset is None:
+            return None
+        return SequentialSampler(eval_dataset)
