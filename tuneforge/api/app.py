@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse
 
 from tuneforge import __version__
 from tuneforge.api import errors
+from tuneforge.api.event_watch import EventWatcher
 from tuneforge.api.limits import BodySizeLimit
 from tuneforge.api.routes import (
     classifications,
@@ -45,6 +46,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         app.state.store = store
         app.state.settings = settings
         app.state.model_cache = ModelCache(settings.serving_memory_mb * 1024 * 1024)
+        app.state.event_watcher = EventWatcher(store)
         worker = None
         if run_worker:
             worker = Worker(store, settings)

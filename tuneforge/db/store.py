@@ -588,6 +588,18 @@ class Store:
             rows = conn.execute(query.order_by(order).limit(limit + 1)).all()
         return [dict(r._mapping) for r in rows[:limit]], len(rows) > limit
 
+    def event_head(self, job_id: str) -> tuple[int, str | None]:
+        """(the id of the job's newest event or 0, the job's status or None): what an event
+        stream watches for, in one cheap round trip."""
+        with self._tx() as conn:
+            newest = conn.execute(
+                select(func.max(t.events.c.id)).where(t.events.c.job_id == job_id)
+            ).scalar()
+            status = conn.execute(
+                select(t.jobs.c.status).where(t.jobs.c.id == job_id)
+            ).scalar()
+        return int(newest or 0), status
+
     # -- checkpoints -------------------------------------------------------------------------
 
     def add_checkpoint(self, row: Row, message: str, *, lease: int | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -11,7 +10,8 @@ from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import EventWatcherDep, SettingsDep, StoreDep
+from tuneforge.api.event_watch import EventWatcher
 from tuneforge.db.store import Store
 from tuneforge.jobs.service import (
     create_job,
@@ -83,6 +83,7 @@ def resume_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
 @router.get("/{job_id}/events/stream", response_model=None)
 def stream_events(
     store: StoreDep,
+    watcher: EventWatcherDep,
     job_id: str,
     level: Literal["info", "warning", "error"] | None = None,
     type: Literal["message", "metrics"] | None = None,
@@ -95,7 +96,7 @@ def stream_events(
     store.require_job(job_id)
     start = _event_number(last_event_id) or _event_number(after) or 0
     return StreamingResponse(
-        _sse(store, job_id, start, level, type),
+        _sse(store, watcher, job_id, start, level, type),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -104,6 +105,7 @@ def stream_events(
 @router.get("/{job_id}/events", response_model=None)
 def list_events(
     store: StoreDep,
+    watcher: EventWatcherDep,
     job_id: str,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
@@ -114,7 +116,7 @@ def list_events(
 ) -> dict[str, Any] | StreamingResponse:
     """Newest first, as OpenAI lists them; `stream=true` is the same as `/events/stream`."""
     if stream:
-        return stream_events(store, job_id, level, type, after, last_event_id)
+        return stream_events(store, watcher, job_id, level, type, after, last_event_id)
     store.require_job(job_id)
     rows, has_more = store.list_events(
         job_id, after=_event_number(after), limit=limit, level=level, type=type
@@ -122,37 +124,51 @@ def list_events(
     return {"object": "list", "data": [public_event(r) for r in rows], "has_more": has_more}
 
 
+# A comment line this often keeps proxies from closing an idle stream.
+KEEP_ALIVE_SECONDS = 15.0
+
+
 async def _sse(
-    store: Store, job_id: str, after: int, level: str | None, type: str | None
+    store: Store,
+    watcher: EventWatcher,
+    job_id: str,
+    after: int,
+    level: str | None,
+    type: str | None,
 ) -> AsyncIterator[bytes]:
-    idle = 0
-    while True:
-        rows, _ = await run_in_threadpool(
-            store.list_events,
-            job_id,
-            after=after,
-            limit=500,
-            level=level,
-            type=type,
-            newest_first=False,
-        )
-        for row in rows:
-            after = row["id"]
-            yield (
-                f"id: ftevent-{row['id']}\nevent: {row['type']}\n"
-                f"data: {json.dumps(public_event(row))}\n\n"
-            ).encode()
-        if rows:
-            idle = 0
-            continue
-        job = await run_in_threadpool(store.require_job, job_id)
-        if job["status"] in TERMINAL:
-            yield f"event: end\ndata: {json.dumps({'status': job['status']})}\n\n".encode()
-            return
-        idle += 1
-        if idle % 30 == 0:
-            yield b": keep-alive\n\n"
-        await asyncio.sleep(0.5)
+    """The job's events after `after` as they are written, then an `end` event once the job
+    has ended. Between reads it waits on the job's shared watch (tuneforge.api.event_watch).
+
+    A job's last event commits with its final status: once a read that began after the watch
+    saw a final status has found nothing more, the stream has every event."""
+    watch = watcher.open(job_id)
+    try:
+        while True:
+            seen = watch.head
+            rows, more = await run_in_threadpool(
+                store.list_events,
+                job_id,
+                after=after,
+                limit=500,
+                level=level,
+                type=type,
+                newest_first=False,
+            )
+            for row in rows:
+                after = row["id"]
+                yield (
+                    f"id: ftevent-{row['id']}\nevent: {row['type']}\n"
+                    f"data: {json.dumps(public_event(row))}\n\n"
+                ).encode()
+            if more:
+                continue
+            if seen[1] in TERMINAL:
+                yield f"event: end\ndata: {json.dumps({'status': seen[1]})}\n\n".encode()
+                return
+            if await watch.wait_past(seen, KEEP_ALIVE_SECONDS) == seen:
+                yield b": keep-alive\n\n"
+    finally:
+        watcher.close(watch)
 
 
 @router.get("/{job_id}/checkpoints")
