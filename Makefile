@@ -31,5 +31,10 @@ lint: setup
 	$(VENV)/bin/ruff check tuneforge tests bench
 	$(VENV)/bin/mypy tuneforge
 
+# The training benchmarks (bench/README.md), each a few minutes on two CPU cores; e.g.
+# `make bench BENCH_ARGS="--rounds 1 --quiet-wait 0"` for a quicker, rougher look.
+BENCH_ARGS ?=
 bench: setup
-	$(PY) bench/embedding_overhead.py
+	$(PY) bench/embedding_overhead.py $(BENCH_ARGS)
+	$(PY) bench/supervised_lora.py $(BENCH_ARGS)
+	$(PY) bench/classification.py $(BENCH_ARGS)

@@ -1,0 +1,848 @@
+"""How fast is the service itself? Job creation, the way to a job's first training step, event
+fan-out and status reads, measured against a real `tuneforge serve`.
+
+The script starts `tuneforge serve --no-worker` on a temporary data folder (SQLite there, or a
+fresh schema in PostgreSQL with `--database-url`) and, from the second part on, a separate
+`tuneforge worker` on the same database:
+
+1. creation: `--jobs` sequential `POST /v1/fine_tuning/jobs` with an uploaded pair file, and a
+   few with the whole STS-B train file, which shows what a larger file costs (a POST reads and
+   checks the files); while they wait in the queue, the server's CPU with `--clients` idle
+   event streams open; then each job is cancelled (latency too), so no worker runs them;
+2. first step: `--first-step-runs` embedding jobs on all-MiniLM-L6-v2, each from POST to its
+   first trained step (the first `metrics` event with a loss), broken down by the job's own
+   event timestamps; each is cancelled once its first step is seen;
+3. fan-out: `--clients` concurrent SSE clients on one running job's `/events/stream`; every
+   client must receive every event of the job exactly once and in order (else the exit code
+   is 1); delivery lag is receipt time minus the event's `created_at` (to the microsecond,
+   read from the database: the API rounds it to seconds), for events created after the client
+   had connected;
+4. status reads: `--readers` threads `GET /v1/fine_tuning/jobs/{id}` of the finished fan-out job
+   for `--read-seconds`; req/s, latency, and the server's and this process's CPU meanwhile.
+
+Results: a summary on stdout and `bench/results/service-<time>.{json,md}`.
+
+    python bench/service.py [--database-url postgresql+psycopg://...] [--jobs 200] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.offline_models and tuneforge when run as a script
+
+DATA = ROOT.parent / "shared" / "data" / "stsb-en-train.csv"
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+TERMINAL = ("succeeded", "failed", "cancelled")
+# Cores other processes may use during the run before it counts as disturbed.
+QUIET_CORES = 0.2
+
+
+# -- numbers --------------------------------------------------------------------------------
+
+
+def spread(seconds: list[float]) -> dict[str, float]:
+    """n, p50, p99, max and mean of durations, in milliseconds."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return {"n": 0}
+
+    def at(q: float) -> float:
+        # Linear interpolation between closest ranks, as numpy's default percentile.
+        pos = q * (len(ordered) - 1)
+        low = int(pos)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+    return {
+        "n": len(ordered),
+        "p50": round(at(0.50) * 1000, 2),
+        "p99": round(at(0.99) * 1000, 2),
+        "max": round(ordered[-1] * 1000, 2),
+        "mean": round(statistics.fmean(ordered) * 1000, 2),
+    }
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of every child it has waited for (server, worker, and
+    through the worker, the job processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def wait_until_quiet(max_wait: float) -> float:
+    """Wait (at most `max_wait` seconds) until other processes use under QUIET_CORES cores;
+    returns the last load seen, in cores."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy, own = machine_busy_seconds(), own_cpu_seconds()
+        time.sleep(1.0)
+        load = max(machine_busy_seconds() - busy - (own_cpu_seconds() - own), 0.0)
+        if load < QUIET_CORES or time.monotonic() >= deadline:
+            return round(load, 2)
+
+
+class CpuMeter:
+    """CPU cores a process used between `start()` and `stop()` (its threads included)."""
+
+    def __init__(self, pid: int):
+        self.process = psutil.Process(pid)
+
+    def _seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def start(self) -> CpuMeter:
+        self._cpu, self._wall = self._seconds(), time.monotonic()
+        return self
+
+    def stop(self) -> float:
+        return round((self._seconds() - self._cpu) / (time.monotonic() - self._wall), 3)
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def write_pairs(path: Path, source: Path, count: int) -> Path:
+    """The first `count` STS pairs scored >= 3.0 (close in meaning), as anchor/positive JSONL."""
+    with source.open(encoding="utf-8", newline="") as f, path.open("w", encoding="utf-8") as out:
+        written = 0
+        for sentence1, sentence2, score in csv.reader(f):
+            if float(score) >= 3.0:
+                out.write(json.dumps({"anchor": sentence1, "positive": sentence2}) + "\n")
+                written += 1
+                if written == count:
+                    break
+    if written < count:
+        raise SystemExit(f"{source} has only {written} pairs scored >= 3.0")
+    return path
+
+
+def job_body(file_id: str, *, loss: str = "mnrl", batch_size: int = 16) -> dict[str, Any]:
+    """An embedding job on all-MiniLM-L6-v2 that logs every step."""
+    return {
+        "model": MODEL,
+        "training_file": file_id,
+        "seed": 7,
+        "device": "cpu",
+        "method": {
+            "type": "embedding",
+            "embedding": {
+                "loss": loss,
+                "hyperparameters": {"batch_size": batch_size, "logging_steps": 1},
+            },
+        },
+    }
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def database(url: str | None) -> Iterator[str | None]:
+    """The run's database: None (SQLite in the data folder), or a fresh schema in the
+    PostgreSQL database at `url`, dropped afterwards."""
+    if url is None:
+        yield None
+        return
+    import sqlalchemy
+
+    schema = f"tf_bench_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+class Service:
+    """`tuneforge serve --no-worker` on a data folder and, once `start_worker` is called, a
+    `tuneforge worker` on the same database. Their output goes to log files in `workdir`."""
+
+    def __init__(self, workdir: Path, database_url: str | None):
+        from tests.offline_models import build_hf_cache
+
+        self.workdir = workdir
+        self.home = workdir / "tuneforge-data"
+        self.db_url = database_url or f"sqlite:///{self.home / 'tuneforge.db'}"
+        self.env = dict(
+            os.environ,
+            TUNEFORGE_HOME=str(self.home),
+            HF_HOME=str(build_hf_cache(workdir / "hf")),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+        )
+        for name in ("DATABASE_URL", "TUNEFORGE_DATABASE_URL"):
+            self.env.pop(name, None)
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.server = self._start(
+            "server", "serve", "--port", self.url.rsplit(":", 1)[1], "--no-worker"
+        )
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.server.poll() is None:
+            with suppress(httpx.TransportError):
+                if self.client.get("/health").status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise SystemExit(f"tuneforge serve did not start; see {workdir / 'server.log'}")
+
+    def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "tuneforge.cli", *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+
+    def start_worker(self) -> None:
+        """Start the worker and wait until it has registered, so that no measurement
+        includes its start-up."""
+        self.worker = self._start("worker", "worker", "--worker-id", "bench-worker")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.worker.poll() is None:
+            workers = self.client.get("/v1/workers").json()["data"]
+            if any(w["id"] == "bench-worker" and w["alive"] for w in workers):
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"tuneforge worker did not start; see {self.workdir / 'worker.log'}")
+
+    def wait_worker_idle(self, timeout: float = 120) -> float:
+        """Wait until the worker runs no job (its last job's process has exited); seconds."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            workers = self.client.get("/v1/workers").json()["data"]
+            if all(w["job_id"] is None for w in workers if w["id"] == "bench-worker"):
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise SystemExit(f"the worker still runs a job after {timeout:.0f}s")
+
+    def upload(self, path: Path, name: str | None = None) -> str:
+        with path.open("rb") as f:
+            r = self.client.post(
+                "/v1/files", files={"file": (name or path.name, f)}, data={"purpose": "fine-tune"}
+            )
+        r.raise_for_status()
+        return str(r.json()["id"])
+
+    def create_job(self, body: dict[str, Any]) -> str:
+        r = self.client.post("/v1/fine_tuning/jobs", json=body)
+        if r.status_code != 200:
+            raise SystemExit(f"POST /v1/fine_tuning/jobs: {r.status_code} {r.text}")
+        return str(r.json()["id"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        r = self.client.get(f"/v1/fine_tuning/jobs/{job_id}")
+        r.raise_for_status()
+        return dict(r.json())
+
+    def wait_ended(self, job_id: str, timeout: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["status"] in TERMINAL:
+                return job
+            time.sleep(0.25)
+        raise SystemExit(f"job {job_id} did not end within {timeout:.0f}s")
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's events, oldest first, with `created_at` unrounded (from the database)."""
+        from tuneforge.db.store import Store
+
+        store = Store(self.db_url)
+        try:
+            rows, more = store.list_events(job_id, limit=100_000, newest_first=False)
+        finally:
+            store.dispose()
+        assert not more
+        return [dict(row, data=row["data"] or {}) for row in rows]
+
+    def stop(self) -> None:
+        """SIGTERM, worker first; a process that does not stop in 60 s is killed."""
+        self.client.close()
+        for process in (self.worker, self.server):
+            if process is None:
+                continue
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# -- 1. creation ----------------------------------------------------------------------------
+
+
+def measure_creation(
+    service: Service,
+    small_file: str,
+    large_file: str,
+    jobs: int,
+    large_jobs: int,
+    clients: int,
+    idle_seconds: float,
+) -> dict[str, Any]:
+    """Sequential POSTs (one client: latency, not throughput), idle streams on a queued job,
+    then a cancel of each job."""
+    body = job_body(small_file)
+    started = time.perf_counter()
+    first_id = service.create_job(body)
+    first = time.perf_counter() - started
+    ids, latencies = [first_id], []
+    server_cpu = CpuMeter(service.server.pid).start()
+    wall = time.perf_counter()
+    for _ in range(jobs):
+        started = time.perf_counter()
+        ids.append(service.create_job(body))
+        latencies.append(time.perf_counter() - started)
+    wall = time.perf_counter() - wall
+    cores = server_cpu.stop()
+    large = []
+    for _ in range(large_jobs):
+        started = time.perf_counter()
+        ids.append(service.create_job(job_body(large_file, loss="cosent")))
+        large.append(time.perf_counter() - started)
+    idle = asyncio.run(idle_streams(service, ids[-1], clients, idle_seconds))
+    cancels = []
+    for job_id in ids:
+        started = time.perf_counter()
+        r = service.client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+        cancels.append(time.perf_counter() - started)
+        r.raise_for_status()
+    return {
+        "first_post_ms": round(first * 1000, 1),
+        "post_ms": spread(latencies),
+        "posts_per_s": round(jobs / wall, 1),
+        "server_cores": cores,
+        "post_whole_stsb_ms": spread(large),
+        "cancel_queued_ms": spread(cancels),
+        "idle_streams": idle,
+    }
+
+
+async def idle_streams(
+    service: Service, job_id: str, clients: int, seconds: float
+) -> dict[str, Any]:
+    """The server's CPU over `seconds`, first with no client, then with `clients` event
+    streams open on a queued job (no events arrive: what they cost is their polling)."""
+    server = CpuMeter(service.server.pid)
+    server.start()
+    await asyncio.sleep(seconds)
+    quiet = server.stop()
+    connected = 0
+
+    async def hold(client: httpx.AsyncClient) -> None:
+        nonlocal connected
+        async with client.stream("GET", f"/v1/fine_tuning/jobs/{job_id}/events/stream") as r:
+            r.raise_for_status()
+            connected += 1
+            async for _ in r.aiter_raw():
+                pass
+
+    limits = httpx.Limits(max_connections=clients + 5)
+    async with httpx.AsyncClient(base_url=service.url, limits=limits, timeout=60) as client:
+        tasks = [asyncio.create_task(hold(client)) for _ in range(clients)]
+        while connected < clients:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # past the streams' first polls
+        server.start()
+        await asyncio.sleep(seconds)
+        busy = server.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "server_cores_no_clients": quiet,
+        "server_cores_with_clients": busy,
+    }
+
+
+# -- 2. POST to first step ------------------------------------------------------------------
+
+# The way from POST to a job's first trained step, as the job's events mark it: each phase
+# runs from the end of the one before (the first from the POST) to the first event that passes
+# its test.
+FIRST_STEP_PHASES: list[tuple[str, Callable[[dict[str, Any]], bool]]] = [
+    ("post_until_queued", lambda e: e["message"].startswith("Files validated")),
+    ("queue_wait", lambda e: "worker_id" in e["data"]),  # the claim's event
+    ("process_start_and_data", lambda e: "train_rows" in e["data"]),  # the runner's first note
+    ("model_lookup_and_device", lambda e: e["message"].startswith("Training ")),
+    (
+        "model_load_and_baseline_eval",
+        lambda e: e["type"] == "metrics" and e["data"].get("step") == 0,
+    ),
+    ("trainer_setup_and_first_step", lambda e: e["type"] == "metrics" and "loss" in e["data"]),
+]
+
+
+def first_step(service: Service, file_id: str) -> dict[str, Any]:
+    """One job from POST to its first trained step, then cancelled. Times in seconds after
+    the POST was sent; the phases come from the job's own events."""
+    posted = time.time()
+    job_id = service.create_job(job_body(file_id))
+    answered = time.time()
+    seen: dict[str, float] = {}
+    while len(seen) < 2:
+        job = service.job(job_id)
+        now = time.time()
+        if (job.get("metrics") or {}).get("step", 0) > 0:
+            seen.setdefault("metrics", now)
+        if (job.get("progress") or {}).get("step", 0) > 0:
+            seen.setdefault("progress", now)
+        if job["status"] in TERMINAL:
+            raise SystemExit(f"job {job_id} {job['status']} before its first step: {job['error']}")
+        if now - posted > 600:
+            raise SystemExit(f"job {job_id}: no step within 600 s")
+        time.sleep(0.05)
+    service.client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")  # 409 if it ended already
+    service.wait_ended(job_id)
+    # The job has its final status before its process has exited; the next job would wait.
+    worker_busy_after_end = service.wait_worker_idle()
+    events = service.events(job_id)
+    marks: dict[str, float | None] = {}
+    phases, previous = {}, 0.0
+    for phase, ends in FIRST_STEP_PHASES:
+        found = next((e["created_at"] - posted for e in events if ends(e)), None)
+        marks[phase] = round(found, 3) if found is not None else None
+        if found is not None:
+            phases[phase], previous = round(found - previous, 3), found
+    steps = [e["data"] for e in events if "steps_per_second" in e["data"]]
+    return {
+        "job_id": job_id,
+        "post_response_s": round(answered - posted, 3),
+        "first_step_s": marks["trainer_setup_and_first_step"],
+        "seen_in_metrics_s": round(seen["metrics"] - posted, 3),
+        "seen_in_progress_s": round(seen["progress"] - posted, 3),
+        "phase_ends_s": marks,
+        "phases_s": phases,
+        "worker_busy_after_end_s": round(worker_busy_after_end, 3),
+        # A step once running (the second logged one), to tell set-up from the step itself.
+        "step_s": round(1 / steps[1]["steps_per_second"], 3) if len(steps) > 1 else None,
+    }
+
+
+# -- 3. fan-out -----------------------------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    """What one SSE client received: (event number, type, receipt time) in arrival order."""
+
+    connected_at: float = 0.0
+    received: list[tuple[int, str, float]] = field(default_factory=list)
+    ended: bool = False
+    error: str | None = None
+
+
+async def follow(client: httpx.AsyncClient, job_id: str) -> Stream:
+    """Read a job's event stream from its start until its `end` event."""
+    stream = Stream()
+    try:
+        async with client.stream("GET", f"/v1/fine_tuning/jobs/{job_id}/events/stream") as r:
+            r.raise_for_status()
+            stream.connected_at = time.time()
+            number, kind = None, None
+            async for line in r.aiter_lines():
+                if line.startswith("id: "):
+                    number = int(line[4:].removeprefix("ftevent-"))
+                elif line.startswith("event: "):
+                    kind = line[7:]
+                elif line == "" and kind is not None:
+                    if kind == "end":
+                        stream.ended = True
+                        break
+                    if number is not None:
+                        stream.received.append((number, kind, time.time()))
+                    number, kind = None, None
+    except (httpx.HTTPError, ValueError) as exc:
+        stream.error = f"{type(exc).__name__}: {exc}"
+    return stream
+
+
+async def fan_out_streams(url: str, job_id: str, clients: int, timeout: float) -> list[Stream]:
+    limits = httpx.Limits(max_connections=clients + 5)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        return list(
+            await asyncio.wait_for(
+                asyncio.gather(*(follow(client, job_id) for _ in range(clients))), timeout
+            )
+        )
+
+
+def check_stream(stream: Stream, expected: list[int]) -> str | None:
+    """What is wrong with what a client received, or None."""
+    if stream.error or not stream.ended:
+        return stream.error or "the stream ended without an `end` event"
+    numbers = [n for n, _, _ in stream.received]
+    if numbers == expected:
+        return None
+    duplicates = len(numbers) - len(set(numbers))
+    missing = len(set(expected) - set(numbers))
+    reordered = any(a >= b for a, b in zip(numbers, numbers[1:], strict=False))
+    return (
+        f"{missing} missing, {duplicates} duplicated, {'out of order' if reordered else 'in order'}"
+    )
+
+
+def measure_fan_out(service: Service, file_id: str, clients: int) -> dict[str, Any]:
+    """One job, `clients` streams opened right after its POST, followed until it ends."""
+    job_id = service.create_job(job_body(file_id, batch_size=8))
+    server_cpu = CpuMeter(service.server.pid).start()
+    started = time.perf_counter()
+    streams = asyncio.run(fan_out_streams(service.url, job_id, clients, timeout=900))
+    wall = time.perf_counter() - started
+    cores = server_cpu.stop()
+    job = service.wait_ended(job_id)
+    events = service.events(job_id)
+    expected = [e["id"] for e in events]
+    created = {e["id"]: e["created_at"] for e in events}
+    problems = {i: p for i, s in enumerate(streams) if (p := check_stream(s, expected))}
+    lags: list[float] = []
+    by_event: dict[int, list[float]] = {}
+    for s in streams:
+        for number, _, received in s.received:
+            if number in created and created[number] > s.connected_at:
+                lags.append(received - created[number])
+                by_event.setdefault(number, []).append(received - created[number])
+    return {
+        "job_id": job_id,
+        "job_status": job["status"],
+        "clients": clients,
+        "events": len(expected),
+        "live_events": len(by_event),
+        "deliveries": sum(len(s.received) for s in streams),
+        "all_received_in_order": not problems,
+        "problems": {str(i): p for i, p in problems.items()},
+        "lag_ms": spread(lags),
+        # Per event: when its first and its last client had it (the fan-out's own spread).
+        "first_client_lag_ms": spread([min(v) for v in by_event.values()]),
+        "last_client_lag_ms": spread([max(v) for v in by_event.values()]),
+        "stream_seconds": round(wall, 1),
+        "server_cores": cores,
+    }
+
+
+# -- 4. status reads ------------------------------------------------------------------------
+
+
+def measure_status_reads(
+    service: Service, job_id: str, readers: int, seconds: float
+) -> dict[str, Any]:
+    """`readers` threads, each with its own keep-alive connection, GET the job for `seconds`."""
+    path = f"/v1/fine_tuning/jobs/{job_id}"
+    latencies: list[list[float]] = [[] for _ in range(readers)]
+    errors = [0] * readers
+    go = threading.Barrier(readers + 1)
+    deadline = 0.0
+
+    def read(index: int) -> None:
+        with httpx.Client(base_url=service.url, timeout=60) as client:
+            client.get(path)  # connect first
+            go.wait()
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                r = client.get(path)
+                latencies[index].append(time.perf_counter() - started)
+                errors[index] += r.status_code != 200
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
+    for thread in threads:
+        thread.start()
+    server_cpu = CpuMeter(service.server.pid)
+    own_cpu = CpuMeter(os.getpid())
+    deadline = time.perf_counter() + seconds + 0.5  # set before the barrier lets them go
+    go.wait()
+    started = time.perf_counter()
+    server_cpu.start()
+    own_cpu.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    everything = [x for per_thread in latencies for x in per_thread]
+    return {
+        "readers": readers,
+        "seconds": round(wall, 1),
+        "requests": len(everything),
+        "errors": sum(errors),
+        "req_per_s": round(len(everything) / wall, 1),
+        "latency_ms": spread(everything),
+        "server_cores": server_cpu.stop(),
+        "client_cores": own_cpu.stop(),
+        "store_get_job_per_s": store_reads_per_second(service.db_url, job_id, 2.0),
+    }
+
+
+def store_reads_per_second(db_url: str, job_id: str, seconds: float) -> float:
+    """`Store.get_job` in this process, one thread: the database's part of a status read."""
+    from tuneforge.db.store import Store
+
+    store = Store(db_url)
+    try:
+        count, deadline = 0, time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            store.get_job(job_id)
+            count += 1
+    finally:
+        store.dispose()
+    return round(count / seconds, 1)
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The summary: one Markdown table, measure | value."""
+    c, f, s, r = (result[k] for k in ("creation", "first_step", "fan_out", "status_reads"))
+    idle, post, lag, reads = c["idle_streams"], c["post_ms"], s["lag_ms"], r["latency_ms"]
+    phases = ", ".join(f"{k} {v}" for k, v in f["median_phases_s"].items())
+    rows = [
+        (
+            f"job creation, p50 / p99 ({post['n']} sequential POSTs)",
+            f"{post['p50']} / {post['p99']} ms",
+        ),
+        ("job creation, first POST after start", f"{c['first_post_ms']} ms"),
+        (
+            "job creation with the whole STS-B train file, p50",
+            f"{c['post_whole_stsb_ms']['p50']} ms",
+        ),
+        (
+            "cancel of a queued job, p50 / p99",
+            f"{c['cancel_queued_ms']['p50']} / {c['cancel_queued_ms']['p99']} ms",
+        ),
+        (
+            f"server CPU with {idle['clients']} idle event streams (with none)",
+            f"{idle['server_cores_with_clients']} ({idle['server_cores_no_clients']}) cores",
+        ),
+        (f"POST to first training step, median of {len(f['runs'])}", f"{f['median_s']} s"),
+        ("... seconds between events (medians)", phases),
+        (
+            "... first step seen in GET `metrics` / `progress`",
+            f"{f['median_seen_metrics_s']} / {f['median_seen_progress_s']} s",
+        ),
+        ("worker busy after its job ended (median)", f"{f['median_worker_busy_after_end_s']} s"),
+        (
+            f"fan-out: {s['clients']} clients x {s['events']} events, each once and in order",
+            "yes" if s["all_received_in_order"] else "**NO**",
+        ),
+        (
+            f"fan-out delivery lag, p50 / p99 ({lag['n']} live deliveries)",
+            f"{lag['p50']} / {lag['p99']} ms",
+        ),
+        (
+            "... per event, its first / its last client, p50",
+            f"{s['first_client_lag_ms']['p50']} / {s['last_client_lag_ms']['p50']} ms",
+        ),
+        ("server CPU during fan-out", f"{s['server_cores']} cores"),
+        (f"status reads, {r['readers']} clients", f"{r['req_per_s']} req/s"),
+        ("status read latency, p50 / p99", f"{reads['p50']} / {reads['p99']} ms"),
+        ("... CPU meanwhile: server / client", f"{r['server_cores']} / {r['client_cores']} cores"),
+        ("`Store.get_job` alone, one thread", f"{r['store_get_job_per_s']} /s"),
+    ]
+    machine, other = result["machine"], result["other_load_cores"]
+    disturbed = " (**disturbed**)" if other > QUIET_CORES else ""
+    lines = [
+        f"## Service benchmark, {result['date']}",
+        "",
+        f"{machine['cpu']}, {machine['cores']} cores, {result['database']}; other processes "
+        f"used {other} cores during the run{disturbed}.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *(f"| {measure} | {value} |" for measure, value in rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL (a fresh schema is used and "
+        "dropped); default: SQLite in a temporary data folder",
+    )
+    parser.add_argument("--data", type=Path, default=DATA, help="STS Benchmark CSV")
+    parser.add_argument("--jobs", type=int, default=200, help="POSTs timed for creation")
+    parser.add_argument(
+        "--large-jobs", type=int, default=10, help="POSTs with the whole --data file"
+    )
+    parser.add_argument("--first-step-runs", type=int, default=3)
+    parser.add_argument(
+        "--pairs", type=int, default=256, help="pairs in the first-step jobs' file (batch 16)"
+    )
+    parser.add_argument(
+        "--fan-out-pairs",
+        type=int,
+        default=480,
+        help="pairs in the fan-out job's file (batch 8, an event per step)",
+    )
+    parser.add_argument("--clients", type=int, default=50, help="SSE clients")
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--readers", type=int, default=8, help="status-read threads")
+    parser.add_argument("--read-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="first wait up to this many seconds for other processes to leave the CPUs idle",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+
+    load = wait_until_quiet(args.quiet_wait)
+    if load >= QUIET_CORES:
+        print(f"Warning: other processes use {load} cores; the timings will not be clean.")
+
+    started, busy_before, own_before = time.time(), machine_busy_seconds(), own_cpu_seconds()
+    with (
+        tempfile.TemporaryDirectory(prefix="tuneforge-bench-service-") as tmp,
+        database(args.database_url) as db_url,
+    ):
+        workdir = Path(tmp)
+        small = write_pairs(workdir / "pairs.jsonl", args.data, args.pairs)
+        fan_out_file = write_pairs(workdir / "fan-out.jsonl", args.data, args.fan_out_pairs)
+        service = Service(workdir, db_url)
+        try:
+            small_id = service.upload(small)
+            large_id = service.upload(args.data)
+            print(f"1/4 creation: {args.jobs} jobs", flush=True)
+            creation = measure_creation(
+                service,
+                small_id,
+                large_id,
+                args.jobs,
+                args.large_jobs,
+                args.clients,
+                args.idle_seconds,
+            )
+            service.start_worker()
+            runs = []
+            for i in range(args.first_step_runs):
+                print(f"2/4 first step: run {i + 1}/{args.first_step_runs}", flush=True)
+                runs.append(first_step(service, small_id))
+            print(f"3/4 fan-out: {args.clients} clients", flush=True)
+            fan_out = measure_fan_out(service, service.upload(fan_out_file), args.clients)
+            print(
+                f"4/4 status reads: {args.readers} clients, {args.read_seconds:.0f} s", flush=True
+            )
+            reads = measure_status_reads(
+                service, fan_out["job_id"], args.readers, args.read_seconds
+            )
+        finally:
+            service.stop()
+    wall = time.time() - started
+    other = (machine_busy_seconds() - busy_before - (own_cpu_seconds() - own_before)) / wall
+
+    def median_of(key: str) -> float:
+        return round(statistics.median(r[key] for r in runs), 3)
+
+    phase_names = [n for n, _ in FIRST_STEP_PHASES if all(n in r["phases_s"] for r in runs)]
+    result = {
+        "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "database": "PostgreSQL" if args.database_url else "SQLite",
+        "commit": _commit(),
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "wall_seconds": round(wall, 1),
+        "other_load_cores": round(max(other, 0.0), 2),
+        "settings": {k: str(v) for k, v in vars(args).items() if k != "database_url"},
+        "creation": creation,
+        "first_step": {
+            "runs": runs,
+            "median_s": median_of("first_step_s"),
+            "median_seen_metrics_s": median_of("seen_in_metrics_s"),
+            "median_seen_progress_s": median_of("seen_in_progress_s"),
+            "median_worker_busy_after_end_s": median_of("worker_busy_after_end_s"),
+            "median_phases_s": {
+                name: round(statistics.median(r["phases_s"][name] for r in runs), 3)
+                for name in phase_names
+            },
+        },
+        "fan_out": fan_out,
+        "status_reads": reads,
+    }
+    table = markdown(result)
+    print("\n" + table)
+    if not fan_out["all_received_in_order"]:
+        print(f"Fan-out FAILED: {fan_out['problems']}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"service-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(table)
+    print(f"Results: {stem}.json, {stem}.md")
+    return 0 if fan_out["all_received_in_order"] else 1
+
+
+def _commit() -> str:
+    """The checkout's commit, with `+changes` when tuneforge/ has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    changed = git("status", "--porcelain", "--", "tuneforge").strip()
+    return git("rev-parse", "--short", "HEAD").strip() + ("+changes" if changed else "")
+
+
+def _cpu_name() -> str:
+    with suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
