@@ -17,8 +17,9 @@ fresh schema in PostgreSQL with `--database-url`) and, from the second part on, 
    is 1); delivery lag is receipt time minus the event's `created_at` (to the microsecond,
    read from the database: the API rounds it to seconds), for events created after the client
    had connected;
-4. status reads: `--readers` threads `GET /v1/fine_tuning/jobs/{id}` of the finished fan-out job
-   for `--read-seconds`; req/s, latency, and the server's and this process's CPU meanwhile.
+4. status reads: `--readers` threads `GET /v1/fine_tuning/jobs/{id}` for `--read-seconds`, of
+   the finished fan-out job and of a stopped first-step job; req/s, latency, response size, and
+   the server's and this process's CPU meanwhile.
 
 Results: a summary on stdout and `bench/results/service-<time>.{json,md}`.
 
@@ -584,6 +585,7 @@ def measure_status_reads(
     latencies: list[list[float]] = [[] for _ in range(readers)]
     errors = [0] * readers
     go = threading.Barrier(readers + 1)
+    size = len(service.client.get(path).content)
     deadline = 0.0
 
     def read(index: int) -> None:
@@ -612,6 +614,7 @@ def measure_status_reads(
     everything = [x for per_thread in latencies for x in per_thread]
     return {
         "readers": readers,
+        "response_bytes": size,
         "seconds": round(wall, 1),
         "requests": len(everything),
         "errors": sum(errors),
@@ -644,7 +647,8 @@ def store_reads_per_second(db_url: str, job_id: str, seconds: float) -> float:
 def markdown(result: dict[str, Any]) -> str:
     """The summary: one Markdown table, measure | value."""
     c, f, s, r = (result[k] for k in ("creation", "first_step", "fan_out", "status_reads"))
-    idle, post, lag, reads = c["idle_streams"], c["post_ms"], s["lag_ms"], r["latency_ms"]
+    idle, post, lag = c["idle_streams"], c["post_ms"], s["lag_ms"]
+    fin, stop = r["finished_job"], r["stopped_job"]
     phases = ", ".join(f"{k} {v}" for k, v in f["median_phases_s"].items())
     rows = [
         (
@@ -684,10 +688,25 @@ def markdown(result: dict[str, Any]) -> str:
             f"{s['first_client_lag_ms']['p50']} / {s['last_client_lag_ms']['p50']} ms",
         ),
         ("server CPU during fan-out", f"{s['server_cores']} cores"),
-        (f"status reads, {r['readers']} clients", f"{r['req_per_s']} req/s"),
-        ("status read latency, p50 / p99", f"{reads['p50']} / {reads['p99']} ms"),
-        ("... CPU meanwhile: server / client", f"{r['server_cores']} / {r['client_cores']} cores"),
-        ("`Store.get_job` alone, one thread", f"{r['store_get_job_per_s']} /s"),
+        (
+            f"status reads, {fin['readers']} clients: finished job ({fin['response_bytes']} B) "
+            f"/ stopped job ({stop['response_bytes']} B)",
+            f"{fin['req_per_s']} / {stop['req_per_s']} req/s",
+        ),
+        (
+            "... latency p50 / p99: finished job; stopped job",
+            f"{fin['latency_ms']['p50']} / {fin['latency_ms']['p99']} ms; "
+            f"{stop['latency_ms']['p50']} / {stop['latency_ms']['p99']} ms",
+        ),
+        (
+            "... CPU meanwhile, server / client: finished job; stopped job",
+            f"{fin['server_cores']} / {fin['client_cores']}; "
+            f"{stop['server_cores']} / {stop['client_cores']} cores",
+        ),
+        (
+            "`Store.get_job` alone, one thread: finished job; stopped job",
+            f"{fin['store_get_job_per_s']}; {stop['store_get_job_per_s']} /s",
+        ),
     ]
     machine, other = result["machine"], result["other_load_cores"]
     disturbed = " (**disturbed**)" if other > QUIET_CORES else ""
@@ -773,11 +792,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"3/4 fan-out: {args.clients} clients", flush=True)
             fan_out = measure_fan_out(service, service.upload(fan_out_file), args.clients)
             print(
-                f"4/4 status reads: {args.readers} clients, {args.read_seconds:.0f} s", flush=True
+                f"4/4 status reads: {args.readers} clients, 2 x {args.read_seconds:.0f} s",
+                flush=True,
             )
-            reads = measure_status_reads(
-                service, fan_out["job_id"], args.readers, args.read_seconds
-            )
+            # A finished job's object holds its whole result; a stopped one about what a
+            # running job's holds (spec, progress, metrics).
+            reads = {
+                "finished_job": measure_status_reads(
+                    service, fan_out["job_id"], args.readers, args.read_seconds
+                ),
+                "stopped_job": measure_status_reads(
+                    service, runs[-1]["job_id"], args.readers, args.read_seconds
+                ),
+            }
         finally:
             service.stop()
     wall = time.time() - started
