@@ -224,13 +224,22 @@ def count_lm_batch(inputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class WarmUpDone(Exception):
+    """Ends a warm-up run (`BatchProbe(stop_after=...)`) from inside the training loop."""
+
+
 class BatchProbe:
     """While active, counts every batch a transformers `Trainer` (or a subclass: trl's,
     sentence-transformers', tuneforge's) trains on, by wrapping `Trainer.training_step`, and
-    keeps the last trainer seen. The same wrapper on every path: a few tensor sums a step."""
+    keeps the last trainer seen. The same wrapper on every path: a few tensor sums a step.
+    With `stop_after`, raises WarmUpDone at that training step."""
 
-    def __init__(self, count: Callable[[dict[str, Any]], dict[str, Any]]):
+    def __init__(
+        self, count: Callable[[dict[str, Any]], dict[str, Any]], stop_after: int | None = None
+    ):
         self.count = count
+        self.stop_after = stop_after
+        self.steps = 0
         self.trainer: Any = None
         self._totals: dict[str, Any] = dict.fromkeys(COUNTS, 0)
         self._original: Any = None
@@ -243,6 +252,9 @@ class BatchProbe:
 
         def training_step(trainer: Any, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
             probe.trainer = trainer
+            if probe.steps == probe.stop_after:
+                raise WarmUpDone
+            probe.steps += 1
             for key, value in probe.count(inputs).items():
                 probe._totals[key] = probe._totals[key] + value
             return original(trainer, model, inputs, *args, **kwargs)
@@ -589,6 +601,13 @@ def parser(description: str) -> argparse.ArgumentParser:
         "up to this many times (default 2)",
     )
     parser.add_argument(
+        "--warm-up-steps",
+        type=int,
+        default=None,
+        help="before round 1, train the first path once, not recorded: a whole run by "
+        "default, this many steps when given, none with 0",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -653,16 +672,28 @@ def measure(
     )
 
 
-def run(
-    bench: Benchmark, options: argparse.Namespace, warm_up: Callable[[str], None] | None = None
-) -> dict[str, Any]:
-    """Measure the peak, run every path once per round (in turn, repeating disturbed runs),
-    then report: Markdown on stdout and in `options.out`, with a JSON file of every run."""
+def warm_up_run(bench: Benchmark, folder: Path, device: str, steps: int | None) -> None:
+    """The first path once, not recorded (ended after `steps` training steps when given).
+
+    The first run of a process that meets a batch shape pays for it (kernel selection and
+    first-touch memory): in supervised_lora with random batches, round 1's first path ran ~10 %
+    slower than the same path in round 2, and the next path, on the same batches, did not."""
+    folder.mkdir(parents=True)
+    try:
+        with BatchProbe(bench.count, stop_after=steps):
+            bench.paths[0].runner(folder, device)
+    except WarmUpDone:
+        pass
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(bench: Benchmark, options: argparse.Namespace) -> dict[str, Any]:
+    """Measure the peak, warm up, run every path once per round (in turn, repeating disturbed
+    runs), then report: Markdown on stdout and in `options.out`, with a JSON file of every run."""
     import torch
 
     device = pick_device(options.device)
-    if warm_up is not None:
-        warm_up(device)  # imports and first reads would otherwise fall on the first run
     if options.quiet_wait > 0:
         wait_until_quiet(options.quiet_wait)
     peaks = {"before": measure_matmul_peak(device)}
@@ -677,6 +708,8 @@ def run(
     kept: list[Run] = []
     repeated: list[Run] = []
     with tempfile.TemporaryDirectory(prefix=f"tuneforge-bench-{bench.name}-") as tmp:
+        if options.warm_up_steps != 0:
+            warm_up_run(bench, Path(tmp) / "warm-up", device, options.warm_up_steps)
         for round_ in range(1, options.rounds + 1):
             for path in bench.paths:
                 for attempt in range(options.retries + 1):

@@ -270,22 +270,9 @@ def lora_flops(model_dir: Path) -> harness.FlopsModel:
     return harness.flops_model(model, config)
 
 
-def warm_up(model_dir: Path) -> Any:
-    def run(device: str) -> None:
-        import torch
-        import trl  # noqa: F401
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
-        ids = torch.randint(0, model.config.vocab_size, (4, 128), device=device)
-        model(input_ids=ids, labels=ids).loss.backward()
-
-    return run
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = harness.parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=160, help="conversations (default 160)")
+    parser.add_argument("--rows", type=int, default=144, help="conversations (default 144)")
     parser.add_argument("--held-out", type=int, default=32, help="held-out conversations")
     parser.add_argument(
         "--epochs",
@@ -404,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 "epochs": options.epochs,
             },
         )
-        harness.run(bench, options, warm_up(model_dir))
+        harness.run(bench, options)
     return 0
 
 
