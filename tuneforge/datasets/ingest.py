@@ -33,9 +33,11 @@ def ingest_file(
     *,
     purpose: str = "fine-tune",
     file_id: str | None = None,
+    annotations: dict[str, Any] | None = None,
 ) -> Row:
     """Copy `source` into the data folder, validate it and record it. The file is kept even
-    when it has problems, so that its report can be read; jobs refuse it."""
+    when it has problems, so that its report can be read; jobs refuse it. `annotations` are
+    added to the report (how a dataset made by tuneforge was made)."""
     if purpose not in PURPOSES:
         raise InvalidRequestError(
             f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.", param="purpose"
@@ -63,6 +65,7 @@ def ingest_file(
     safe_name = Path(filename or "upload").name[:255] or "upload"
     fmt = detect_format(safe_name, dest)
     data = check_file(settings, dest, fmt)
+    data.report.update(annotations or {})
     row = {
         "id": file_id,
         "filename": safe_name,

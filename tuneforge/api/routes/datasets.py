@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
 
-from tuneforge.api.deps import StoreDep
+from tuneforge.api.deps import SettingsDep, StoreDep
 from tuneforge.datasets.ingest import public_file, require_file
+from tuneforge.datasets.prepare import PrepareRequest, prepare_dataset
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -33,3 +35,24 @@ def list_datasets(store: StoreDep) -> dict[str, Any]:
 def get_dataset(store: StoreDep, dataset_id: str) -> dict[str, Any]:
     """Validation report: every problem (first 100 listed, all counted by code) and stats."""
     return public_dataset(require_file(store, dataset_id, "dataset_id"))
+
+
+@router.post("/{dataset_id}/prepare")
+async def prepare(
+    store: StoreDep,
+    settings: SettingsDep,
+    dataset_id: str,
+    request: PrepareRequest | None = None,
+) -> dict[str, Any]:
+    """Clean, de-duplicate, filter, merge (`merge`) and split into new datasets; the report
+    says what was removed and why (see tuneforge.datasets.prepare)."""
+    done = await run_in_threadpool(
+        prepare_dataset, store, settings, dataset_id, request or PrepareRequest()
+    )
+    return {
+        "object": "dataset.preparation",
+        "kind": done["kind"],
+        "train": public_dataset(done["train"]),
+        "validation": public_dataset(done["validation"]) if done["validation"] else None,
+        "report": done["report"],
+    }
