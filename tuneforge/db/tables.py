@@ -36,6 +36,23 @@ files = Table(
     Column("report", JSON, nullable=False),
 )
 
+# Users' ratings of a model's answers (see tuneforge.feedback): exported into training data.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(255), nullable=False),  # as given: ft:…, NAME@alias, a base model
+    Column("registered_model", String(100)),  # the registry name it belongs to, if any
+    Column("messages", JSON, nullable=False),  # the conversation up to the answer
+    Column("output", Text, nullable=False),  # the model's answer
+    Column("rating", String(16), nullable=False),  # up, down or edited
+    Column("corrected", Text),  # edited: the user's version of the answer
+    Column("metadata", JSON),
+    Column("created_at", Float, nullable=False),
+    Index("ix_feedback_registered_created", "registered_model", "created_at"),
+    Index("ix_feedback_model_created", "model", "created_at"),
+)
+
 jobs = Table(
     "jobs",
     metadata,

@@ -35,6 +35,8 @@ from tuneforge.jobs import reporting
 from tuneforge.jobs.publish import promotion_gate, publish
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
+from tuneforge.synthetic.run import run_synthetic
+from tuneforge.synthetic.service import KIND as SYNTHETIC
 from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.checkpoints import discard_incomplete, newest_complete
 from tuneforge.training.models import refuse_remote_code, resolve_model
@@ -91,6 +93,9 @@ def run_job(store: Store, settings: Settings, job_id: str, lease: int) -> None:
         elif job["kind"] == EVALUATION:
             device = pick_device(job["spec"].get("device", "auto"), reporter)
             run_evaluation(store, settings, job, reporter, device)
+        elif job["kind"] == SYNTHETIC:
+            device = pick_device(job["spec"].get("device", "auto"), reporter)
+            run_synthetic(store, settings, job, reporter, device)
         else:
             assert spec is not None
             _train(store, settings, job, spec, reporter, work_dir)

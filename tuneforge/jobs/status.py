@@ -54,5 +54,6 @@ def sources_of(target: JobStatus) -> frozenset[JobStatus]:
     return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
 
 # Job kinds that are not fine-tuning: they run on the same engine but are listed under their
-# own endpoints (/v1/evaluations, /v1/exports), not under /v1/fine_tuning/jobs.
-SERVICE_KINDS = ("evaluation", "export")
+# own endpoints (/v1/evaluations, /v1/exports, /v1/synthetic-data), not under
+# /v1/fine_tuning/jobs.
+SERVICE_KINDS = ("evaluation", "export", "synthetic")

@@ -1,0 +1,56 @@
+"""`/v1/synthetic-data`: template prompts answered by a model, filtered, stored as a dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+
+from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.errors import JobNotFoundError
+from tuneforge.synthetic.service import (
+    KIND,
+    SyntheticCreate,
+    create_synthetic,
+    public_synthetic,
+)
+
+router = APIRouter(prefix="/v1/synthetic-data", tags=["synthetic data"])
+
+
+def _require(store: StoreDep, synthetic_id: str) -> dict[str, Any]:
+    job = store.get_job(synthetic_id)
+    if job is None or job["kind"] != KIND:
+        raise JobNotFoundError(f"No synthetic data job with id {synthetic_id!r}.", param="id")
+    return job
+
+
+@router.post("")
+async def create(
+    store: StoreDep, settings: SettingsDep, request: SyntheticCreate
+) -> dict[str, Any]:
+    """Queue the generation; a worker runs it. Its events are at
+    `/v1/fine_tuning/jobs/{id}/events`; when it succeeds, `dataset_id` names the dataset."""
+    return public_synthetic(await run_in_threadpool(create_synthetic, store, settings, request))
+
+
+@router.get("")
+def list_synthetic(
+    store: StoreDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    rows, has_more = store.list_jobs(after=after, limit=limit, kind=KIND)
+    return {"object": "list", "data": [public_synthetic(r) for r in rows], "has_more": has_more}
+
+
+@router.get("/{synthetic_id}")
+def get_synthetic(store: StoreDep, synthetic_id: str) -> dict[str, Any]:
+    return public_synthetic(_require(store, synthetic_id))
+
+
+@router.post("/{synthetic_id}/cancel")
+def cancel_synthetic(store: StoreDep, synthetic_id: str) -> dict[str, Any]:
+    _require(store, synthetic_id)
+    return public_synthetic(store.request_cancel(synthetic_id))

@@ -1,0 +1,1 @@
+"""Synthetic training data: template prompts answered by a model, filtered for quality."""
