@@ -1091,5 +1091,161 @@ def _download(api: ApiClient, export_id: str, entry: dict[str, Any], output: Pat
     partial.replace(target)
 
 
+# -- data preparation, feedback and synthetic data (issue 11) -----------------------------------
+
+feedback_app = typer.Typer(
+    help="Ratings of a model's answers, exported into datasets.", no_args_is_help=True
+)
+app.add_typer(feedback_app, name="feedback")
+synthetic_app = typer.Typer(
+    help="Synthetic training data from template prompts.", no_args_is_help=True
+)
+app.add_typer(synthetic_app, name="synthetic")
+
+
+@datasets_app.command("prepare")
+def prepare_dataset_command(
+    dataset_id: str,
+    merge: Annotated[list[str] | None, typer.Option(help="Another dataset to merge in.")] = None,
+    languages: Annotated[str | None, typer.Option(help="Keep these languages: de,en.")] = None,
+    min_chars: Annotated[int, typer.Option(help="Remove rows with fewer characters.")] = 0,
+    max_chars: Annotated[int | None, typer.Option(help="Remove rows with more.")] = None,
+    near_duplicates: Annotated[
+        float, typer.Option(help="Near-duplicate Jaccard threshold (0: exact ones only).")
+    ] = 0.8,
+    validation_share: Annotated[float, typer.Option(help="Share held out (0: none).")] = 0.1,
+    seed: int = 0,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Clean, de-duplicate, filter and split a dataset into new train/validation datasets."""
+    body = {
+        "merge": merge or [],
+        "languages": _split_list(languages),
+        "min_chars": min_chars,
+        "max_chars": max_chars,
+        "near_duplicate_threshold": near_duplicates or None,
+        "validation_share": validation_share,
+        "seed": seed,
+    }
+    done = ApiClient(url).post(f"/v1/datasets/{dataset_id}/prepare", json=body)
+    report = done["report"]
+    console.print(
+        f"{report['rows_in']} rows in, {report['rows_out']} kept; train [bold]"
+        f"{done['train']['id']}[/] ({report['split']['train_rows']} rows)"
+        + (
+            f", validation [bold]{done['validation']['id']}[/] "
+            f"({report['split']['validation_rows']} rows)"
+            if done["validation"]
+            else ""
+        ),
+        soft_wrap=True,
+    )
+    removed = _table("reason", "rows", "example", title="Removed")
+    for reason, n in report["removed"].items():
+        example = report["examples"][reason][0]
+        removed.add_row(reason, str(n), escape(f"row {example['row']}: {example['text'][:80]}"))
+    if report["removed"]:
+        console.print(removed)
+    languages_seen = ", ".join(f"{k} {v}" for k, v in report["statistics"]["languages"].items())
+    console.print(f"Languages: {languages_seen}", soft_wrap=True)
+
+
+@feedback_app.command("add")
+def add_feedback_command(
+    model: Annotated[str, typer.Option(help="The model that answered (id or NAME@alias).")],
+    prompt: Annotated[str, typer.Option(help="The user's prompt.")],
+    output: Annotated[str, typer.Option(help="The model's answer.")],
+    rating: Annotated[str, typer.Option(help="up, down or edited.")],
+    corrected: Annotated[str | None, typer.Option(help="edited: the corrected answer.")] = None,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Record a rating of a model's answer."""
+    body = {"model": model, "prompt": prompt, "output": output, "rating": rating}
+    if corrected is not None:
+        body["corrected_output"] = corrected
+    row = ApiClient(url).post("/v1/feedback", json=body)
+    console.print(f"[bold]{row['id']}[/] ({row['rating']}, {row['model']})")
+
+
+@feedback_app.command("list")
+def list_feedback_command(
+    model: str | None = None,
+    registered_model: str | None = None,
+    rating: str | None = None,
+    limit: int = 100,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Feedback, newest first."""
+    rows = ApiClient(url).get(
+        "/v1/feedback", model=model, registered_model=registered_model, rating=rating, limit=limit
+    )["data"]
+    table = _table("id", "created", "model", "rating", "prompt", "answer")
+    for r in rows:
+        answer = r["corrected_output"] or r["output"]
+        table.add_row(
+            r["id"], _when(r["created_at"]), escape(r["model"]), r["rating"],
+            escape(r["messages"][-1]["content"][:60]), escape(answer[:60]),
+        )  # fmt: skip
+    console.print(table)
+
+
+@feedback_app.command("export")
+def export_feedback_command(
+    kind: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
+    model: str | None = None,
+    registered_model: str | None = None,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Turn feedback into a dataset (SFT examples or DPO preference pairs)."""
+    body = {"kind": kind, "model": model, "registered_model": registered_model}
+    done = ApiClient(url).post("/v1/feedback/export", json=body)
+    sources = ", ".join(f"{k} {v}" for k, v in done["by_source"].items())
+    console.print(f"[bold]{done['dataset']['id']}[/]: {done['rows']} {kind} rows ({sources})")
+
+
+@feedback_app.command("retrain")
+def retrain_command(
+    registered_model: str,
+    kind: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
+    alias: Annotated[str, typer.Option(help="The version to start from and promote.")] = (
+        "production"
+    ),
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Export a registered model's feedback and fine-tune its production version on it."""
+    body = {"registered_model": registered_model, "kind": kind, "alias": alias}
+    done = ApiClient(url).post("/v1/feedback/retrain", json=body)
+    console.print(
+        f"Job [bold]{done['job']['id']}[/] queued on {done['export']['dataset']['id']} "
+        f"({done['export']['rows']} rows); follow it with `tuneforge jobs watch`."
+    )
+
+
+@synthetic_app.command("create")
+def create_synthetic_command(
+    config: Annotated[Path, typer.Argument(help="YAML or JSON: the request body.")],
+    wait: Annotated[bool, typer.Option(help="Wait until the dataset is made.")] = True,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Generate synthetic data from template prompts (seed 004's request, as a file)."""
+    import yaml
+
+    body = yaml.safe_load(config.read_text(encoding="utf-8"))
+    api = ApiClient(url)
+    job = api.post("/v1/synthetic-data", json=body)
+    console.print(f"[bold]{job['id']}[/] {job['status']}")
+    while wait and job["status"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(1)
+        job = api.get(f"/v1/synthetic-data/{job['id']}")
+    if job["status"] == "failed":
+        fail(f"{job['error']['code']}: {job['error']['message']}")
+    if job["status"] == "succeeded":
+        result = job["result"]
+        console.print(
+            f"Dataset [bold]{result['dataset_id']}[/]: {result['kept']} of "
+            f"{result['generated']} answers kept (removed: {result['removed'] or 'none'})."
+        )
+
+
 if __name__ == "__main__":
     app()
