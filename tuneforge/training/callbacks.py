@@ -80,5 +80,7 @@ class ReportingCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._saved_step = state.global_step
-        path = f"{args.output_dir}/checkpoint-{state.global_step}"
-        self.reporter.checkpoint(state.global_step, state.epoch or 0.0, path)
+
+    def on_checkpoint_complete(self, step: int, epoch: float, path: str) -> None:
+        """From `AtomicCheckpoints`' finishing thread, once the checkpoint is in place."""
+        self.reporter.checkpoint(step, epoch, path)

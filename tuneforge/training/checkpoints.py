@@ -4,6 +4,12 @@ A checkpoint is written into a staging folder, its files are flushed to disk, a 
 marker is added, and only then is the folder renamed to `checkpoint-STEP`. A crash at any
 moment leaves either the whole checkpoint or none: resume takes the newest folder with the
 marker and removes anything half-written.
+
+The trainer serialises the checkpoint in the training loop; flushing, marking, renaming and
+rotating happen on a background thread while training goes on (waiting for the disk was half
+of a checkpoint's time). A checkpoint counts, and is reported to the callbacks' `on_checkpoint
+_complete`, only once it is in place; training waits for the previous one before writing the
+next, before going back to the best checkpoint, and before `train()` returns.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +81,11 @@ def _fsync_dir(folder: Path) -> None:
 
 class AtomicCheckpoints:
     """Mix into a `transformers.Trainer` subclass (before it): its checkpoints are staged,
-    flushed, marked complete and renamed into place, then rotated."""
+    flushed, marked complete and renamed into place, then rotated (see the module)."""
 
     _staging_root: Path | None = None
+    _finishing: Future[None] | None = None
+    _finisher: ThreadPoolExecutor | None = None
 
     def _get_output_dir(self, trial: Any) -> str:
         # While a checkpoint is being written, the trainer writes into the staging folder.
@@ -84,8 +93,33 @@ class AtomicCheckpoints:
             return str(self._staging_root)
         return super()._get_output_dir(trial)  # type: ignore[misc,no-any-return]
 
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            output = super().train(*args, **kwargs)  # type: ignore[misc]
+        except BaseException:
+            self.wait_for_checkpoint(raise_errors=False)
+            raise
+        self.wait_for_checkpoint()
+        return output
+
+    def _load_best_model(self) -> None:
+        self.wait_for_checkpoint()
+        super()._load_best_model()  # type: ignore[misc]
+
+    def wait_for_checkpoint(self, *, raise_errors: bool = True) -> None:
+        """Until the checkpoint being finished is in place; raises what went wrong there."""
+        finishing, self._finishing = self._finishing, None
+        if finishing is None:
+            return
+        try:
+            finishing.result()
+        except Exception:
+            if raise_errors:
+                raise
+
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         trainer: Any = self
+        self.wait_for_checkpoint()
         run_dir = Path(super()._get_output_dir(trial))  # type: ignore[misc]
         step = trainer.state.global_step
         name = f"{PREFIX}{step}"
@@ -111,15 +145,30 @@ class AtomicCheckpoints:
                 state = json.loads(state_file.read_text())
                 state["best_model_checkpoint"] = str(best_dir)
                 state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
-        (staged / MARKER).write_text(json.dumps({"step": step, "written_at": time.time()}))
-        _fsync_tree(staged)
-        final = run_dir / name
-        if final.exists():  # the same step saved twice (a pause right after a scheduled save)
-            shutil.rmtree(final)
-        os.replace(staged, final)
-        _fsync_dir(run_dir)
-        shutil.rmtree(staging_root, ignore_errors=True)
-        self._rotate(run_dir, limit, trainer.state.best_model_checkpoint)
+        listeners = [
+            c.on_checkpoint_complete
+            for c in trainer.callback_handler.callbacks
+            if hasattr(c, "on_checkpoint_complete")
+        ]
+        epoch = trainer.state.epoch or 0.0
+        best_name = trainer.state.best_model_checkpoint
+
+        def finish() -> None:
+            (staged / MARKER).write_text(json.dumps({"step": step, "written_at": time.time()}))
+            _fsync_tree(staged)
+            final = run_dir / name
+            if final.exists():  # the same step saved twice (a pause right after a save)
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            _fsync_dir(run_dir)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            self._rotate(run_dir, limit, best_name)
+            for listener in listeners:
+                listener(step, epoch, str(final))
+
+        if self._finisher is None:
+            self._finisher = ThreadPoolExecutor(1, thread_name_prefix="tuneforge-checkpoint")
+        self._finishing = self._finisher.submit(finish)
 
     @staticmethod
     def _rotate(run_dir: Path, limit: int | None, best: str | None) -> None:
