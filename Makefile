@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 export CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: setup serve test test-fast lint bench
+.PHONY: setup browser serve test test-fast lint bench
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,11 @@ $(VENV)/.installed: pyproject.toml
 serve: setup
 	$(VENV)/bin/tuneforge serve
 
-test: setup
+# The dashboard's browser tests drive Debian's Chromium; Playwright never downloads one.
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: setup browser
 	$(PY) -m pytest -ra
 
 test-fast: setup

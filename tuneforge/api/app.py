@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 
 from tuneforge import __version__
 from tuneforge.api import errors
@@ -16,6 +15,7 @@ from tuneforge.api.event_watch import EventWatcher
 from tuneforge.api.limits import BodySizeLimit
 from tuneforge.api.routes import (
     classifications,
+    dashboard,
     datasets,
     evaluations,
     exports,
@@ -94,6 +94,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         serving,
         training_seed,
         workers,
+        dashboard,
     ):
         app.include_router(module.router)
 
@@ -106,9 +107,5 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
             "worker": worker.worker_id if worker else None,
             "jobs": app.state.store.count_jobs(),
         }
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
 
     return app

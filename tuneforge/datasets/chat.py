@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.datasets.readers import Problem, read_records
-from tuneforge.datasets.statistics import summary
+from tuneforge.datasets.statistics import histogram, summary
 
 Message = dict[str, Any]
 Row = dict[str, Any]
@@ -497,7 +497,11 @@ def _length_statistics(
     (`apply_chat_template`'s assistant mask needs `{% generation %}` markers most templates lack).
     """
     chars = [[sum(len(m["content"]) for m in seq) for seq in seqs] for _, seqs, _ in examples]
-    statistics = {"chars": _lengths(chars, [sum(map(len, texts)) for _, _, texts in examples])}
+    statistics: dict[str, Any] = {
+        "chars": _lengths(chars, [sum(map(len, texts)) for _, _, texts in examples])
+    }
+    # The longest sequence of each example, as the dashboard's length histogram.
+    statistics["histogram"] = histogram([max(c) for c in chars if c], "chars")
     if tokenizer is None:
         return statistics
     sequences = _sequence_tokens(examples, tokenizer, problems)
@@ -521,6 +525,7 @@ def _length_statistics(
                 )
             )
     statistics["tokens"] = _lengths(measured, trained_per_example)
+    statistics["histogram"] = histogram([max(t) for t in measured if t], "tokens")
     return statistics
 
 

@@ -21,11 +21,35 @@ def summary(values: list[int]) -> dict[str, float] | None:
     }
 
 
+# Bars of a length histogram: enough to see the shape, few enough to read on a phone.
+HISTOGRAM_BINS = 20
+
+
+def histogram(values: list[int], unit: str) -> dict[str, Any] | None:
+    """Counts of `values` in up to HISTOGRAM_BINS equal-width bins of whole numbers:
+    `edges` has one more entry than `counts`; bin i holds edges[i] <= v < edges[i+1]."""
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    width = max(1, -(-(high - low + 1) // HISTOGRAM_BINS))
+    bins = -(-(high - low + 1) // width)
+    counts = [0] * bins
+    for v in values:
+        counts[(v - low) // width] += 1
+    return {"unit": unit, "edges": [low + i * width for i in range(bins + 1)], "counts": counts}
+
+
 def column_statistics(texts: list[str], tokenizer: Any = None) -> dict[str, Any]:
-    stats: dict[str, Any] = {"chars": summary([len(t) for t in texts])}
+    """Length summaries of a text column, and a histogram of its lengths in tokens (in
+    characters where no tokenizer is at hand)."""
+    chars = [len(t) for t in texts]
+    stats: dict[str, Any] = {"chars": summary(chars)}
+    lengths, unit = chars, "chars"
     if tokenizer is not None and texts:
         encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
-        stats["tokens"] = summary([len(e.ids) for e in encodings])
+        lengths, unit = [len(e.ids) for e in encodings], "tokens"
+        stats["tokens"] = summary(lengths)
+    stats["histogram"] = histogram(lengths, unit)
     return stats
 
 

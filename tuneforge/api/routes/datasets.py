@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
 from tuneforge.api.deps import SettingsDep, StoreDep
-from tuneforge.datasets.ingest import public_file, require_file
+from tuneforge.datasets.ingest import file_path, public_file, require_file
 from tuneforge.datasets.prepare import PrepareRequest, prepare_dataset
+from tuneforge.datasets.preview import preview_rows
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -35,6 +36,26 @@ def list_datasets(store: StoreDep) -> dict[str, Any]:
 def get_dataset(store: StoreDep, dataset_id: str) -> dict[str, Any]:
     """Validation report: every problem (first 100 listed, all counted by code) and stats."""
     return public_dataset(require_file(store, dataset_id, "dataset_id"))
+
+
+@router.get("/{dataset_id}/rows")
+async def get_rows(
+    store: StoreDep,
+    settings: SettingsDep,
+    dataset_id: str,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> dict[str, Any]:
+    """A page of the file's records as read, each with its line (read-only preview)."""
+    row = require_file(store, dataset_id, "dataset_id")
+    return await run_in_threadpool(
+        preview_rows,
+        file_path(settings, dataset_id),
+        row["format"],
+        row["report"],
+        offset=offset,
+        limit=limit,
+    )
 
 
 @router.post("/{dataset_id}/prepare")

@@ -1,0 +1,210 @@
+// Charts drawn as SVG in the size their box has (redrawn when it changes), and bar lists
+// in plain HTML. Each chart names what it shows for screen readers.
+import { fmtNum, h, s, fill } from "./dom.js";
+
+const MARGIN = { top: 12, right: 16, bottom: 38, left: 58 };
+
+/** About `count` round tick values covering lo..hi. */
+export function niceTicks(lo, hi, count = 5) {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((m) => m >= raw);
+  const ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
+    ticks.push(Number(v.toPrecision(12)));
+  }
+  return ticks;
+}
+
+function extent(values) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo, hi];
+}
+
+class ResponsiveChart {
+  constructor(title, { height = 220, description = "" } = {}) {
+    this.height = height;
+    this.plot = h("div", { class: "plot" });
+    this.legend = h("ul", { class: "legend" });
+    this.el = h("figure", { class: "chart" },
+      h("figcaption", {}, title, description ? h("small", {}, ` ${description}`) : null),
+      this.plot, this.legend);
+    this.title = title;
+    this.pending = false;
+    this.observer = new ResizeObserver(() => this.schedule());
+    this.observer.observe(this.plot);
+  }
+
+  /** Redraw at the next frame (many updates in one frame draw once). */
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      if (this.el.isConnected) this.draw();
+    });
+  }
+
+  frame(label) {
+    const width = Math.max(this.plot.clientWidth || 0, 240);
+    const height = width < 420 ? Math.round(this.height * 0.8) : this.height;
+    const svg = s("svg", {
+      width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label,
+    });
+    return { svg, width, height,
+      inner: { w: width - MARGIN.left - MARGIN.right, h: height - MARGIN.top - MARGIN.bottom } };
+  }
+
+  put(svg) {
+    fill(this.plot, svg);
+  }
+
+  axes(svg, inner, xTicks, xPos, yTicks, yPos, xLabel, yLabel, xFormat = fmtNum) {
+    const g = s("g", { class: "axes", transform: `translate(${MARGIN.left},${MARGIN.top})` });
+    for (const t of yTicks) {
+      const y = yPos(t);
+      g.append(s("line", { class: "grid", x1: 0, x2: inner.w, y1: y, y2: y }));
+      g.append(s("text", { class: "tick", x: -6, y, dy: "0.32em", "text-anchor": "end" },
+        fmtNum(t)));
+    }
+    g.append(s("line", { class: "axis", x1: 0, x2: inner.w, y1: inner.h, y2: inner.h }));
+    for (const t of xTicks) {
+      const x = xPos(t);
+      g.append(s("line", { class: "axis", x1: x, x2: x, y1: inner.h, y2: inner.h + 4 }));
+      g.append(s("text", { class: "tick", x, y: inner.h + 16, "text-anchor": "middle" },
+        xFormat(t)));
+    }
+    if (xLabel) {
+      g.append(s("text", { class: "label", x: inner.w / 2, y: inner.h + 32,
+        "text-anchor": "middle" }, xLabel));
+    }
+    if (yLabel) {
+      g.append(s("text", { class: "label", x: -inner.h / 2, y: -46, "text-anchor": "middle",
+        transform: "rotate(-90)" }, yLabel));
+    }
+    svg.append(g);
+    return g;
+  }
+}
+
+/**
+ * Lines of (x, y) points, e.g. loss by step. `set` replaces the series; the chart redraws
+ * itself. Each series is one <polyline class="series"> with data-points = its point count.
+ */
+export class LineChart extends ResponsiveChart {
+  constructor(title, { xLabel = "step", yLabel = "", height, description } = {}) {
+    super(title, { height, description });
+    this.xLabel = xLabel;
+    this.yLabel = yLabel;
+    this.series = [];
+  }
+
+  set(series) {
+    this.series = series.filter((one) => one.points.length > 0);
+    fill(this.legend, ...this.series.map((one, i) => h("li", {},
+      h("span", { class: `swatch c${i % 8}`, "aria-hidden": "true" }), one.name,
+      h("span", { class: "muted" },
+        ` ${fmtNum(one.points[one.points.length - 1][1])}`))));
+    this.schedule();
+  }
+
+  draw() {
+    const points = this.series.flatMap((one) => one.points);
+    const label = this.series.length
+      ? `${this.title}: ${this.series.map((one) => `${one.name}, ${one.points.length} points, `
+        + `latest ${fmtNum(one.points[one.points.length - 1][1])}`).join("; ")}`
+      : `${this.title}: no data yet`;
+    const { svg, inner } = this.frame(label);
+    if (!points.length) {
+      svg.append(s("text", { class: "empty", x: "50%", y: "50%", "text-anchor": "middle" },
+        "No data yet"));
+      this.put(svg);
+      return;
+    }
+    let [x0, x1] = extent(points.map((p) => p[0]));
+    let [y0, y1] = extent(points.map((p) => p[1]));
+    if (x1 === x0) x1 = x0 + 1;
+    if (y1 === y0) {
+      y0 -= Math.abs(y0) * 0.1 || 1;
+      y1 += Math.abs(y1) * 0.1 || 1;
+    }
+    const pad = (y1 - y0) * 0.05;
+    y0 -= pad;
+    y1 += pad;
+    const xPos = (x) => ((x - x0) / (x1 - x0)) * inner.w;
+    const yPos = (y) => inner.h - ((y - y0) / (y1 - y0)) * inner.h;
+    const xTicks = niceTicks(x0, x1, Math.max(2, Math.floor(inner.w / 80)))
+      .filter((t) => t >= x0 && t <= x1);
+    const yTicks = niceTicks(y0, y1, 4).filter((t) => t >= y0 && t <= y1);
+    const g = this.axes(svg, inner, xTicks, xPos, yTicks, yPos, this.xLabel, this.yLabel);
+    this.series.forEach((one, i) => {
+      const coords = one.points.map(([x, y]) => `${xPos(x).toFixed(1)},${yPos(y).toFixed(1)}`);
+      g.append(s("polyline", { class: `series c${i % 8}`, points: coords.join(" "),
+        "data-series": one.name, "data-points": one.points.length }));
+      const [lx, ly] = one.points[one.points.length - 1];
+      g.append(s("circle", { class: `dot c${i % 8}`, cx: xPos(lx), cy: yPos(ly), r: 3 },
+        s("title", {}, `${one.name} at ${this.xLabel} ${fmtNum(lx)}: ${fmtNum(ly)}`)));
+    });
+    this.put(svg);
+  }
+}
+
+/** Bars of a length histogram: {unit, edges, counts} as the dataset statistics give it. */
+export class Histogram extends ResponsiveChart {
+  constructor(title, data, { height = 180 } = {}) {
+    super(title, { height, description: data ? `(${data.unit})` : "" });
+    this.data = data;
+    this.schedule();
+  }
+
+  draw() {
+    const { edges, counts, unit } = this.data;
+    const total = counts.reduce((a, b) => a + b, 0);
+    const { svg, inner } = this.frame(`${this.title}: ${total} rows in ${counts.length} bins `
+      + `from ${edges[0]} to ${edges[edges.length - 1] - 1} ${unit}`);
+    const x0 = edges[0];
+    const x1 = edges[edges.length - 1];
+    const yMax = Math.max(...counts, 1);
+    const xPos = (x) => ((x - x0) / (x1 - x0)) * inner.w;
+    const yPos = (y) => inner.h - (y / yMax) * inner.h;
+    const yTicks = niceTicks(0, yMax, 3).filter((t) => Number.isInteger(t));
+    const xTicks = niceTicks(x0, x1, Math.max(2, Math.floor(inner.w / 70)))
+      .filter((t) => t >= x0 && t <= x1);
+    const g = this.axes(svg, inner, xTicks, xPos, yTicks, yPos, unit, "rows");
+    counts.forEach((count, i) => {
+      const x = xPos(edges[i]);
+      const w = Math.max(1, xPos(edges[i + 1]) - x - 1);
+      g.append(s("rect", { class: "bar", x, y: yPos(count), width: w,
+        height: inner.h - yPos(count), "data-count": count },
+      s("title", {}, `${edges[i]}–${edges[i + 1] - 1} ${unit}: ${count} rows`)));
+    });
+    this.put(svg);
+  }
+}
+
+/**
+ * Horizontal bars in HTML: [{label, value, note}], scaled to the largest value (or `max`).
+ * Groups (e.g. base model vs fine-tuned per metric) come as {label, bars: [...]}.
+ */
+export function barList(items, { max, format = fmtNum } = {}) {
+  const values = items.flatMap((item) => (item.bars ? item.bars : [item]))
+    .map((bar) => Math.abs(bar.value ?? 0));
+  const top = max ?? Math.max(...values, 1e-12);
+  const row = (bar, i) => h("div", { class: "hbar" },
+    h("span", { class: "hbar-label" }, bar.label),
+    h("span", { class: "hbar-track", "aria-hidden": "true" },
+      h("span", { class: `hbar-fill c${(bar.color ?? i) % 8}`,
+        style: { width: `${Math.min(100, (Math.abs(bar.value ?? 0) / top) * 100)}%` } })),
+    h("span", { class: "hbar-value" }, format(bar.value), bar.note ? ` ${bar.note}` : ""));
+  return h("div", { class: "bars" }, items.map((item, i) => (item.bars
+    ? h("div", { class: "bar-group", role: "group", "aria-label": item.label },
+      h("div", { class: "bar-group-label" }, item.label),
+      item.bars.map((bar, j) => row(bar, j)))
+    : row(item, i))));
+}

@@ -1,0 +1,258 @@
+// Jobs: the list with status, progress and ETA; a job's page with live loss, learning-rate
+// and evaluation curves fed by its event stream, the event log, checkpoints and controls.
+import { api, followEvents } from "./api.js";
+import { barList, LineChart } from "./charts.js";
+import {
+  announce, badge, facts, fmtDuration, fmtNum, fmtSigned, fmtTime, h, message, section, short,
+  table, TERMINAL, fill,
+} from "./dom.js";
+
+function progressCell(job) {
+  const p = job.progress;
+  if (!p) return h("span", { class: "muted" }, job.status === "queued" ? "waiting" : "–");
+  return h("div", { class: "progress-cell" },
+    h("progress", { max: 100, value: p.percent, "aria-label": `${job.id} progress` }),
+    h("span", {}, `${fmtNum(p.percent)}% · step ${p.step}/${p.total_steps}`));
+}
+
+function eta(job) {
+  const p = job.progress;
+  if (job.status !== "running" || !p || p.eta_seconds === null) return "–";
+  return fmtDuration(p.eta_seconds);
+}
+
+export async function list(main, ctx) {
+  main.append(h("div", { class: "title-row" }, h("h1", {}, "Jobs"),
+    h("a", { class: "btn", href: "#/jobs/new" }, "New job")));
+  const holder = h("div", {}, message("Loading…"));
+  main.append(section("Fine-tuning jobs", holder));
+  await ctx.every(2000, async () => {
+    const { data } = await api("/v1/fine_tuning/jobs?limit=100", { signal: ctx.signal });
+    fill(holder, data.length
+      ? table(["Job", "Kind", "Base model", "Status", "Progress", "ETA", "Created", "Model"],
+        data.map((job) => [
+          h("a", { href: `#/jobs/${job.id}` }, job.id),
+          job.method.type,
+          short(job.model, 48),
+          badge(job.status),
+          progressCell(job),
+          eta(job),
+          fmtTime(job.created_at),
+          job.fine_tuned_model ? short(job.fine_tuned_model, 48) : "–",
+        ]), { className: "jobs" })
+      : message("No jobs yet. Create one with “New job”."));
+  });
+}
+
+// Metrics that are about the run, not the model: left out of the evaluation charts.
+const RUN_KEYS = /(runtime|per_second|epoch|step|total_flos)$/;
+
+/** Everything the job's metrics events said, as series by step. */
+class Curves {
+  constructor() {
+    this.loss = [];
+    this.lr = [];
+    this.evals = new Map();
+    this.seen = new Set();
+  }
+
+  add(event) {
+    if (this.seen.has(event.id)) return;
+    this.seen.add(event.id);
+    const d = event.data || {};
+    const step = d.step;
+    if (typeof step !== "number") return;
+    if (typeof d.loss === "number") this.loss.push([step, d.loss]);
+    if (typeof d.learning_rate === "number") this.lr.push([step, d.learning_rate]);
+    for (const [key, value] of Object.entries(d)) {
+      if (key.startsWith("eval_") && typeof value === "number" && !RUN_KEYS.test(key)) {
+        if (!this.evals.has(key)) this.evals.set(key, []);
+        this.evals.get(key).push([step, value]);
+      }
+    }
+  }
+}
+
+function controls(job, refresh) {
+  const out = h("div", { class: "row controls", role: "group", "aria-label": "Job controls" });
+  const act = async (verb, done) => {
+    try {
+      await api(`/v1/fine_tuning/jobs/${job.id}/${verb}`, { method: "POST" });
+      announce(done);
+    } catch (error) {
+      out.append(message(error.message, "error"));
+    }
+    await refresh();
+  };
+  const running = job.status === "running" || job.status === "queued";
+  out.append(
+    h("button", { type: "button", class: "btn", disabled: !running || job.pause_requested,
+      onclick: () => act("pause", "Pause requested: the job writes a checkpoint and stops.") },
+    job.pause_requested && running ? "Pausing…" : "Pause"),
+    h("button", { type: "button", class: "btn", disabled: job.status !== "paused",
+      onclick: () => act("resume", "Job resumed: it continues from its checkpoint.") },
+    "Resume"),
+    h("button", { type: "button", class: "btn danger", disabled: TERMINAL.has(job.status),
+      onclick: () => {
+        if (confirm(`Cancel ${job.id}? Its progress is lost.`)) act("cancel", "Cancel requested.");
+      } }, "Cancel"));
+  return out;
+}
+
+export function evaluationView(evaluation) {
+  if (!evaluation || !evaluation.fine_tuned_model) return message("Not evaluated (yet).");
+  const tuned = evaluation.fine_tuned_model;
+  const base = evaluation.base_model || {};
+  const keys = Object.keys(tuned).filter((k) => typeof tuned[k] === "number");
+  const primary = evaluation.primary_metric;
+  keys.sort((a, b) => (b === primary) - (a === primary) || a.localeCompare(b));
+  return h("div", { class: "evaluation" },
+    primary ? h("p", {}, "Primary metric: ", h("code", {}, primary),
+      typeof evaluation.delta === "number" ? ` (${fmtSigned(evaluation.delta)} against the base)`
+        : "") : null,
+    table(["Metric", "Base model", "Fine-tuned", "Change"], keys.map((k) => [
+      k === primary ? h("strong", {}, k) : k,
+      fmtNum(base[k]),
+      fmtNum(tuned[k]),
+      typeof base[k] === "number" ? fmtSigned(tuned[k] - base[k]) : "–",
+    ]), { className: "eval-table" }),
+    barList(keys.filter((k) => typeof base[k] === "number").slice(0, 8).map((k) => ({
+      label: k, bars: [
+        { label: "base", value: base[k], color: 7 },
+        { label: "fine-tuned", value: tuned[k], color: 0 },
+      ] }))));
+}
+
+export async function detail(main, ctx, id) {
+  let job = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}`, { signal: ctx.signal });
+  const header = h("div", {});
+  const controlBox = h("div", {});
+  const progressBox = h("div", { class: "job-progress" });
+  const lossChart = new LineChart("Training loss", { yLabel: "loss" });
+  const lrChart = new LineChart("Learning rate", { yLabel: "learning rate" });
+  const evalCharts = h("div", { class: "chart-grid" });
+  const evalBox = h("div", {});
+  const checkpointBox = h("div", {}, message("Loading…"));
+  const log = h("ol", { class: "event-log", "aria-label": "Events, oldest first" });
+  const showMetrics = h("input", { type: "checkbox", id: "show-metrics" });
+  const curves = new Curves();
+  const evalChartByKey = new Map();
+  const events = [];
+
+  function drawCurves() {
+    lossChart.set([{ name: "loss", points: curves.loss }]);
+    lrChart.set([{ name: "learning rate", points: curves.lr }]);
+    for (const [key, points] of curves.evals) {
+      if (!evalChartByKey.has(key)) {
+        const chart = new LineChart(key, { yLabel: key.replace(/^eval_/, ""), height: 170 });
+        evalChartByKey.set(key, chart);
+        evalCharts.append(chart.el);
+      }
+      evalChartByKey.get(key).set([{ name: key, points }]);
+    }
+  }
+
+  function drawLog() {
+    const shown = events.filter((e) => showMetrics.checked || e.type !== "metrics");
+    fill(log, ...shown.slice(-300).map((e) => h("li", {
+      class: `event level-${e.level} type-${e.type}` },
+    fmtTime(e.created_at), " ", h("span", { class: "event-text" }, e.message))));
+    log.scrollTop = log.scrollHeight;
+  }
+  showMetrics.addEventListener("change", drawLog);
+
+  function drawJob() {
+    const p = job.progress;
+    fill(header,
+      h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / "),
+      h("div", { class: "title-row" }, h("h1", {}, job.id),
+        h("span", { id: "job-status" }, badge(job.status))),
+      facts([
+        ["kind", job.method.type],
+        ["base model", job.model],
+        ["fine-tuned model", job.fine_tuned_model],
+        ["registered as", job.registered_model ? h("a", {
+          href: `#/models/${encodeURIComponent(job.registered_model.name)}`
+            + `?v=${job.registered_model.version}` },
+        `${job.registered_model.name} v${job.registered_model.version}`) : null],
+        ["training file", h("a", { href: `#/datasets/${job.training_file}` },
+          job.training_file)],
+        ["validation file", job.validation_file],
+        ["seed", job.seed],
+        ["created", fmtTime(job.created_at)],
+        ["finished", job.finished_at ? fmtTime(job.finished_at) : null],
+        ["attempts", `${job.attempts} of ${job.max_attempts}`],
+      ]),
+      job.error ? message(`${job.error.code}: ${job.error.message}`, "error") : null);
+    fill(controlBox, controls(job, refresh));
+    fill(progressBox, p
+      ? h("div", {},
+        h("progress", { max: 100, value: p.percent, "aria-label": "Progress" }),
+        h("p", {}, `${fmtNum(p.percent)}% · step ${p.step} of ${p.total_steps} · epoch `
+          + `${fmtNum(p.epoch)} · ${fmtDuration(p.elapsed_seconds)} elapsed`
+          + (job.status === "running" && p.eta_seconds !== null
+            ? ` · about ${fmtDuration(p.eta_seconds)} left` : "")))
+      : message(job.status === "queued" ? "Waiting for a worker." : "No progress yet."));
+    fill(evalBox, evaluationView(job.evaluation),
+      job.promotion ? message(`Promotion: ${short(job.promotion, 300)}`) : null);
+  }
+
+  async function loadCheckpoints() {
+    const { data } = await api(`/v1/fine_tuning/jobs/${job.id}/checkpoints?limit=100`,
+      { signal: ctx.signal });
+    fill(checkpointBox, data.length
+      ? table(["Step", "Epoch", "Saved", "Loss", "Name"], data.map((c) => [
+        String(c.step_number), fmtNum(c.epoch), fmtTime(c.created_at), fmtNum(c.metrics.loss),
+        h("code", {}, c.fine_tuned_model_checkpoint)]))
+      : message("No checkpoints yet."));
+  }
+
+  async function refresh() {
+    job = await api(`/v1/fine_tuning/jobs/${job.id}`, { signal: ctx.signal });
+    drawJob();
+    await loadCheckpoints();
+  }
+
+  // Events can come in bursts: refresh the job at most once a second because of them.
+  let refreshTimer = null;
+  function refreshSoon() {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      if (!ctx.signal.aborted) refresh().catch(() => {});
+    }, 1000);
+  }
+
+  drawJob();
+  main.append(header, controlBox, section("Progress", progressBox),
+    section("Curves", h("div", { class: "chart-grid" }, lossChart.el, lrChart.el), evalCharts),
+    section("Evaluation", evalBox),
+    section("Checkpoints", checkpointBox),
+    section("Events", h("div", { class: "row" }, showMetrics,
+      h("label", { for: "show-metrics" }, "Show metrics events")), log),
+    section("Spec", h("details", {}, h("summary", {}, "Method and hyperparameters"),
+      h("pre", {}, JSON.stringify(job.method, null, 2)))));
+  drawCurves();
+  loadCheckpoints().catch(() => {});
+
+  followEvents(job.id, (event) => {
+    if (event.type === "end") {
+      refresh().catch(() => {});
+      return;
+    }
+    const e = event.data;
+    events.push(e);
+    if (e.type === "metrics") {
+      curves.add(e);
+      drawCurves();
+    }
+    if (!showMetrics.checked && e.type === "metrics") {
+      if (events.length % 20 === 0) drawLog();
+    } else {
+      drawLog();
+    }
+    refreshSoon();
+  }, ctx.signal).catch((error) => log.after(message(error.message, "error")));
+  // Status and progress also change without events (a pause waiting for its step).
+  ctx.every(3000, refresh);
+}
