@@ -232,3 +232,71 @@ def test_bad_requests_change_nothing(setup: tuple[Store, Settings], tmp_path: Pa
     with pytest.raises(ValueError):
         PrepareRequest(min_chars=10, max_chars=5)
     assert len(store.list_files(limit=100)[0]) == before
+
+
+def test_chat_rows_name_their_task_type(setup: tuple[Store, Settings]) -> None:
+    store, settings = setup
+    rows = [
+        dict(chat(t, f"#{i}", system="You write hashtags."), task_type="hashtags")
+        for i, t in enumerate(ENGLISH[:4])
+    ]
+    rows += [dict(chat(t, "Kurz.", system="Fasse zusammen."), task_type="summary") for t in GERMAN]
+    rows[0]["metadata"] = {"team": "social", "reviewed": True, "score": 0.5, "note": None}
+    rows += [chat(t, "Ok.", system="Answer politely.") for t in ENGLISH[4:]]
+    source = upload(store, settings, "tasks.jsonl", rows)
+    done = prepare_dataset(
+        store, settings, source, PrepareRequest(near_duplicate_threshold=None, validation_share=0)
+    )
+    statistics = done["report"]["statistics"]
+    # The field wins over the system prompt; rows without it still count by their prompt.
+    assert statistics["task_types"] == {"summary": 4, "hashtags": 4, "Answer politely.": 2}
+    assert statistics["task_type_source"] == "task_type+system_prompt"
+    written = read_back(settings, done["train"]["id"])
+    assert Counter(r.get("task_type") for r in written) == {"summary": 4, "hashtags": 4, None: 2}
+    assert written[0]["metadata"] == {
+        "team": "social",
+        "reviewed": True,
+        "score": 0.5,
+        "note": None,
+    }
+    only_named = upload(store, settings, "named.jsonl", rows[:8])
+    again = prepare_dataset(store, settings, only_named, PrepareRequest(validation_share=0))
+    assert again["report"]["statistics"]["task_type_source"] == "task_type"
+
+
+def test_bad_task_type_and_metadata_are_reported_by_line(setup: tuple[Store, Settings]) -> None:
+    store, settings = setup
+    good = [dict(chat(t, "Ok."), task_type="qa") for t in ENGLISH]
+    bad = [
+        dict(chat("a", "b"), task_type=""),
+        dict(chat("c", "d"), task_type="x" * 65),
+        dict(chat("e", "f"), task_type=["qa"]),
+        dict(chat("g", "h"), task_type="two\nlines"),
+        dict(chat("i", "j"), metadata=["team"]),
+        dict(chat("k", "l"), metadata={"nested": {"a": 1}}),
+        dict(chat("m", "n"), metadata={str(i): i for i in range(33)}),
+        dict(chat("o", "p"), labels="qa"),
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in good + bad)
+    row = ingest_file(store, settings, "bad.jsonl", io.BytesIO(text.encode("utf-8")))
+    report = row["report"]
+    assert not report["valid"]
+    found = [(p["line"], p["code"], p["column"]) for p in report["problems"]]
+    first = len(good) + 1
+    assert found == [
+        (first, "invalid_task_type", "task_type"),
+        (first + 1, "invalid_task_type", "task_type"),
+        (first + 2, "invalid_task_type", "task_type"),
+        (first + 3, "invalid_task_type", "task_type"),
+        (first + 4, "invalid_metadata", "metadata"),
+        (first + 5, "invalid_metadata", "metadata.nested"),
+        (first + 6, "invalid_metadata", "metadata"),
+        (first + 7, "unknown_column", "labels"),
+    ]
+    messages = {p["line"]: p["message"] for p in report["problems"]}
+    assert "1 to 64 characters" in messages[first + 1]
+    assert "got array" in messages[first + 2]
+    assert "2 lines" in messages[first + 3]
+    assert "metadata.nested" in messages[first + 5] and "got object" in messages[first + 5]
+    assert "33 keys" in messages[first + 6]
+    assert "task_type, metadata" in messages[first + 7]

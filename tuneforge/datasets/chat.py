@@ -12,7 +12,11 @@ JSONL is the main format; the flat layouts may also come as CSV or Parquet. Rows
 one shape per job kind, the conversational shapes that trl reads:
 
 - supervised: `{"messages": [{"role": …, "content": …}, …]}`; a message keeps `name` and
-  `weight` (0 or 1, assistant messages only) when the file gives them;
+  `weight` (0 or 1, assistant messages only) when the file gives them; the row keeps the
+  optional `task_type` (a short label such as `"hashtags"`, 1 to 64 characters, one line) and
+  `metadata` (an object of at most 32 keys whose values are strings, numbers, booleans or
+  null) of either supervised layout. Training reads only the messages; the task type names
+  the row's task in data preparation's statistics;
 - dpo: `{"prompt": [messages ending with a user message], "chosen": [one assistant message],
   "rejected": [one assistant message]}`.
 
@@ -21,9 +25,10 @@ place in the line (`column`, e.g. `messages[2].content`) and a stable code; noth
 dropped in silence. Codes besides the readers' (`invalid_json`, `not_an_object`, …):
 `missing_messages`, `messages_not_a_list`, `message_not_an_object`, `missing_role`,
 `missing_content`, `unknown_role`, `unknown_message_key`, `invalid_weight`, `wrong_type`,
-`empty_content`, `special_token`, `no_assistant_message`, `no_user_message`, `role_order`,
-`unknown_column`, `missing_field`, `invalid_output`, `identical_outputs`, `too_long`,
-`chat_template_error`, `too_few_rows`, `empty_file`.
+`invalid_task_type`, `invalid_metadata`, `empty_content`, `special_token`,
+`no_assistant_message`, `no_user_message`, `role_order`, `unknown_column`, `missing_field`,
+`invalid_output`, `identical_outputs`, `too_long`, `chat_template_error`, `too_few_rows`,
+`empty_file`.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ PREFERENCE_LAYOUTS: dict[str, tuple[str, ...]] = {
     "preference": ("prompt", "chosen", "rejected"),
     "openai_preference": ("input", "preferred_output", "non_preferred_output"),
 }
+# Optional fields of a supervised row, besides its layout's columns.
+SUPERVISED_EXTRAS = ("task_type", "metadata")
+TASK_TYPE_MAX_CHARS = 64
+METADATA_MAX_KEYS = 32
 ROLES = ("system", "user", "assistant")
 MESSAGE_KEYS = ("role", "content", "name", "weight")
 # Markers of common chat templates (ChatML, Llama 2 and 3, Mistral, Gemma, Phi, GPT-2). Inside a
@@ -212,7 +221,8 @@ def _fields(
 def _supervised_row(
     record: dict[str, Any], layout: str, wanted: tuple[str, ...], checks: _Checks
 ) -> Row | None:
-    fields, ok = _fields(record, layout, wanted, checks)
+    fields, ok = _fields(record, layout, wanted + SUPERVISED_EXTRAS, checks)
+    extras = _supervised_extras(fields, checks)
     messages: list[Message] | None = None
     if layout == "chat":
         if "messages" not in fields:
@@ -228,7 +238,47 @@ def _supervised_row(
                 {"role": "user", "content": prompt},
                 {"role": "assistant", "content": completion},
             ]
-    return {"messages": messages} if ok and messages is not None else None
+    if not ok or messages is None or extras is None:
+        return None
+    return {"messages": messages, **extras}
+
+
+def _supervised_extras(fields: dict[str, Any], checks: _Checks) -> dict[str, Any] | None:
+    """The row's `task_type` and `metadata` where given; None when one of them is invalid."""
+    extras: dict[str, Any] = {}
+    problems = len(checks.problems)
+    if "task_type" in fields:
+        value = fields["task_type"]
+        if not isinstance(value, str):
+            why = f"task_type must be a string, got {_type_name(value)}."
+            checks.add("invalid_task_type", why, "task_type")
+        elif not value.strip() or len(value) > TASK_TYPE_MAX_CHARS or "\n" in value:
+            lines = value.count("\n") + 1
+            why = (
+                f"task_type must be 1 to {TASK_TYPE_MAX_CHARS} characters on one line; got "
+                f"{len(value.strip())} characters on {lines} line{'s' if lines > 1 else ''}."
+            )
+            checks.add("invalid_task_type", why, "task_type")
+        else:
+            extras["task_type"] = value.strip()
+    if "metadata" in fields:
+        value = fields["metadata"]
+        if not isinstance(value, dict):
+            why = f"metadata must be an object, got {_type_name(value)}."
+            checks.add("invalid_metadata", why, "metadata")
+        elif len(value) > METADATA_MAX_KEYS:
+            why = f"metadata has {len(value)} keys; at most {METADATA_MAX_KEYS} are allowed."
+            checks.add("invalid_metadata", why, "metadata")
+        else:
+            for key, item in value.items():
+                if not (item is None or isinstance(item, str | int | float | bool)):
+                    why = (
+                        f"metadata.{key} must be a string, number, boolean or null, got "
+                        f"{_type_name(item)}."
+                    )
+                    checks.add("invalid_metadata", why, f"metadata.{key}")
+            extras["metadata"] = value
+    return extras if len(checks.problems) == problems else None
 
 
 def _preference_row(

@@ -15,8 +15,8 @@ as they are. In order:
    so both sides keep the class shares.
 
 The report counts the removed rows by reason, with examples, and gives statistics by language
-and by task type (classification: the label; chat data: the system prompt, where rows have
-one). Both new datasets carry it under `preparation`.
+and by task type (classification: the label; supervised data: the row's `task_type` field, else
+its system prompt, where rows have one). Both new datasets carry it under `preparation`.
 """
 
 from __future__ import annotations
@@ -103,9 +103,12 @@ def language_text(kind: str, row: Row) -> str:
 
 
 def task_type(kind: str, row: Row) -> str | None:
-    """A row's task type: its label (classification) or its system prompt (chat data)."""
+    """A row's task type: its label (classification), its `task_type` field (supervised data,
+    see `datasets.chat`) or else its system prompt (chat data)."""
     if kind == "classification":
         return ";".join(row_labels(row))
+    if row.get("task_type"):
+        return str(row["task_type"])
     messages = row.get("messages") or row.get("prompt") or []
     for message in messages:
         if message["role"] == "system":
@@ -304,10 +307,23 @@ def statistics(kind: str, rows: list[Row], languages: list[str]) -> dict[str, An
         "rows": len(rows),
         "languages": dict(Counter(languages).most_common()),
         "task_types": dict(types.most_common()) if types else None,
-        "task_type_source": ("label" if kind == "classification" else "system_prompt")
-        if types
-        else None,
+        "task_type_source": task_type_source(kind, rows) if types else None,
     }
+
+
+def task_type_source(kind: str, rows: list[Row]) -> str:
+    """Where the task types come from: `label`, `task_type`, `system_prompt`, or
+    `task_type+system_prompt` when some rows name their task and others only have a system
+    prompt."""
+    if kind == "classification":
+        return "label"
+    named = sum(bool(r.get("task_type")) for r in rows)
+    if named == len(rows):
+        return "task_type"
+    prompted = any(not r.get("task_type") and task_type(kind, r) is not None for r in rows)
+    if named == 0:
+        return "system_prompt"
+    return "task_type+system_prompt" if prompted else "task_type"
 
 
 def label_shares(rows: list[Row]) -> dict[str, float]:
