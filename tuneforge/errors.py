@@ -80,3 +80,7 @@ class LeaseLostError(TuneforgeError):
     """This process's claim on a job was taken over: it may no longer change the job."""
 
     code = "lease_lost"
+
+
+class StudyNotFoundError(NotFoundError):
+    code = "study_not_found"

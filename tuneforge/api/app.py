@@ -25,6 +25,7 @@ from tuneforge.api.routes import (
     models,
     registry,
     serving,
+    studies,
     synthetic_data,
     training_seed,
     workers,
@@ -33,6 +34,7 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.jobs.worker import Worker
 from tuneforge.serving.cache import ModelCache
+from tuneforge.studies.driver import StudyDriver
 
 JSON_BODY_LIMIT = 1024 * 1024
 
@@ -57,9 +59,20 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
             )
             thread.start()
         app.state.worker = worker
+        # Studies are coordinated beside the worker, never in its place: a study waits on
+        # trial jobs that the worker runs.
+        driver = StudyDriver(store, settings) if run_worker else None
+        if driver is not None:
+            driver_thread = threading.Thread(
+                target=driver.run_forever, name="tuneforge-studies", daemon=True
+            )
+            driver_thread.start()
         try:
             yield
         finally:
+            if driver is not None:
+                driver.stop.set()
+                driver_thread.join(timeout=30)
             if worker is not None:
                 # The running job checkpoints and goes back to the queue (see Worker).
                 worker.stop.set()
@@ -92,6 +105,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         classifications,
         registry,
         serving,
+        studies,
         training_seed,
         workers,
         dashboard,

@@ -16,6 +16,7 @@ STATUS_BY_CODE = {
     "not_found": 404,
     "file_not_found": 404,
     "job_not_found": 404,
+    "study_not_found": 404,
     "model_not_found": 404,
     "invalid_state": 409,
     "file_too_large": 413,

@@ -197,3 +197,50 @@ model_aliases = Table(
     Column("version", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Hyperparameter studies (tuneforge.studies): the study, its trials (each one a job), and the
+# log of Optuna's JournalStorage for the study (Optuna's RDBStorage would share the
+# alembic_version table with ours, so its log is kept here instead).
+studies = Table(
+    "studies",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("status", String(32), nullable=False),  # running, succeeded, failed, cancelled
+    Column("spec", JSON, nullable=False),  # tuneforge.studies.spec.StudyCreate, as stored
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("cancel_requested", Boolean, nullable=False, default=False, server_default="0"),
+    # The driver that coordinates the study, and until when its claim holds.
+    Column("driver_id", String(128)),
+    Column("driver_until", Float),
+    Column("result", JSON),  # best trial, parameter importances, registered version
+    Column("error", JSON),
+    Index("ix_studies_status_created", "status", "created_at"),
+)
+
+study_trials = Table(
+    "study_trials",
+    metadata,
+    Column("study_id", String(64), ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", Integer, primary_key=True),  # Optuna's trial number
+    Column("trial_id", Integer, nullable=False),  # Optuna's trial id
+    Column("job_id", String(64)),
+    Column("state", String(16), nullable=False),  # running, complete, pruned, failed, cancelled
+    Column("params", JSON, nullable=False),
+    Column("value", Float),
+    # The newest metrics event of the job already reported to Optuna.
+    Column("last_event", Integer, nullable=False, default=0, server_default="0"),
+    Column("intermediate", JSON),  # {step: value} as reported
+    Column("error", JSON),  # why the trial could not start
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+)
+
+study_journal = Table(
+    "study_journal",
+    metadata,
+    Column("study_id", String(64), ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("entry", JSON, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Hyperparameter studies: Optuna searches over job specs, every trial a normal job."""
