@@ -2,7 +2,14 @@
 // in plain HTML. Each chart names what it shows for screen readers.
 import { fmtNum, h, s, fill } from "./dom.js";
 
-const MARGIN = { top: 12, right: 16, bottom: 38, left: 58 };
+const MARGIN = { top: 12, right: 16, bottom: 38, left: 64 };
+
+/** Tick labels: short, so that they leave room for the axis title. */
+function tickText(value) {
+  const abs = Math.abs(value);
+  if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(1);
+  return fmtNum(value);
+}
 
 /** About `count` round tick values covering lo..hi. */
 export function niceTicks(lo, hi, count = 5) {
@@ -65,27 +72,27 @@ class ResponsiveChart {
     fill(this.plot, svg);
   }
 
-  axes(svg, inner, xTicks, xPos, yTicks, yPos, xLabel, yLabel, xFormat = fmtNum) {
+  axes(svg, inner, xTicks, xPos, yTicks, yPos, xLabel, yLabel) {
     const g = s("g", { class: "axes", transform: `translate(${MARGIN.left},${MARGIN.top})` });
     for (const t of yTicks) {
       const y = yPos(t);
       g.append(s("line", { class: "grid", x1: 0, x2: inner.w, y1: y, y2: y }));
       g.append(s("text", { class: "tick", x: -6, y, dy: "0.32em", "text-anchor": "end" },
-        fmtNum(t)));
+        tickText(t)));
     }
     g.append(s("line", { class: "axis", x1: 0, x2: inner.w, y1: inner.h, y2: inner.h }));
     for (const t of xTicks) {
       const x = xPos(t);
       g.append(s("line", { class: "axis", x1: x, x2: x, y1: inner.h, y2: inner.h + 4 }));
       g.append(s("text", { class: "tick", x, y: inner.h + 16, "text-anchor": "middle" },
-        xFormat(t)));
+        tickText(t)));
     }
     if (xLabel) {
       g.append(s("text", { class: "label", x: inner.w / 2, y: inner.h + 32,
         "text-anchor": "middle" }, xLabel));
     }
     if (yLabel) {
-      g.append(s("text", { class: "label", x: -inner.h / 2, y: -46, "text-anchor": "middle",
+      g.append(s("text", { class: "label", x: -inner.h / 2, y: -52, "text-anchor": "middle",
         transform: "rotate(-90)" }, yLabel));
     }
     svg.append(g);
