@@ -5,13 +5,18 @@ A: tuneforge's path, `train_embedding` reporting through the real `JobReporter` 
 B: a plain `SentenceTransformerTrainer` script: the same model, loss, batch sampler, learning
    rate, warm-up, scheduler, weight decay, seed and logging, everything else left at the
    library's defaults.
+C: the same script with `SentenceTransformerTrainingArguments`' defaults (batch 8, no warm-up,
+   no weight decay, batches that may hold a duplicate text, which MNRL then counts as a wrong
+   answer): what one gets without choosing settings, against A with tuneforge's defaults.
 
 Both train all-MiniLM-L6-v2 with MultipleNegativesRankingLoss on (sentence1, sentence2) pairs of
 STS rows scored >= 3.0, alternating A B A B ... in one process (`harness`). The measure is the
 trainer's own `train_runtime` (start of the training loop to its end), taken the same way for
 both; model loading, tuneforge's baseline/final evaluations (off here: no validation rows) and
 the final model save lie outside it. Reported per run: pairs/s, useful (non-padding) tokens/s,
-MFU and peak memory; then medians and the ratio tuneforge/baseline.
+MFU and peak memory; then medians and the ratio tuneforge/baseline. Every trained model is then
+measured on held-out STS Benchmark dev pairs: Spearman correlation of cosine similarity with
+the human scores (the untrained model's is printed for reference).
 
     python bench/embedding_overhead.py [--rows N] [--rounds R] [--batch-size B] [--out DIR]
 """
@@ -27,6 +32,24 @@ from typing import Any
 import harness
 
 DATA = harness.DATA / "stsb-en-train.csv"
+DEV = harness.DATA / "stsb-en-dev.csv"
+
+
+def load_scored(path: Path, rows: int) -> list[tuple[str, str, float]]:
+    """The first `rows` scored pairs of an STS CSV without header."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [(a, b, float(score)) for a, b, score in list(csv.reader(handle))[:rows]]
+
+
+def spearman(model: Any, scored: list[tuple[str, str, float]]) -> dict[str, float]:
+    """Spearman correlation of the model's cosine similarities with the gold scores."""
+    import torch
+    from scipy.stats import spearmanr
+
+    first = model.encode([a for a, _, _ in scored], batch_size=64, convert_to_tensor=True)
+    second = model.encode([b for _, b, _ in scored], batch_size=64, convert_to_tensor=True)
+    cosine = torch.nn.functional.cosine_similarity(first, second).cpu().numpy()
+    return {"spearman": float(spearmanr(cosine, [s for _, _, s in scored]).statistic)}
 
 
 def load_pairs(path: Path, rows: int, min_score: float) -> list[dict[str, str]]:
@@ -52,7 +75,11 @@ def count_pairs(inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def tuneforge_runner(
-    model_id: str, pairs: list[dict[str, str]], hp: Any, seed: int
+    model_id: str,
+    pairs: list[dict[str, str]],
+    hp: Any,
+    seed: int,
+    held_out: list[tuple[str, str, float]],
 ) -> harness.Runner:
     """train_embedding as the job runner calls it, with a job row in a fresh SQLite store."""
 
@@ -81,7 +108,11 @@ def tuneforge_runner(
                 output_dir=job.output_dir,
                 reporter=job.reporter,
             )
-            return harness.Outcome(overhead=job.overhead())
+            overhead = job.overhead()
+            from sentence_transformers import SentenceTransformer
+
+            trained = SentenceTransformer(str(job.output_dir), device=device)
+            return harness.Outcome(quality=spearman(trained, held_out), overhead=overhead)
 
     return run
 
@@ -90,9 +121,15 @@ def tuneforge_runner(
 
 
 def baseline_runner(
-    model_id: str, pairs: list[dict[str, str]], hp: Any, seed: int
+    model_id: str,
+    pairs: list[dict[str, str]],
+    hp: Any,
+    seed: int,
+    held_out: list[tuple[str, str, float]],
+    same_settings: bool = True,
 ) -> harness.Runner:
-    """What one would write by hand from the sentence-transformers docs."""
+    """What one would write by hand from the sentence-transformers docs: with tuneforge's
+    settings, or with nothing chosen (`same_settings=False`: the library's defaults)."""
 
     def run(folder: Path, device: str) -> harness.Outcome:
         from datasets import Dataset
@@ -109,21 +146,25 @@ def baseline_runner(
 
         set_seed(seed)
         model = SentenceTransformer(model_id, device=device)
+        chosen: dict[str, Any] = {"num_train_epochs": hp.n_epochs}
+        if same_settings:
+            chosen |= {
+                "per_device_train_batch_size": hp.batch_size,
+                "learning_rate": hp.learning_rate,
+                "warmup_ratio": hp.warmup_ratio,
+                "weight_decay": hp.weight_decay,
+                "max_grad_norm": hp.max_grad_norm,
+                "lr_scheduler_type": hp.lr_scheduler,
+                "data_seed": seed,
+                "logging_steps": hp.logging_steps,
+                "batch_sampler": BatchSamplers.NO_DUPLICATES,
+            }
         args = SentenceTransformerTrainingArguments(
             output_dir=str(folder / "baseline"),
-            num_train_epochs=hp.n_epochs,
-            per_device_train_batch_size=hp.batch_size,
-            learning_rate=hp.learning_rate,
-            warmup_ratio=hp.warmup_ratio,
-            weight_decay=hp.weight_decay,
-            max_grad_norm=hp.max_grad_norm,
-            lr_scheduler_type=hp.lr_scheduler,
             seed=seed,
-            data_seed=seed,
-            logging_steps=hp.logging_steps,
             report_to="none",
             disable_tqdm=True,
-            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            **chosen,
         )
         columns = ("anchor", "positive")
         trainer = SentenceTransformerTrainer(
@@ -133,7 +174,7 @@ def baseline_runner(
             train_dataset=Dataset.from_dict({c: [p[c] for p in pairs] for c in columns}),
         )
         trainer.train()
-        return harness.Outcome()
+        return harness.Outcome(quality=spearman(trainer.model, held_out))
 
     return run
 
@@ -148,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1, help="passes over the pairs (default 1)")
     parser.add_argument("--min-score", type=float, default=3.0, help="STS score of a pair")
     parser.add_argument("--data", type=Path, default=DATA, help="STS-B CSV without header")
+    parser.add_argument(
+        "--held-out", type=int, default=500, help="STS dev pairs to measure on (default 500)"
+    )
     options = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-") as tmp:
@@ -167,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         pairs = load_pairs(options.data, options.rows, options.min_score)
+        held_out = load_scored(DEV, options.held_out)
         model = SentenceTransformer(model_id, device="cpu")
         flops = harness.flops_model(model, model[0].model.config)
+        untrained = spearman(model, held_out)["spearman"]
         del model
 
         bench = harness.Benchmark(
@@ -180,23 +226,37 @@ def main(argv: list[str] | None = None) -> int:
                 f"{hp.n_epochs} epoch(s), {options.rounds} rounds A/B alternating.",
                 "Throughput is over the trainer's `train_runtime`; tokens are the attention-mask "
                 "ones of both columns (real tokens with [CLS]/[SEP], no padding).",
+                f"Quality: Spearman of cosine similarity vs gold scores on {len(held_out)} STS "
+                f"dev pairs (untrained model: {untrained:.4f}).",
             ],
             paths=[
                 harness.TrainingPath(
                     "tuneforge",
                     "tuneforge `train_embedding` (job row, JobReporter, atomic checkpoints)",
-                    tuneforge_runner(model_id, pairs, hp, options.seed),
+                    tuneforge_runner(model_id, pairs, hp, options.seed, held_out),
                 ),
                 harness.TrainingPath(
                     "baseline",
                     "SentenceTransformerTrainer with the same settings, the rest library defaults",
-                    baseline_runner(model_id, pairs, hp, options.seed),
+                    baseline_runner(model_id, pairs, hp, options.seed, held_out),
+                ),
+                harness.TrainingPath(
+                    "st-defaults",
+                    "SentenceTransformerTrainer with its defaults (batch 8, default sampler)",
+                    baseline_runner(model_id, pairs, hp, options.seed, held_out, False),
                 ),
             ],
             comparisons=[
                 harness.Comparison(
-                    "identical settings: overhead", "tuneforge", "baseline", "examples_per_s", 0.97
-                )
+                    "(a) identical settings: overhead",
+                    "tuneforge",
+                    "baseline",
+                    "examples_per_s",
+                    0.97,
+                ),
+                harness.Comparison(
+                    "(b) each side's defaults", "tuneforge", "st-defaults", "examples_per_s", 1.3
+                ),
             ],
             count=count_pairs,
             flops=flops,
@@ -205,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pairs": len(pairs),
                 "min_score": options.min_score,
                 "data": str(options.data),
+                "held_out": len(held_out),
+                "untrained_spearman": untrained,
                 "hyperparameters": hp.model_dump(),
             },
         )
