@@ -100,7 +100,8 @@ def _free_port() -> int:
 class Server:
     """A running `tuneforge serve` and an HTTP client for it."""
 
-    def __init__(self, home: Path, database_url: str | None = None):
+    def __init__(self, home: Path, database_url: str | None = None,
+                 args: tuple[str, ...] = (), headers: dict[str, str] | None = None):
         self.home = home
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -109,9 +110,10 @@ class Server:
             self.env["DATABASE_URL"] = database_url
         self.log = (home.parent / f"server-{self.port}.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuneforge.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "tuneforge.cli", "serve", "--port", str(self.port), *args],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(home.parent))
-        self.client = httpx.Client(base_url=self.url, timeout=60)
+        # `headers`: e.g. an API key's Authorization, for a server that needs one.
+        self.client = httpx.Client(base_url=self.url, timeout=60, headers=headers)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

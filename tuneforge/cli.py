@@ -47,6 +47,10 @@ app.add_typer(files_app, name="files")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(
+    help="API keys (on this machine's database): create, list, revoke.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
 studies_app = typer.Typer(
     help="Hyperparameter studies: create, list, show, cancel, promote.", no_args_is_help=True
 )
@@ -76,7 +80,13 @@ class ApiClient:
         import httpx
 
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(60, connect=10))
+        # Like the `openai` client's OPENAI_API_KEY: the one key the commands send.
+        key = os.environ.get("TUNEFORGE_API_KEY")
+        self.http = httpx.Client(
+            base_url=self.url,
+            timeout=httpx.Timeout(60, connect=10),
+            headers={"Authorization": f"Bearer {key}"} if key else None,
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
@@ -198,12 +208,104 @@ def serve(
     settings = settings.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v}
     )
+    _refuse_open_exposure(settings)
     uvicorn.run(
         create_app(settings, run_worker=worker),
         host=settings.host,
         port=settings.port,
         log_level="info",
     )
+
+
+def _refuse_open_exposure(settings: Settings) -> None:
+    """Beyond loopback, the API only runs behind API keys."""
+    from tuneforge.api.security import is_loopback
+
+    if is_loopback(settings.host):
+        return
+    store = _local_store(settings)
+    try:
+        has_keys = bool(store.active_api_keys())
+    finally:
+        store.dispose()
+    if not has_keys:
+        fail(
+            f"Refusing to listen on {settings.host}: beyond loopback, tuneforge needs API keys "
+            "and none exist. Create one with `tuneforge keys create --name NAME --scope admin` "
+            "(same TUNEFORGE_HOME / DATABASE_URL), then start again."
+        )
+
+
+def _local_store(settings: Settings) -> Store:
+    from tuneforge.db.store import Store
+
+    settings.ensure_dirs()
+    store = Store(settings.db_url)
+    store.create_schema()
+    return store
+
+
+@keys_app.command("create")
+def create_key(
+    name: Annotated[str, typer.Option(help="What the key is for (shown in lists and logs).")],
+    scope: Annotated[
+        Literal["read", "admin"],
+        typer.Option(help="read: reads and inference; admin: everything, audit log included."),
+    ] = "read",
+) -> None:
+    """Create an API key and print its secret, once: only a hash of it is kept."""
+    from tuneforge.config import get_settings
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.security.keys import create_api_key
+
+    store = _local_store(get_settings())
+    try:
+        row, secret = create_api_key(store, name, scope)
+    except TuneforgeError as exc:
+        fail(exc.message)
+    finally:
+        store.dispose()
+    err_console.print(
+        f"Created {row['scope']} key {row['id']} ({escape(row['name'])}). Its secret is shown "
+        "only now; send it as `Authorization: Bearer <secret>`:",
+        soft_wrap=True,
+    )
+    print(secret)
+
+
+@keys_app.command("list")
+def list_keys() -> None:
+    """Every key with its scope and state; secrets are never shown (only their first
+    characters)."""
+    from tuneforge.config import get_settings
+
+    store = _local_store(get_settings())
+    try:
+        rows = store.list_api_keys()
+    finally:
+        store.dispose()
+    table = _table("id", "name", "scope", "prefix", "created", "revoked")
+    for row in rows:
+        table.add_row(
+            row["id"], escape(row["name"]), row["scope"], row["prefix"] + "…",
+            _when(row["created_at"]), _when(row["revoked_at"]),
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(key_id: str) -> None:
+    """Revoke a key; requests with it are refused within a second."""
+    from tuneforge.config import get_settings
+
+    store = _local_store(get_settings())
+    try:
+        done = store.revoke_api_key(key_id)
+    finally:
+        store.dispose()
+    if not done:
+        fail(f"No active key with id {key_id!r} (see `tuneforge keys list`).")
+    console.print(f"Revoked {key_id}.")
 
 
 @app.command("worker")
@@ -731,7 +833,8 @@ TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 def _follow_stream(api: ApiClient, job_id: str, arrived: Any) -> None:
     import httpx
 
-    client = httpx.Client(base_url=api.url)  # its own: this thread outlives requests
+    # Its own (this thread outlives requests), with the same key.
+    client = httpx.Client(base_url=api.url, headers=dict(api.http.headers))
     last_id: str | None = None
     while True:
         headers = {"Last-Event-ID": last_id} if last_id else {}
@@ -1319,14 +1422,35 @@ def export_feedback_command(
 @feedback_app.command("retrain")
 def retrain_command(
     registered_model: str,
-    kind: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
-    alias: Annotated[str, typer.Option(help="The version to start from and promote.")] = (
-        "production"
-    ),
+    kind: Annotated[
+        str | None, typer.Option(help="supervised (the default) or dpo.", show_default=False)
+    ] = None,
+    alias: Annotated[
+        str | None,
+        typer.Option(help="The version to start from and promote [default: production]."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML or JSON: more of the request (method, min_delta, seed, since, …); "
+            "the options above win."
+        ),
+    ] = None,
     url: Url = DEFAULT_URL,
 ) -> None:
     """Export a registered model's feedback and fine-tune its production version on it."""
-    body = {"registered_model": registered_model, "kind": kind, "alias": alias}
+    import yaml
+
+    body: dict[str, Any] = {}
+    if config is not None:
+        try:
+            body = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            fail(f"Cannot read {config}: {error}")
+        if not isinstance(body, dict):
+            fail(f"{config} must hold a mapping of the request's fields.")
+    given = {"registered_model": registered_model, "kind": kind, "alias": alias}
+    body.update({k: v for k, v in given.items() if v is not None})
     done = ApiClient(url).post("/v1/feedback/retrain", json=body)
     console.print(
         f"Job [bold]{done['job']['id']}[/] queued on {done['export']['dataset']['id']} "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -27,6 +29,27 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `tuneforge serve` binds to.")
     port: int = Field(8000, description="Port `tuneforge serve` listens on.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header values accepted besides localhost, 127.0.0.1, [::1] and the "
+        "bound address (DNS rebinding); `*` accepts any. JSON list or comma-separated.",
+    )
+    rate_limit_per_minute: float = Field(
+        600.0,
+        gt=0,
+        description="Requests per minute to the expensive endpoints (creating jobs, exports, "
+        "evaluations; inference) per API key, or per client address while the API is open.",
+    )
+    rate_limit_burst: int = Field(
+        120,
+        ge=1,
+        description="How many of those requests may come at once before the rate applies.",
+    )
+    max_queued_jobs_per_key: int = Field(
+        100,
+        ge=1,
+        description="Jobs (of any kind) one API key (or the open API) may have waiting to run.",
+    )
     max_upload_bytes: int = Field(
         512 * 1024 * 1024,
         description="Largest accepted upload; larger ones get 413 while streaming.",
@@ -69,6 +92,16 @@ class Settings(BaseSettings):
         description="Module a worker runs each job with (`python -m MODULE JOB_ID LEASE "
         "SETTINGS`); tests swap in a quick one.",
     )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [h.strip() for h in text.split(",") if h.strip()]
+        return value
 
     @field_validator("home", "model_dirs")
     @classmethod

@@ -46,6 +46,24 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
+class RemoteCodeRefusedError(InvalidRequestError):
+    """The model would run its own code when loaded; tuneforge never does."""
+
+    code = "remote_code_refused"
+
+
+class UnsafeWeightsError(InvalidRequestError):
+    """The model's weights exist only as pickles, which can run code when loaded."""
+
+    code = "unsafe_weights"
+
+
+class UnsupportedFileError(InvalidRequestError):
+    """An upload tuneforge does not take (an archive or compressed file)."""
+
+    code = "unsupported_file"
+
+
 class InvalidDatasetError(TuneforgeError):
     code = "invalid_dataset"
 

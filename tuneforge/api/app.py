@@ -14,6 +14,7 @@ from tuneforge.api import errors
 from tuneforge.api.event_watch import EventWatcher
 from tuneforge.api.limits import BodySizeLimit
 from tuneforge.api.routes import (
+    audit,
     classifications,
     dashboard,
     datasets,
@@ -30,6 +31,7 @@ from tuneforge.api.routes import (
     training_seed,
     workers,
 )
+from tuneforge.api.security import ApiGuard
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.jobs.worker import Worker
@@ -93,7 +95,10 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         upload_limit=settings.max_upload_bytes + 64 * 1024,
         upload_paths=("/v1/files",),
     )
+    # Added last, so outermost: Host, key and rate checks come before the body is read.
+    app.add_middleware(ApiGuard, settings=settings)
     for module in (
+        audit,
         files,
         datasets,
         fine_tuning,

@@ -13,6 +13,9 @@ from tuneforge.errors import TuneforgeError
 STATUS_BY_CODE = {
     "invalid_request": 400,
     "invalid_dataset": 400,
+    "remote_code_refused": 400,
+    "unsafe_weights": 400,
+    "unsupported_file": 400,
     "not_found": 404,
     "file_not_found": 404,
     "job_not_found": 404,

@@ -13,6 +13,8 @@ from tuneforge.datasets.readers import detect_format
 from tuneforge.datasets.statistics import load_tokenizer
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import FileNotFoundInStoreError, FileTooLargeError, InvalidRequestError
+from tuneforge.security.paths import inside
+from tuneforge.security.uploads import refuse_archive
 
 PURPOSES = ("fine-tune",)
 CHUNK = 1024 * 1024
@@ -20,9 +22,9 @@ CHUNK = 1024 * 1024
 
 def file_path(settings: Settings, file_id: str) -> Path:
     """Where a stored file lives. Ids are generated here, never taken as paths."""
-    if not file_id.startswith("file-") or not file_id[5:].isalnum():
+    if not file_id.startswith("file-") or not (file_id[5:].isascii() and file_id[5:].isalnum()):
         raise FileNotFoundInStoreError(f"No file with id {file_id!r}.", param="file_id")
-    return settings.files_dir / file_id
+    return inside(settings.files_dir, file_id)
 
 
 def ingest_file(
@@ -51,6 +53,8 @@ def ingest_file(
     try:
         with partial.open("wb") as out:
             while chunk := source.read(CHUNK):
+                if size == 0:
+                    refuse_archive(chunk)
                 size += len(chunk)
                 if size > settings.max_upload_bytes:
                     raise FileTooLargeError(

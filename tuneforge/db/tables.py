@@ -198,6 +198,35 @@ model_aliases = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# API keys: only a SHA-256 of the secret is kept; `prefix` (the secret's first characters)
+# lets an operator tell keys apart in `tuneforge keys list`.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("scope", String(16), nullable=False),  # "read" or "admin"
+    Column("prefix", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+# Every write through the API: who (a key id, or "local" while the API is open), what, when.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", Float, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("resource_id", String(255)),  # the id the write created or named, when known
+    Column("client", String(64)),  # the client's address
+    Index("ix_audit_log_actor_resource", "actor", "resource_id"),
+)
+
 # Hyperparameter studies (tuneforge.studies): the study, its trials (each one a job), and the
 # log of Optuna's JournalStorage for the study (Optuna's RDBStorage would share the
 # alembic_version table with ours, so its log is kept here instead).

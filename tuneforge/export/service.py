@@ -24,8 +24,9 @@ from tuneforge.errors import InvalidRequestError, JobNotFoundError
 from tuneforge.export.gguf_convert import DIRECT_TYPES, gguf_architecture
 from tuneforge.export.llama import QUANTIZED
 from tuneforge.jobs.status import JobStatus
+from tuneforge.security.paths import inside
 from tuneforge.serving.loading import DESCRIPTIONS, model_kind
-from tuneforge.training.models import refuse_remote_code, resolve_model
+from tuneforge.training.models import resolve_model
 from tuneforge.training.spec import MODEL_NAME
 
 KIND = "export"
@@ -107,8 +108,7 @@ def create_export(store: Store, settings: Settings, request: ExportCreate) -> Ro
             f"Model {request.model!r} is not available locally; download or train it first.",
             param="model",
         )
-    folder = Path(source.location)
-    refuse_remote_code(folder)
+    folder = Path(source.location)  # checked as it resolved (see check_model_files)
     found = model_kind(folder)
     wanted = FORMAT_KINDS[request.format]
     if found != wanted:
@@ -149,7 +149,7 @@ def require_export(store: Store, export_id: str) -> Row:
 
 
 def export_folder(settings: Settings, export_id: str) -> Path:
-    return settings.home / "exports" / export_id
+    return inside(settings.home / "exports", export_id)
 
 
 def file_stem(model: str) -> str:

@@ -35,11 +35,12 @@ from tuneforge.jobs import reporting
 from tuneforge.jobs.publish import promotion_gate, publish
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
+from tuneforge.synthetic.endpoint_keys import forget_finished_keys
 from tuneforge.synthetic.run import run_synthetic
 from tuneforge.synthetic.service import KIND as SYNTHETIC
 from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.checkpoints import discard_incomplete, newest_complete
-from tuneforge.training.models import refuse_remote_code, resolve_model
+from tuneforge.training.models import resolve_model
 from tuneforge.training.spec import JobCreate
 
 # The module that trains each kind (`method.type`); see tuneforge.training.base.
@@ -109,6 +110,9 @@ def run_job(store: Store, settings: Settings, job_id: str, lease: int) -> None:
         _fail(store, job_id, lease, exc)
     except Exception as exc:  # the last line of defence: every failure ends the run
         _fail(store, job_id, lease, _classify(exc))
+    finally:
+        if job["kind"] == SYNTHETIC:
+            forget_finished_keys(store, settings)  # an ended job's endpoint key goes
 
 
 def _train(
@@ -146,9 +150,8 @@ def _train(
             "validation_source": data.validation_source,
         },
     )
+    # A local model is checked for code of its own and pickled weights as it resolves.
     source = resolve_model(store, settings, spec.model)
-    if source.is_local:
-        refuse_remote_code(Path(source.location))
     device = pick_device(spec.device, reporter)
     name = fine_tuned_name(spec, job_id)
     # Written aside and moved into place only when complete (see below).

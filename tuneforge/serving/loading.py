@@ -25,10 +25,10 @@ from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
-from tuneforge.errors import InvalidRequestError, ModelNotFoundError
+from tuneforge.errors import InvalidRequestError
 from tuneforge.serving.cache import ModelCache
 from tuneforge.training.llm import MODEL_INFO
-from tuneforge.training.models import refuse_remote_code, resolve_model
+from tuneforge.training.models import local_model
 
 ENDPOINTS = {
     "embedding": "/v1/embeddings",
@@ -94,13 +94,6 @@ def served_model(store: Store, settings: Settings, cache: ModelCache, name: str,
     """The loaded model `name` of `kind`, from `cache` or loaded into it. Raises
     ModelNotFoundError for unknown models and models not on this machine (requests never
     download), InvalidRequestError for models of another kind or needing remote code."""
-    source = resolve_model(store, settings, name)
-    if not source.is_local:
-        raise ModelNotFoundError(
-            f"Model {name!r} is not available locally; train or download it first.",
-            param="model",
-        )
-    location = Path(source.location)
-    refuse_remote_code(location)
+    location = local_model(store, settings, name)
     require_kind(name, location, kind)
     return cache.get(str(location), lambda: load_model(kind, location))

@@ -3,16 +3,14 @@ OpenAI has none)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.api.deps import SettingsDep, StoreDep
-from tuneforge.errors import ModelNotFoundError
 from tuneforge.serving.classifier import MAX_INPUTS, loaded_classifier
-from tuneforge.training.models import refuse_remote_code, resolve_model
+from tuneforge.training.models import local_model
 
 router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
 
@@ -44,14 +42,7 @@ def classify(
     (that one, or for a multi-label model every class scoring at least 0.5); `scores` the
     classes with their probabilities, highest first."""
     texts = request.texts()
-    source = resolve_model(store, settings, request.model)
-    if not source.is_local:
-        raise ModelNotFoundError(
-            f"Model {request.model!r} is not available locally; train or download it first.",
-            param="model",
-        )
-    location = Path(source.location)
-    refuse_remote_code(location)
+    location = local_model(store, settings, request.model)
     classifier = loaded_classifier(request.model, location)
     predictions = classifier.predict(texts, request.top_k)
     tokens = sum(p.tokens for p in predictions)

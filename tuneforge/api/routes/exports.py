@@ -22,6 +22,7 @@ from tuneforge.export.service import (
     public_export,
     require_export,
 )
+from tuneforge.security.paths import inside
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
@@ -80,7 +81,7 @@ def download(
             )
         entry = files[name]
         return FileResponse(
-            folder / name,
+            inside(folder, name),
             filename=Path(name).name,
             media_type="application/octet-stream",
             headers={"X-SHA256": entry["sha256"]},
@@ -97,7 +98,7 @@ def _tar_stream(folder: Path, names: list[str]) -> Iterator[bytes]:
     """A tar archive of the export's files, written as it is read: each file's header, its
     bytes in blocks, padding to 512 bytes; two empty blocks at the end."""
     for name in names:
-        path = folder / name
+        path = inside(folder, name)
         info = tarfile.TarInfo(name)
         info.size = path.stat().st_size
         info.mtime = int(path.stat().st_mtime)

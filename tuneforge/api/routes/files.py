@@ -39,7 +39,7 @@ def list_files(
     store: StoreDep,
     purpose: str | None = None,
     after: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> dict[str, Any]:
     rows, has_more = store.list_files(purpose=purpose, after=after, limit=limit)
     data = [public_file(r) for r in rows]

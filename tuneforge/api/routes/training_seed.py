@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuneforge.api.deps import SettingsDep, StoreDep
 from tuneforge.errors import InvalidRequestError, JobNotFoundError
@@ -170,14 +170,23 @@ class EvaluateRequest(BaseModel):
 async def _evaluate(
     store: StoreDep, settings: SettingsDep, request: EvaluateRequest, response: Response
 ) -> dict[str, Any]:
-    evaluation = EvaluationCreate(
-        model=request.model_tag,
-        baseline_model=request.baseline_model_tag,
-        training_job=job_id_of(request.training_task_id) if request.training_task_id else None,
-        file_id=(
-            file_id_of(request.val_dataset_id, "val_dataset_id") if request.val_dataset_id else None
-        ),
-    )
+    try:
+        evaluation = EvaluationCreate(
+            model=request.model_tag,
+            baseline_model=request.baseline_model_tag,
+            training_job=job_id_of(request.training_task_id) if request.training_task_id else None,
+            file_id=(
+                file_id_of(request.val_dataset_id, "val_dataset_id")
+                if request.val_dataset_id
+                else None
+            ),
+        )
+    except ValidationError as exc:
+        # The seed's fields map onto EvaluationCreate's: its checks are the request's.
+        raise InvalidRequestError(
+            "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()),
+            param="training_task_id",
+        ) from None
     job = await run_in_threadpool(create_evaluation, store, settings, evaluation)
     evaluation_id = str(uuid.UUID(job["id"].removeprefix("evaljob-")))
     response.status_code = 202

@@ -1,0 +1,1 @@
+"""Safe defaults: API keys, rate limits, the Host allowlist, paths kept inside the data folder."""
