@@ -15,6 +15,7 @@ from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidDatasetError, JobCancelledError, TuneforgeError
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus
+from tuneforge.synthetic.endpoint_keys import endpoint_key
 from tuneforge.synthetic.quality import answer_problem, duplicate_answers
 from tuneforge.synthetic.service import SyntheticCreate, fill_prompts
 
@@ -30,13 +31,11 @@ class EndpointError(TuneforgeError):
 class EndpointAnswers:
     """Answers from `POST {url}/v1/chat/completions` of an OpenAI-compatible server."""
 
-    def __init__(self, endpoint: dict[str, Any]):
+    def __init__(self, endpoint: dict[str, Any], api_key: str | None):
         base = endpoint["url"].rstrip("/")
         self.url = (base if base.endswith("/v1") else base + "/v1") + "/chat/completions"
         self.model = endpoint["model"]
-        headers = (
-            {"Authorization": f"Bearer {endpoint['api_key']}"} if endpoint.get("api_key") else {}
-        )
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(headers=headers, timeout=endpoint["timeout_seconds"])
 
     def __call__(
@@ -100,7 +99,9 @@ def run_synthetic(
         source = f"{request.model} on {device}"
     else:
         assert request.endpoint is not None
-        answer = EndpointAnswers(request.endpoint.model_dump())  # type: ignore[assignment]
+        endpoint = request.endpoint.model_dump()
+        key = endpoint_key(settings, job["id"], endpoint)
+        answer = EndpointAnswers(endpoint, key)  # type: ignore[assignment]
         source = f"{request.endpoint.model} at {request.endpoint.url}"
     reporter.note(f"Generating {len(prompts)} answers with {source}.")
     rows: list[Row] = []

@@ -23,6 +23,12 @@ from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import InvalidRequestError, ModelNotFoundError
 from tuneforge.jobs.status import JobStatus
 from tuneforge.serving.loading import require_kind
+from tuneforge.synthetic.endpoint_keys import (
+    REDACTED,
+    forget_finished_keys,
+    keep_key,
+    key_path,
+)
 from tuneforge.synthetic.quality import check_schema
 from tuneforge.training.models import resolve_model
 from tuneforge.training.spec import MODEL_NAME
@@ -60,7 +66,17 @@ class Endpoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(..., max_length=2000, description="Base URL, e.g. http://localhost:11434")
     model: str = Field(..., min_length=1, max_length=255, description="The server's model name.")
-    api_key: str | None = Field(None, max_length=4096, description="Sent as a Bearer token.")
+    api_key: str | None = Field(
+        None,
+        max_length=4096,
+        description="Sent as a Bearer token. Kept in a file of the data folder only while the "
+        "job runs, never in the database (see tuneforge.synthetic.endpoint_keys).",
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="Or the name of the worker's environment variable that holds the key.",
+    )
     timeout_seconds: float = Field(300, gt=0, le=3600, description="Per answer.")
 
 
@@ -92,6 +108,8 @@ class SyntheticCreate(BaseModel):
             url = urlparse(self.endpoint.url)
             if url.scheme not in ("http", "https") or not url.netloc:
                 raise ValueError("endpoint.url must be an http:// or https:// URL")
+            if self.endpoint.api_key and self.endpoint.api_key_env:
+                raise ValueError("give at most one of endpoint.api_key and endpoint.api_key_env")
         q = self.quality
         if q.max_chars is not None and q.max_chars < q.min_chars:
             raise ValueError("quality.max_chars must not be below quality.min_chars")
@@ -148,30 +166,41 @@ def create_synthetic(store: Store, settings: Settings, request: SyntheticCreate)
                 f"Model {request.model!r} is not available locally.", param="model"
             )
         require_kind(request.model, Path(source.location), "causal_lm")
+    forget_finished_keys(store, settings)
     job_id = new_id("synth")
-    store.insert_job(
-        {
-            "id": job_id,
-            "kind": KIND,
-            "model": request.model or request.endpoint.model,  # type: ignore[union-attr]
-            "status": JobStatus.VALIDATING_FILES.value,
-            "spec": request.model_dump(mode="json"),
-            "created_at": time.time(),
-            "device": request.device if request.model else "cpu",
-            "max_attempts": 3,
-        },
-        "Synthetic data generation accepted.",
-    )
-    n = request.generation_config.num_samples
-    return store.transition(job_id, JobStatus.QUEUED, f"Generation of {n} samples queued.")
+    spec = request.model_dump(mode="json")
+    key = request.endpoint.api_key if request.endpoint else None
+    if key:
+        # The database only learns that there is a key; the job process reads it from the file.
+        spec["endpoint"]["api_key"] = REDACTED
+        keep_key(settings, job_id, key)
+    try:
+        store.insert_job(
+            {
+                "id": job_id,
+                "kind": KIND,
+                "model": request.model or request.endpoint.model,  # type: ignore[union-attr]
+                "status": JobStatus.VALIDATING_FILES.value,
+                "spec": spec,
+                "created_at": time.time(),
+                "device": request.device if request.model else "cpu",
+                "max_attempts": 3,
+            },
+            "Synthetic data generation accepted.",
+        )
+        n = request.generation_config.num_samples
+        return store.transition(job_id, JobStatus.QUEUED, f"Generation of {n} samples queued.")
+    except BaseException:
+        key_path(settings, job_id).unlink(missing_ok=True)
+        raise
 
 
 def public_synthetic(job: Row) -> dict[str, Any]:
     spec = dict(job["spec"])
     if spec.get("endpoint"):
-        # The key is kept for the job process; it is never shown.
+        # The stored request holds REDACTED, never the key; shown the same way.
         spec["endpoint"] = dict(
-            spec["endpoint"], api_key="***" if spec["endpoint"].get("api_key") else None
+            spec["endpoint"], api_key=REDACTED if spec["endpoint"].get("api_key") else None
         )
     return {
         "id": job["id"],

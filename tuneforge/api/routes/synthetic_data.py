@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from tuneforge.api.deps import SettingsDep, StoreDep
 from tuneforge.errors import JobNotFoundError
+from tuneforge.synthetic.endpoint_keys import forget_finished_keys
 from tuneforge.synthetic.service import (
     KIND,
     SyntheticCreate,
@@ -51,6 +52,8 @@ def get_synthetic(store: StoreDep, synthetic_id: str) -> dict[str, Any]:
 
 
 @router.post("/{synthetic_id}/cancel")
-def cancel_synthetic(store: StoreDep, synthetic_id: str) -> dict[str, Any]:
+def cancel_synthetic(store: StoreDep, settings: SettingsDep, synthetic_id: str) -> dict[str, Any]:
     _require(store, synthetic_id)
-    return public_synthetic(store.request_cancel(synthetic_id))
+    job = store.request_cancel(synthetic_id)
+    forget_finished_keys(store, settings)  # a job cancelled before it ran keeps no key
+    return public_synthetic(job)
