@@ -214,6 +214,9 @@ class Service:
             HF_HOME=str(build_hf_cache(workdir / "hf")),
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
+            # The benchmark creates hundreds of jobs on purpose: no rate limit or queue bound.
+            TUNEFORGE_RATE_LIMIT_BURST="1000000",
+            TUNEFORGE_MAX_QUEUED_JOBS_PER_KEY="1000000",
         )
         for name in ("DATABASE_URL", "TUNEFORGE_DATABASE_URL"):
             self.env.pop(name, None)

@@ -130,7 +130,7 @@ class ApiGuard:
                     f"Too many requests to {path}; retry in {retry} s "
                     f"(limit: {self.settings.rate_limit_per_minute:g}/min, burst "
                     f"{self.settings.rate_limit_burst}).",
-                    headers=[(b"retry-after", str(retry).encode())],
+                    headers=((b"retry-after", str(retry).encode()),),
                 )
                 return
             if path in JOB_CREATION_PATHS:
@@ -141,7 +141,7 @@ class ApiGuard:
                         f"{waiting} jobs of yours are waiting to run (at most "
                         f"{self.settings.max_queued_jobs_per_key}); wait for some to start, "
                         "or cancel some.",
-                        headers=[(b"retry-after", b"30")],
+                        headers=((b"retry-after", b"30"),),
                     )
                     return
         if not is_write:
@@ -233,7 +233,11 @@ def _resource_id(path: str, body: bytes) -> str | None:
 
 
 async def _reply(
-    send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] = ()  # type: ignore[assignment]
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
     body = error_body(code, message)
     if status in (401, 403):
