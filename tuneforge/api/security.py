@@ -39,9 +39,10 @@ INFERENCE_PATHS = frozenset(
 # POSTs that queue work for a worker: bounded per key.
 JOB_CREATION_PATHS = frozenset(
     {"/v1/fine_tuning/jobs", "/v1/exports", "/v1/evaluations", "/training/train",
-     "/evaluation/evaluate"}
+     "/evaluation/evaluate", "/v1/synthetic-data", "/v1/feedback/retrain"}
 )
-RATE_LIMITED_PATHS = JOB_CREATION_PATHS | INFERENCE_PATHS
+# A study queues its trial jobs itself, later: its creation is rate-limited, not bounded.
+RATE_LIMITED_PATHS = JOB_CREATION_PATHS | INFERENCE_PATHS | {"/v1/studies"}
 ADMIN_ONLY_PREFIXES = ("/v1/audit",)
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 # The response bytes kept to find the id a write created.
@@ -217,6 +218,8 @@ def _resource_id(path: str, body: bytes) -> str | None:
     except ValueError:
         data = None
     if isinstance(data, dict):
+        if isinstance(data.get("job"), dict):  # a write that answers with the job it queued
+            data = data["job"]
         if isinstance(data.get("id"), str):
             return str(data["id"])[:255]
         for key, prefix in (("task_id", "ftjob"), ("evaluation_id", "evaljob")):
