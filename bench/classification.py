@@ -9,7 +9,7 @@ held-out questions of the same intents.
   the real JobReporter), with tuneforge's default hyperparameters.
 - B1, Trainer with tuneforge's settings: a hand-written script (tokenize with truncation,
   `DataCollatorWithPadding`), every setting that tuneforge sets taken from the same
-  `ClassificationHyperparameters`.
+  `ClassificationHyperparameters`, its checkpoint at each epoch's end included.
 - B2, Trainer's defaults: the same script with `TrainingArguments`' defaults (batch 8, no
   warm-up, no weight decay), the collator the Trainer picks itself.
 
@@ -168,6 +168,9 @@ def trainer_runner(
                 logging_steps=hp.logging_steps,
                 train_sampling_strategy="group_by_length" if hp.group_by_length else "random",
                 fp16=hp.use_amp and device == "cuda",
+                # tuneforge's checkpoints: one at each epoch's end (TrainingArguments' default
+                # is every 500 steps and at the last one, here a single checkpoint).
+                save_strategy="epoch",
             )
             collator = DataCollatorWithPadding(tokenizer)
         else:

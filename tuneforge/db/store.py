@@ -562,6 +562,16 @@ class Store:
             if conn.execute(query.values(**fields)).rowcount != 1 and lease is not None:
                 raise LeaseLostError(f"Job {job_id} is no longer held by lease {lease}.")
 
+    def add_metrics(
+        self, job_id: str, message: str, data: dict[str, Any], latest: dict[str, Any], lease: int
+    ) -> None:
+        """A metrics event and the job's latest metrics, in one transaction under `lease`
+        (one commit per logging step instead of two)."""
+        with self._tx() as conn:
+            self._check_lease(conn, job_id, lease)
+            _add_event(conn, job_id, message, level="info", type="metrics", data=data)
+            conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(metrics=latest))
+
     def job_controls(self, job_id: str) -> Row:
         """What a running job's process polls: its requests, status and lease."""
         with self._tx() as conn:

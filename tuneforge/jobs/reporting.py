@@ -85,15 +85,12 @@ class JobReporter:
             and "runtime" not in k
             and "per_second" not in k
         )
-        self.store.add_event(
+        self.store.add_metrics(
             self.job_id,
             f"Step {step}: {shown}" if shown else f"Step {step}",
-            type="metrics",
-            data={"step": step, **values},
-            lease=self.lease,
-        )
-        self.store.update_job_fields(
-            self.job_id, lease=self.lease, metrics=dict(self.latest, step=step)
+            {"step": step, **values},
+            dict(self.latest, step=step),
+            self.lease,
         )
 
     def checkpoint(self, step: int, epoch: float, path: str) -> None:
