@@ -3,6 +3,9 @@ to stop.
 
 Every write carries the job's lease: once another worker has taken the job over, the next
 write raises LeaseLostError and the process ends without touching the job again.
+
+In a distributed job every rank has a reporter, but only rank 0 writes and reads the
+database; the others learn a stop from rank 0 (see `callbacks.ReportingCallback`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class JobReporter:
         lease: int,
         *,
         deadline: float | None = None,
+        rank: int = 0,
+        worker_pid: int | None = None,
     ):
         self.store = store
         self.settings = settings
@@ -47,12 +52,18 @@ class JobReporter:
         self.latest: dict[str, float] = {}
         self._reason: str | None = None
         self._parent = os.getppid()
+        # Under a launcher our parent is the launcher; the worker is watched by its pid.
+        self._worker_pid = worker_pid
+        self.rank = rank
+        self.is_main = rank == 0
         self._started = time.monotonic()
         self._first_step: int | None = None
         self._last_write = 0.0
         self._last_check = 0.0
 
     def progress(self, step: int, total_steps: int, epoch: float) -> None:
+        if not self.is_main:
+            return
         now = time.monotonic()
         if self._first_step is None:
             self._first_step, self._started = step, now
@@ -77,6 +88,8 @@ class JobReporter:
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         self.latest.update(values)
+        if not self.is_main:
+            return
         shown = ", ".join(
             f"{k}={v:.4g}"
             for k, v in values.items()
@@ -94,6 +107,8 @@ class JobReporter:
         )
 
     def checkpoint(self, step: int, epoch: float, path: str) -> None:
+        if not self.is_main:
+            return
         relative = _relative_to(path, self.settings)
         self.store.add_checkpoint(
             {
@@ -113,10 +128,16 @@ class JobReporter:
         """The worker is stopping (SIGTERM): checkpoint at the next step and requeue."""
         self._reason = self._reason or SHUTDOWN
 
+    def adopt_stop(self, reason: str) -> None:
+        """Take rank 0's stop decision (on the other ranks of a distributed job)."""
+        self._reason = self._reason or reason
+
     def ensure_lease(self) -> None:
         """Raise LeaseLostError unless this process still holds the job (before writing a
         checkpoint, so that a superseded process leaves the job's files alone)."""
         self._check_orphaned()
+        if not self.is_main:
+            return
         controls = self.store.job_controls(self.job_id)
         if controls["lease"] != self.lease or controls["status"] != "running":
             raise LeaseLostError(f"Job {self.job_id} was taken over; this process stops.")
@@ -124,14 +145,16 @@ class JobReporter:
     def _check_orphaned(self) -> None:
         # The worker that started us is gone (killed): its lease will run out and another
         # worker will resume the job. Stop now, writing nothing.
-        if os.getppid() != self._parent:
+        if os.getppid() != self._parent or (
+            self._worker_pid is not None and not _alive(self._worker_pid)
+        ):
             raise LeaseLostError(f"The worker of job {self.job_id} is gone; this process stops.")
 
     def stop_reason(self) -> str | None:
         """Why the job should stop now (cancelled, paused, timeout, shutdown), or None while
         it may go on. Raises LeaseLostError once the job is no longer this process's."""
         self._check_orphaned()
-        if self._reason is not None:
+        if self._reason is not None or not self.is_main:
             return self._reason
         if self.deadline is not None and time.time() >= self.deadline:
             self._reason = TIMEOUT
@@ -151,7 +174,19 @@ class JobReporter:
     def note(
         self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
     ) -> None:
+        if not self.is_main:
+            return
         self.store.add_event(self.job_id, message, level=level, data=data, lease=self.lease)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _relative_to(path: str, settings: Settings) -> str:

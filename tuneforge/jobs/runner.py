@@ -4,12 +4,18 @@ Started by the worker as `python -m tuneforge.jobs.runner JOB_ID LEASE SETTINGS_
 process of its own, so that a crash, a kill or the end of the job frees all of its memory.
 Every change it makes to the job is fenced by LEASE: once another worker has taken the job
 over, this process stops without touching it.
+
+A distributed job (`num_processes` > 1) runs this module once per rank under `accelerate
+launch`, with the worker's pid as a fourth argument. Every rank trains; rank 0 alone writes
+to the database, checkpoints and the finished model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
+import os
 import shutil
 import signal
 import sys
@@ -75,19 +81,37 @@ def pick_device(requested: str, reporter: JobReporter) -> str:
     return requested
 
 
-def run_job(store: Store, settings: Settings, job_id: str, lease: int) -> None:
+def run_job(
+    store: Store,
+    settings: Settings,
+    job_id: str,
+    lease: int,
+    *,
+    rank: int = 0,
+    worker_pid: int | None = None,
+) -> None:
     """Run a job this process holds under `lease` until it succeeds, fails, is cancelled,
-    pauses, or goes back to the queue because its worker is shutting down."""
+    pauses, or goes back to the queue because its worker is shutting down. In a distributed
+    job, ranks other than 0 train alongside and leave the job's state to rank 0."""
     job = store.require_job(job_id)
     service = job["kind"] in SERVICE_KINDS
     spec = None if service else JobCreate.model_validate(job["spec"])
     deadline = None
     if spec is not None and spec.timeout_seconds:
         deadline = job["claimed_at"] + spec.timeout_seconds - job["run_seconds"]
-    reporter = JobReporter(store, settings, job_id, lease, deadline=deadline)
+    reporter = JobReporter(
+        store, settings, job_id, lease, deadline=deadline, rank=rank, worker_pid=worker_pid
+    )
     signal.signal(signal.SIGTERM, lambda *_: reporter.request_shutdown())
     work_dir = settings.jobs_dir / job_id
     work_dir.mkdir(parents=True, exist_ok=True)
+    if rank != 0:
+        assert spec is not None
+        # A failure here ends this process with an error: the launcher then stops the other
+        # ranks and the worker retries or fails the job as after any crash.
+        with contextlib.suppress(LeaseLostError):
+            _train(store, settings, job, spec, reporter, work_dir)
+        return
     try:
         if job["kind"] == EXPORT:
             run_export(store, settings, job, reporter)
@@ -126,7 +150,8 @@ def _train(
     job_id, lease = job["id"], reporter.lease
     assert spec.seed is not None
     checkpoints = work_dir / "checkpoints"
-    discarded = discard_incomplete(checkpoints)
+    main = reporter.is_main
+    discarded = discard_incomplete(checkpoints) if main else []
     if discarded:
         reporter.note(
             f"Removed incomplete checkpoint data from an earlier run: {', '.join(discarded)}.",
@@ -156,7 +181,8 @@ def _train(
     name = fine_tuned_name(spec, job_id)
     # Written aside and moved into place only when complete (see below).
     staging = settings.models_dir / f".staging-{job_id}-{lease}"
-    shutil.rmtree(staging, ignore_errors=True)
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
     kind = spec.method.type
     reporter.note(f"Training {spec.model} ({kind}) on {device}.")
     trainer = importlib.import_module(TRAINERS[kind])
@@ -171,8 +197,12 @@ def _train(
             output_dir=staging,
             reporter=reporter,
             resume_from=resume_from,
+            rank=reporter.rank,
+            world_size=spec.world_size(),
         )
     )
+    if not main:
+        return
     if result.stopped_early:
         _stop(store, job_id, spec, reporter, result.steps)
         return
@@ -244,11 +274,14 @@ def _classify(exc: Exception) -> TuneforgeError:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    job_id, lease, settings_json = args
+    job_id, lease, settings_json, *launched = args
     settings = Settings.model_validate_json(settings_json)
     store = Store(settings.db_url)
+    # Under a launcher: the worker's pid follows, and torch's launcher names our rank.
+    worker_pid = int(launched[0]) if launched else None
+    rank = int(os.environ.get("RANK", "0")) if launched else 0
     try:
-        run_job(store, settings, job_id, int(lease))
+        run_job(store, settings, job_id, int(lease), rank=rank, worker_pid=worker_pid)
     finally:
         store.dispose()
     return 0

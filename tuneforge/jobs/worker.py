@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
@@ -95,16 +96,19 @@ class Worker:
         self.store.worker_alive(self.worker_id, job_id)
         log_path = self.settings.jobs_dir / job_id / "process.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        runner_args = [job_id, str(lease), self.settings.model_dump_json()]
+        if _world_size(job["spec"]) > 1:
+            # The ranks are the launcher's children: they watch this worker's pid themselves.
+            command, extra = launch_command(job["spec"], self.settings.runner_module, runner_args)
+            command.append(str(os.getpid()))
+            env: dict[str, str] | None = {**os.environ, **extra}
+        else:
+            command = [sys.executable, "-m", self.settings.runner_module, *runner_args]
+            env = None
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    self.settings.runner_module,
-                    job_id,
-                    str(lease),
-                    self.settings.model_dump_json(),
-                ],
+                command,
+                env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -140,7 +144,11 @@ class Worker:
                 return
             if self.stop.is_set() and shutdown_seen is None:
                 shutdown_seen = now
-                _signal(process, signal.SIGTERM)
+                if _world_size(job["spec"]) > 1:
+                    # Not the launcher, which would end its ranks before they checkpoint.
+                    _signal_ranks(process, signal.SIGTERM)
+                else:
+                    _signal(process, signal.SIGTERM)
             if cancel_seen is None and self.store.job_controls(job_id)["cancel_requested"]:
                 cancel_seen = now
             if shutdown_seen and now - shutdown_seen > self.settings.shutdown_grace_seconds:
@@ -205,11 +213,84 @@ class Worker:
             pass  # someone else settled it meanwhile
 
 
+def _world_size(spec: dict[str, Any]) -> int:
+    machines = (spec.get("distributed") or {}).get("num_machines", 1)
+    return int(spec.get("num_processes", 1)) * int(machines)
+
+
+def launch_command(
+    spec: dict[str, Any], runner_module: str, runner_args: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """(command, environment additions) that start the job runner once per device: torch's
+    launcher (torchrun) for ddp, gloo on CPU and NCCL on CUDA; `accelerate launch` with an
+    Accelerate config for fsdp and deepspeed, whose `config` is passed through."""
+    import json
+    import tempfile
+
+    dist = spec.get("distributed") or {}
+    machines = int(dist.get("num_machines", 1))
+    per_machine = int(spec.get("num_processes", 1))
+    port = str(dist.get("main_process_port") or (_free_port() if machines == 1 else 29500))
+    address = str(dist.get("main_process_ip") or "127.0.0.1")
+    rank = str(int(dist.get("machine_rank", 0)))
+    env = {}
+    if spec.get("devices"):
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec["devices"])
+    strategy = dist.get("strategy", "ddp")
+    if strategy == "ddp":
+        command = [
+            sys.executable, "-m", "torch.distributed.run",
+            "--nproc_per_node", str(per_machine),
+            "--nnodes", str(machines),
+            "--node_rank", rank,
+            "--master_addr", address,
+            "--master_port", port,
+        ]  # fmt: skip
+        return [*command, "-m", runner_module, *runner_args], env
+    key = "fsdp_config" if strategy == "fsdp" else "deepspeed_config"
+    config = {
+        "distributed_type": "FSDP" if strategy == "fsdp" else "DEEPSPEED",
+        key: dist.get("config") or {},
+    }
+    # Accelerate reads YAML, and JSON is YAML.
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".yaml", prefix="tuneforge-accelerate-", delete=False
+    ) as handle:
+        json.dump(config, handle)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", handle.name,
+        "--num_processes", str(per_machine * machines),
+        "--num_machines", str(machines),
+        "--machine_rank", rank,
+        "--main_process_ip", address,
+        "--main_process_port", port,
+    ]  # fmt: skip
+    return [*command, "-m", runner_module, *runner_args], env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
 
 
+def _signal_ranks(process: subprocess.Popen[bytes], signum: int) -> None:
+    # A launcher's ranks run in sessions of their own (torch's elastic agent starts them so).
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(process.pid).children():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signum)
+
+
 def _kill(process: subprocess.Popen[bytes]) -> None:
+    _signal_ranks(process, signal.SIGKILL)
     _signal(process, signal.SIGKILL)
     process.wait()

@@ -32,6 +32,8 @@ class RunContext:
     output_dir: Path  # where the finished model is saved (moved into place afterwards)
     reporter: Reporter
     resume_from: Path | None = None  # a complete checkpoint to continue from
+    rank: int = 0  # this process's rank in a distributed job; only rank 0 saves
+    world_size: int = 1  # processes training together (num_processes × machines)
 
 
 @dataclass
@@ -47,3 +49,21 @@ class TrainResult:
     stopped_early: bool = False
     # Kind-specific results stored with the job (e.g. a confusion matrix).
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def batch_arguments(batch_size: int, world_size: int) -> dict[str, Any]:
+    """Trainer arguments for `batch_size` examples per process and step.
+
+    With several processes, every process draws the same global batches of `batch_size x
+    world_size` (same sampler, same seed) and trains on its own slice of each (Accelerate's
+    `split_batches`). The run then sees exactly the batches one process with the global batch
+    would see. Sharding whole per-process batches instead would not: a batch sampler that
+    builds batches by content (no duplicates, length groups) builds other batches for another
+    batch size."""
+    if world_size == 1:
+        return {"per_device_train_batch_size": batch_size, "per_device_eval_batch_size": batch_size}
+    return {
+        "per_device_train_batch_size": batch_size * world_size,
+        "per_device_eval_batch_size": batch_size * world_size,
+        "accelerator_config": {"split_batches": True},
+    }

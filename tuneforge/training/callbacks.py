@@ -15,6 +15,7 @@ class Reporter(Protocol):
     def metrics(self, step: int, values: dict[str, float]) -> None: ...
     def checkpoint(self, step: int, epoch: float, path: str) -> None: ...
     def stop_reason(self) -> str | None: ...
+    def adopt_stop(self, reason: str) -> None: ...
     def ensure_lease(self) -> None: ...
     def note(
         self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
@@ -23,6 +24,8 @@ class Reporter(Protocol):
 
 # Stop reasons after which the run writes a checkpoint to continue from (see JobReporter).
 CHECKPOINTING_STOPS = frozenset({"paused", "timeout", "shutdown"})
+# Stop reasons as the number rank 0 broadcasts to the other ranks (0: go on).
+STOP_CODES = ("", "cancelled", "paused", "timeout", "shutdown")
 
 
 class ReportingCallback(TrainerCallback):
@@ -40,9 +43,24 @@ class ReportingCallback(TrainerCallback):
         self._last_step = state.global_step
         self.reporter.progress(state.global_step, state.max_steps, 0.0)
 
+    def _stop_reason(self, args: Any) -> str | None:
+        reason = self.reporter.stop_reason()
+        if args.world_size > 1:
+            # All ranks must stop (and save) at the same step, or the next collective hangs:
+            # rank 0 decides, every rank follows.
+            import torch
+            import torch.distributed as dist
+
+            code = torch.tensor([STOP_CODES.index(reason or "")], device=args.device)
+            dist.broadcast(code, src=0)
+            reason = STOP_CODES[int(code.item())] or None
+            if reason is not None:
+                self.reporter.adopt_stop(reason)
+        return reason
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.reporter.progress(state.global_step, state.max_steps, state.epoch or 0.0)
-        reason = self.reporter.stop_reason()
+        reason = self._stop_reason(args)
         if reason is not None:
             # Pause, timeout and shutdown continue later from a checkpoint of this very step.
             control.should_training_stop = True
@@ -52,7 +70,7 @@ class ReportingCallback(TrainerCallback):
             self.reporter.ensure_lease()
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        reason = self.reporter.stop_reason()
+        reason = self._stop_reason(args)
         if reason is not None:
             # Stopped inside the epoch: no end-of-epoch evaluation, and no second checkpoint.
             control.should_training_stop = True

@@ -10,6 +10,9 @@ rotating happen on a background thread while training goes on (waiting for the d
 of a checkpoint's time). A checkpoint counts, and is reported to the callbacks' `on_checkpoint
 _complete`, only once it is in place; training waits for the previous one before writing the
 next, before going back to the best checkpoint, and before `train()` returns.
+
+In a distributed job every rank writes its part (rank 0 the weights, each rank its optimizer
+and RNG state) into one staging folder; after a barrier, rank 0 alone completes it.
 """
 
 from __future__ import annotations
@@ -123,9 +126,15 @@ class AtomicCheckpoints:
         run_dir = Path(super()._get_output_dir(trial))  # type: ignore[misc]
         step = trainer.state.global_step
         name = f"{PREFIX}{step}"
-        staging_root = run_dir / f"{STAGING}-{os.getpid()}"
-        shutil.rmtree(staging_root, ignore_errors=True)
-        staging_root.mkdir(parents=True)
+        distributed = trainer.args.world_size > 1
+        main = trainer.is_world_process_zero()
+        # The ranks of one launch share their parent, the launcher: one folder for all.
+        staging_root = run_dir / f"{STAGING}-{os.getppid() if distributed else os.getpid()}"
+        if main:
+            shutil.rmtree(staging_root, ignore_errors=True)
+            staging_root.mkdir(parents=True)
+        if distributed:
+            trainer.accelerator.wait_for_everyone()
         limit = trainer.args.save_total_limit
         trainer.args.save_total_limit = None  # rotation happens below, among complete ones
         self._staging_root = staging_root
@@ -134,6 +143,10 @@ class AtomicCheckpoints:
         finally:
             self._staging_root = None
             trainer.args.save_total_limit = limit
+        if distributed:
+            trainer.accelerator.wait_for_everyone()  # every rank's part is written
+        if not main:
+            return
         staged = staging_root / name
         best = trainer.state.best_global_step
         best_dir = run_dir / f"{PREFIX}{best}" if best else None

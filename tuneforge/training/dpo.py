@@ -69,7 +69,12 @@ def train_dpo(ctx: RunContext, params: DPOMethodParams) -> TrainResult:
         reference = llm.load_causal_lm(ctx.model_location, device=ctx.device)
     args = DPOConfig(
         **llm.training_arguments(
-            hp, device=ctx.device, seed=ctx.seed, work_dir=ctx.work_dir, has_eval=bool(eval_rows)
+            hp,
+            device=ctx.device,
+            seed=ctx.seed,
+            work_dir=ctx.work_dir,
+            has_eval=bool(eval_rows),
+            world_size=ctx.world_size,
         ),
         max_length=hp.max_seq_length,
         beta=hp.beta,

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tuneforge.training.base import RunContext, TrainResult
+from tuneforge.training.base import RunContext, TrainResult, batch_arguments
 from tuneforge.training.callbacks import Reporter, ReportingCallback
 from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.spec import EmbeddingMethod, EmbeddingMethodParams
@@ -28,16 +28,19 @@ def load_model(location: str, device: str, max_seq_length: int | None = None) ->
     return model
 
 
-def build_loss(model: Any, params: EmbeddingMethodParams) -> Any:
+def build_loss(model: Any, params: EmbeddingMethodParams, world_size: int = 1) -> Any:
+    """The spec's loss. With several processes, in-batch negatives are gathered from all of
+    them, so that N processes with batch B train like one with batch N×B."""
     from sentence_transformers.sentence_transformer import losses
 
     hp = params.hyperparameters
+    gather = world_size > 1
     match params.loss:
         case "mnrl":
-            return losses.MultipleNegativesRankingLoss(model)
+            return losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather)
         case "cached_mnrl":
             return losses.CachedMultipleNegativesRankingLoss(
-                model, mini_batch_size=hp.mini_batch_size
+                model, mini_batch_size=hp.mini_batch_size, gather_across_devices=gather
             )
         case "triplet":
             return losses.TripletLoss(model, triplet_margin=hp.triplet_margin)
@@ -139,6 +142,8 @@ def run(ctx: RunContext) -> TrainResult:
         output_dir=ctx.output_dir,
         reporter=ctx.reporter,
         resume_from=ctx.resume_from,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
 
 
@@ -155,9 +160,12 @@ def train_embedding(
     output_dir: Path,
     reporter: Reporter,
     resume_from: Path | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> TrainResult:
     """Train and save; continue from the checkpoint `resume_from` when given. Stops early
-    (no model saved; a checkpoint unless cancelled) when `reporter.stop_reason()` says so."""
+    (no model saved; a checkpoint unless cancelled) when `reporter.stop_reason()` says so.
+    In a distributed job (launched once per rank), only rank 0 measures and saves."""
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
@@ -171,10 +179,13 @@ def train_embedding(
     hp = params.hyperparameters
     set_seed(seed)
     model = load_model(model_location, device, hp.max_seq_length)
-    loss = build_loss(model, params)
+    loss = build_loss(model, params, world_size)
     evaluator = build_evaluator(layout, eval_rows, hp.batch_size) if eval_rows else None
     result = TrainResult(primary_metric=None)
-    if evaluator is not None:
+    main = rank == 0
+    if evaluator is not None and not main:
+        result.primary_metric = str(evaluator.primary_metric)
+    elif evaluator is not None:
         # The base model is measured once per job; a resumed run reads that measurement.
         baseline_file = work_dir / "baseline.json"
         if baseline_file.is_file():
@@ -196,8 +207,11 @@ def train_embedding(
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         num_train_epochs=hp.n_epochs,
-        per_device_train_batch_size=hp.batch_size,
-        per_device_eval_batch_size=hp.batch_size,
+        **batch_arguments(hp.batch_size, world_size),
+        # Sentence-transformers lets a process's last batch be smaller or missing; gathered
+        # negatives need equal slices on every process, so a distributed run leaves out an
+        # incomplete last global batch.
+        dataloader_drop_last=world_size > 1,
         learning_rate=hp.learning_rate,
         warmup_ratio=hp.warmup_ratio if hp.warmup_steps is None else 0.0,
         warmup_steps=hp.warmup_steps or 0,
@@ -232,13 +246,15 @@ def train_embedding(
         eval_dataset=to_dataset(layout, eval_rows) if eval_rows else None,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[ReportingCallback(reporter, hp.batch_size)],
+        callbacks=[ReportingCallback(reporter, hp.batch_size * world_size)],
     )
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     result.train_loss = float(output.training_loss)
     result.steps = trainer.state.global_step
     if reporter.stop_reason() is not None:
         result.stopped_early = True
+        return result
+    if not main:
         return result
     if evaluator is not None:
         result.evaluation = evaluate(evaluator, model)

@@ -298,10 +298,19 @@ def lora_config(params: LLMMethodParams) -> Any:
 
 
 def training_arguments(
-    hp: LLMHyperparameters, *, device: str, seed: int, work_dir: Path, has_eval: bool
+    hp: LLMHyperparameters,
+    *,
+    device: str,
+    seed: int,
+    work_dir: Path,
+    has_eval: bool,
+    world_size: int = 1,
 ) -> dict[str, Any]:
-    """Keyword arguments of trl's SFTConfig / DPOConfig that both kinds set alike."""
+    """Keyword arguments of trl's SFTConfig / DPOConfig that both kinds set alike
+    (`world_size`: the processes of a distributed job, see `base.batch_arguments`)."""
     import torch
+
+    from tuneforge.training.base import batch_arguments
 
     evaluate_by = ("steps" if hp.eval_steps else "epoch") if has_eval else "no"
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
@@ -311,8 +320,7 @@ def training_arguments(
     return {
         "output_dir": str(work_dir / "checkpoints"),
         "num_train_epochs": hp.n_epochs,
-        "per_device_train_batch_size": hp.batch_size,
-        "per_device_eval_batch_size": hp.batch_size,
+        **batch_arguments(hp.batch_size, world_size),
         "gradient_accumulation_steps": hp.gradient_accumulation_steps,
         "learning_rate": hp.learning_rate,
         "lr_scheduler_type": hp.lr_scheduler,
@@ -348,7 +356,9 @@ def trainer_callbacks(ctx: RunContext, hp: LLMHyperparameters) -> list[Any]:
     from tuneforge.training.callbacks import ReportingCallback
 
     callbacks: list[Any] = [
-        ReportingCallback(ctx.reporter, hp.batch_size * hp.gradient_accumulation_steps)
+        ReportingCallback(
+            ctx.reporter, hp.batch_size * hp.gradient_accumulation_steps * ctx.world_size
+        )
     ]
     if hp.early_stopping_patience is not None and ctx.data.eval_rows:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
@@ -394,7 +404,10 @@ def train_and_save(
         return {"metrics": metrics, "generation": report}
 
     baseline_file = ctx.work_dir / "baseline.json"
-    if baseline_file.is_file():
+    main = ctx.rank == 0  # in a distributed job, only rank 0 measures and saves
+    if not main:
+        baseline: dict[str, Any] = {"metrics": {}, "generation": None}
+    elif baseline_file.is_file():
         baseline = json.loads(baseline_file.read_text())
     else:
         baseline = measure()
@@ -408,6 +421,8 @@ def train_and_save(
     result.steps = trainer.state.global_step
     if ctx.reporter.stop_reason() is not None:
         result.stopped_early = True
+        return result
+    if not main:
         return result
     final = measure()
     result.evaluation = final["metrics"]

@@ -516,6 +516,39 @@ class Promotion(Strict):
         return value
 
 
+# The kinds whose trainers run on several processes (rank 0 measures and saves).
+DISTRIBUTED_KINDS = ("embedding", "supervised", "dpo")
+
+
+class Distributed(Strict):
+    """How a job's processes train together (PyTorch distributed, launched by Accelerate).
+
+    `ddp` replicates the model on every process; `fsdp` and `deepspeed` shard it, with
+    `config` passed through to Accelerate as its `fsdp_config` / `deepspeed_config`. The
+    multi-machine fields are the launcher's (machines meet at `main_process_ip:
+    main_process_port`), but a job is claimed by one worker, and no worker on another machine
+    joins it: a job with several machines is refused until that exists."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp", description="ddp (replicas), fsdp or deepspeed (sharded; CUDA only)."
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Accelerate's fsdp_config or deepspeed_config, passed through as given.",
+    )
+    num_machines: int = Field(1, ge=1, le=1024, description="Machines taking part.")
+    machine_rank: int = Field(0, ge=0, description="This machine's rank (0 hosts rendezvous).")
+    main_process_ip: str | None = Field(
+        None,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9.\-:\[\]]+$",
+        description="Address of machine 0 (required with several machines).",
+    )
+    main_process_port: int | None = Field(
+        None, ge=1024, le=65535, description="Rendezvous port (default: a free one, or 29500)."
+    )
+
+
 class JobCreate(Strict):
     """`POST /v1/fine_tuning/jobs`: OpenAI's fields plus tuneforge's extensions."""
 
@@ -558,6 +591,22 @@ class JobCreate(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="tuneforge: where to train; cuda falls back to cpu with a warning."
     )
+    num_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="tuneforge: training processes on this machine, one per device (gloo on "
+        "CPU); more than 1 launches the job with Accelerate.",
+    )
+    devices: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="tuneforge: CUDA device indices to train on, one per process.",
+    )
+    distributed: Distributed | None = Field(
+        None, description="tuneforge: strategy and multi-machine rendezvous of a distributed job."
+    )
     registered_model: str | None = Field(
         None,
         max_length=100,
@@ -590,6 +639,53 @@ class JobCreate(Strict):
         if not self.training_file and not self.training_files:
             raise ValueError("training_file or training_files is required")
         return self
+
+    @model_validator(mode="after")
+    def _distribution(self) -> JobCreate:
+        problems = []
+        dist = self.distributed
+        if self.devices is not None:
+            if len(self.devices) != self.num_processes:
+                problems.append(
+                    f"devices lists {len(self.devices)} device(s) but num_processes is "
+                    f"{self.num_processes}: give one device per process"
+                )
+            if len(set(self.devices)) != len(self.devices):
+                problems.append("devices must not repeat a device")
+            if self.device == "cpu":
+                problems.append("devices are CUDA device indices; device is cpu")
+        if self.world_size() > 1 and self.method.type not in DISTRIBUTED_KINDS:
+            problems.append(
+                f"{self.method.type} jobs train in one process; distributed training is for "
+                f"{', '.join(DISTRIBUTED_KINDS)}"
+            )
+        if dist is not None:
+            if dist.machine_rank >= dist.num_machines:
+                problems.append(
+                    f"distributed.machine_rank {dist.machine_rank} must be below "
+                    f"num_machines {dist.num_machines}"
+                )
+            if dist.num_machines > 1:
+                problems.append(
+                    "distributed.num_machines above 1 is not available yet: a job runs on the "
+                    "one machine whose worker claims it"
+                )
+            if dist.num_machines > 1 and not dist.main_process_ip:
+                problems.append("distributed.main_process_ip is required with several machines")
+            if dist.num_machines > 1 and not dist.main_process_port:
+                problems.append("distributed.main_process_port is required with several machines")
+            if dist.strategy != "ddp" and self.device == "cpu":
+                problems.append(f"distributed.strategy {dist.strategy} needs CUDA; device is cpu")
+            if dist.strategy == "ddp" and dist.config:
+                problems.append("distributed.config is for fsdp or deepspeed, not ddp")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def world_size(self) -> int:
+        """Training processes over all machines."""
+        machines = self.distributed.num_machines if self.distributed else 1
+        return self.num_processes * machines
 
     def all_training_files(self) -> list[str]:
         files = list(self.training_files or [])

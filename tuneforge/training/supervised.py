@@ -99,7 +99,12 @@ def build_trainer(ctx: RunContext, params: SupervisedMethodParams) -> tuple[Any,
     model, peft_config, quantization = llm.load_for_training(ctx, params, hp)
     args = SFTConfig(
         **llm.training_arguments(
-            hp, device=ctx.device, seed=ctx.seed, work_dir=ctx.work_dir, has_eval=bool(eval_rows)
+            hp,
+            device=ctx.device,
+            seed=ctx.seed,
+            work_dir=ctx.work_dir,
+            has_eval=bool(eval_rows),
+            world_size=ctx.world_size,
         ),
         max_length=hp.max_seq_length,
         packing=hp.packing,
