@@ -318,13 +318,24 @@ def run_worker(
         typer.Option(help="Only jobs for these devices, comma-separated (cpu, cuda)."),
     ] = None,
     worker_id: Annotated[str | None, typer.Option(help="Name (default: host-pid).")] = None,
+    studies: Annotated[
+        bool,
+        typer.Option(
+            "--studies/--no-studies",
+            help="Also drive hyperparameter studies (each study is driven by one process at "
+            "a time; another takes over when it stops).",
+        ),
+    ] = True,
 ) -> None:
     """Run a worker that claims queued jobs from the configured database. Any number of
     workers, on any machines, may share one PostgreSQL database. SIGTERM or Ctrl-C: the
     running job writes a checkpoint and goes back to the queue."""
+    import threading
+
     from tuneforge.config import get_settings
     from tuneforge.db.store import Store
     from tuneforge.jobs.worker import Worker
+    from tuneforge.studies.driver import StudyDriver
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -337,12 +348,31 @@ def run_worker(
         kinds=_split_list(kinds),
         devices=_split_list(devices),
     )
+    driver = StudyDriver(store, settings) if studies else None
+    driver_thread = None
+    if driver is not None:
+        driver_thread = threading.Thread(
+            target=driver.run_forever, name="tuneforge-studies", daemon=True
+        )
+        driver_thread.start()
+
+    def stop(*_: object) -> None:
+        worker.stop.set()
+        if driver is not None:
+            driver.stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stop.set())
+        signal.signal(signum, stop)
     console.print(
-        f"Worker {worker.worker_id} waiting for jobs ({settings.db_url.split('://')[0]})."
+        f"Worker {worker.worker_id} waiting for jobs ({settings.db_url.split('://')[0]})"
+        + (", driving studies." if driver else ".")
     )
-    worker.run_forever()
+    try:
+        worker.run_forever()
+    finally:
+        stop()
+        if driver_thread is not None:
+            driver_thread.join(timeout=30)
 
 
 def _split_list(value: str | None) -> list[str] | None:
