@@ -45,7 +45,9 @@ sys.path.insert(0, str(ROOT))  # for tests.* when run as `python bench/...`
 if TYPE_CHECKING:
     from tuneforge.training.spec import JobCreate
 
-DATA = ROOT.parent / "shared" / "data"
+# The shared data sets beside the checkout; TUNEFORGE_SHARED_DATA points elsewhere (a GPU
+# machine that gets a copy of the repository without its neighbours).
+DATA = Path(os.environ.get("TUNEFORGE_SHARED_DATA") or ROOT.parent / "shared" / "data")
 RESULTS = ROOT / "bench" / "results"
 # Cores other processes may use during a run before its timing counts as disturbed: on two
 # cores, a test suite running elsewhere slows training by 2-5x.

@@ -46,9 +46,9 @@ STS = harness.DATA / "stsb-en-train.csv"
 # -- the model and the data -------------------------------------------------------------------
 
 
-def build_model(folder: Path, seed: int) -> Path:
-    """A randomly initialised Qwen2ForCausalLM of SIZES with the tests' ChatML tokenizer,
-    saved as safetensors into `folder`."""
+def build_model(folder: Path, seed: int, sizes: dict[str, int] | None = None) -> Path:
+    """A randomly initialised Qwen2ForCausalLM of `sizes` (default SIZES) with the tests'
+    ChatML tokenizer, saved as safetensors into `folder`."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -61,12 +61,28 @@ def build_model(folder: Path, seed: int) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        **SIZES,
+        **(sizes or SIZES),
     )
     torch.manual_seed(seed)
     Qwen2ForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def scaled_sizes(hidden: int, layers: int) -> dict[str, int]:
+    """SIZES at another width and depth, in the same proportions (64-wide heads, 3 query
+    heads per key/value head, an MLP 8/3 as wide, rounded to 64)."""
+    if hidden % 64:
+        raise SystemExit("--hidden-size must be a multiple of 64")
+    heads = hidden // 64
+    return {
+        **SIZES,
+        "hidden_size": hidden,
+        "intermediate_size": -(-hidden * 8 // 3 // 64) * 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads // 3 if heads % 3 == 0 else heads,
+    }
 
 
 def chat_rows(
@@ -288,7 +304,18 @@ def main(argv: list[str] | None = None) -> int:
         help="on a CPU, keep SFTConfig's default bf16 autocast for trl's defaults "
         "(default: off, float32 like tuneforge: see the README)",
     )
+    parser.add_argument(
+        "--hidden-size",
+        type=int,
+        default=SIZES["hidden_size"],
+        help=f"the model's width (default {SIZES['hidden_size']}; 1024 or more on a GPU, "
+        "where a small model leaves the time to kernel launches)",
+    )
+    parser.add_argument(
+        "--layers", type=int, default=SIZES["num_hidden_layers"], help="decoder layers"
+    )
     options = parser.parse_args(argv)
+    sizes = scaled_sizes(options.hidden_size, options.layers)
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-llm-") as tmp:
         harness.offline_hub(Path(tmp) / "hf")  # nothing is downloaded
@@ -302,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             SupervisedMethodParams,
         )
 
-        model_dir = build_model(Path(tmp) / "tiny-qwen2", options.seed)
+        model_dir = build_model(Path(tmp) / "tiny-qwen2", options.seed, sizes)
         tokenizer = load_chat_tokenizer(str(model_dir))
         rows = chat_rows(tokenizer, options.rows, options.seed, options.shortest, options.longest)
         held_out = chat_rows(

@@ -22,7 +22,9 @@ import pytest
 from tests.offline_models import MINILM, build_hf_cache
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+# The shared data sets beside the checkout; TUNEFORGE_SHARED_DATA points elsewhere (a GPU
+# machine that gets a copy of the repository without its neighbours).
+DATA = Path(os.environ.get("TUNEFORGE_SHARED_DATA") or ROOT.parent / "shared" / "data")
 # PostgreSQL for the tests that run on both databases; CI sets it, locally it is optional.
 POSTGRES_URL = os.environ.get("TUNEFORGE_TEST_POSTGRES_URL")
 
