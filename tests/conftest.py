@@ -30,14 +30,13 @@ POSTGRES_URL = os.environ.get("TUNEFORGE_TEST_POSTGRES_URL")
 
 
 HF_HOME = Path(tempfile.mkdtemp(prefix="tuneforge-test-hf-"))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Before any test module is imported: huggingface_hub reads these once, at its import.
-    build_hf_cache(HF_HOME)
-    os.environ["HF_HOME"] = str(HF_HOME)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Here, as this module is imported, not in pytest_configure: huggingface_hub reads these once,
+# at its import, and pytest imports the conftest.py of every folder named on its command line
+# (tests/training/conftest.py imports tuneforge) before it calls pytest_configure.
+build_hf_cache(HF_HOME)
+os.environ["HF_HOME"] = str(HF_HOME)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

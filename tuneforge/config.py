@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         "is killed (it then continues from the one before).",
     )
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
+    worker_address: str | None = Field(
+        None,
+        max_length=255,
+        description="Address at which workers on other machines reach this one, when a "
+        "multi-machine job this worker claims meets here (default: the address of the "
+        "interface this machine's outgoing traffic leaves by).",
+    )
     runner_module: str = Field(
         "tuneforge.jobs.runner",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",

@@ -163,9 +163,7 @@ class Store:
         if until is not None:
             query = query.where(fb.c.created_at < until)
         order = (
-            (fb.c.created_at, fb.c.id)
-            if oldest_first
-            else (fb.c.created_at.desc(), fb.c.id.desc())
+            (fb.c.created_at, fb.c.id) if oldest_first else (fb.c.created_at.desc(), fb.c.id.desc())
         )
         with self._tx() as conn:
             if after is not None:
@@ -616,6 +614,120 @@ class Store:
             rows = conn.execute(select(t.workers).order_by(t.workers.c.started_at.desc())).all()
         return [dict(r._mapping) for r in rows]
 
+    # -- the machines of a multi-machine job -----------------------------------------------
+
+    def open_rendezvous(self, job_id: str, lease: int, node: Row) -> None:
+        """Node 0 of a run: the worker holding `lease` waits here for the other machines
+        (`node` has machines, worker_id, hostname, address, port, token)."""
+        now = time.time()
+        with self.fenced(job_id, lease) as conn:
+            conn.execute(
+                t.job_nodes.insert().values(
+                    job_id=job_id,
+                    lease=lease,
+                    node_rank=0,
+                    state="joined",
+                    joined_at=now,
+                    heartbeat_at=now,
+                    **node,
+                )
+            )
+
+    def rendezvous_openings(self) -> list[Row]:
+        """Node 0 of every running multi-machine run that still misses machines, oldest job
+        first, with the job's kind, device, spec and creation time."""
+        nodes = t.job_nodes
+        others = nodes.alias("others")
+        joined = (
+            select(func.count())
+            .where(others.c.job_id == nodes.c.job_id, others.c.lease == nodes.c.lease)
+            .scalar_subquery()
+        )
+        query = (
+            select(
+                nodes,
+                t.jobs.c.kind,
+                t.jobs.c.device,
+                t.jobs.c.spec,
+                t.jobs.c.created_at,
+                joined.label("joined"),
+            )
+            .join(t.jobs, t.jobs.c.id == nodes.c.job_id)
+            .where(
+                nodes.c.node_rank == 0,
+                t.jobs.c.status == JobStatus.RUNNING.value,
+                t.jobs.c.lease == nodes.c.lease,
+                joined < nodes.c.machines,
+            )
+            .order_by(t.jobs.c.created_at, t.jobs.c.id)
+        )
+        with self._tx() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
+    def join_rendezvous(self, job_id: str, lease: int, worker_id: str, hostname: str) -> Row | None:
+        """Take the next node rank of a run that still misses machines; None if it is full,
+        no longer running under `lease`, or another worker took that rank at the same
+        moment."""
+        now = time.time()
+        try:
+            with self._tx() as conn:
+                job = conn.execute(
+                    select(t.jobs.c.status, t.jobs.c.lease).where(t.jobs.c.id == job_id)
+                ).first()
+                if job is None or job.status != JobStatus.RUNNING.value or job.lease != lease:
+                    return None
+                nodes = conn.execute(
+                    select(t.job_nodes)
+                    .where(t.job_nodes.c.job_id == job_id, t.job_nodes.c.lease == lease)
+                    .order_by(t.job_nodes.c.node_rank)
+                ).all()
+                if not nodes or len(nodes) >= nodes[0].machines:
+                    return None
+                row = {
+                    "job_id": job_id,
+                    "lease": lease,
+                    "node_rank": len(nodes),
+                    "machines": nodes[0].machines,
+                    "worker_id": worker_id,
+                    "hostname": hostname,
+                    "state": "joined",
+                    "joined_at": now,
+                    "heartbeat_at": now,
+                }
+                conn.execute(t.job_nodes.insert().values(**row))
+                _add_event(
+                    conn,
+                    job_id,
+                    f"Machine {row['node_rank']} ({hostname}, worker {worker_id}) joined; "
+                    f"{len(nodes) + 1} of {nodes[0].machines} machines are in.",
+                    data={"node_rank": row["node_rank"], "worker_id": worker_id},
+                )
+        except IntegrityError:
+            return None  # that rank went to another worker
+        return row
+
+    def rendezvous_nodes(self, job_id: str, lease: int) -> list[Row]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(t.job_nodes)
+                .where(t.job_nodes.c.job_id == job_id, t.job_nodes.c.lease == lease)
+                .order_by(t.job_nodes.c.node_rank)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def update_node(self, job_id: str, lease: int, node_rank: int, **fields: Any) -> None:
+        """Set a node's state or exit code; always renews its heartbeat."""
+        with self._tx() as conn:
+            conn.execute(
+                t.job_nodes.update()
+                .where(
+                    t.job_nodes.c.job_id == job_id,
+                    t.job_nodes.c.lease == lease,
+                    t.job_nodes.c.node_rank == node_rank,
+                )
+                .values(heartbeat_at=time.time(), **fields)
+            )
+
     # -- events ------------------------------------------------------------------------------
 
     def add_event(
@@ -671,9 +783,7 @@ class Store:
             newest = conn.execute(
                 select(func.max(t.events.c.id)).where(t.events.c.job_id == job_id)
             ).scalar()
-            status = conn.execute(
-                select(t.jobs.c.status).where(t.jobs.c.id == job_id)
-            ).scalar()
+            status = conn.execute(select(t.jobs.c.status).where(t.jobs.c.id == job_id)).scalar()
         return int(newest or 0), status
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -985,7 +1095,6 @@ class Store:
         with self._tx() as conn:
             return int(conn.execute(query).scalar() or 0)
 
-
     # -- studies (tuneforge.studies) ---------------------------------------------------------
 
     def insert_study(self, row: Row) -> Row:
@@ -1090,9 +1199,7 @@ class Store:
 
     def update_study_result(self, study_id: str, result: Row) -> None:
         with self._tx() as conn:
-            conn.execute(
-                t.studies.update().where(t.studies.c.id == study_id).values(result=result)
-            )
+            conn.execute(t.studies.update().where(t.studies.c.id == study_id).values(result=result))
 
     def insert_trial(self, row: Row) -> None:
         with self._tx() as conn:

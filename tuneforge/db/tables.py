@@ -144,6 +144,28 @@ workers = Table(
     Column("stopped_at", Float),
 )
 
+# The machines of one run (`lease`) of a multi-machine job: node 0 is the worker that claimed
+# it and hosts the rendezvous (address, port); the others joined. `token` is written into the
+# job's folder by node 0: a worker that cannot read it does not share the data folder.
+job_nodes = Table(
+    "job_nodes",
+    metadata,
+    Column("job_id", String(64), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("lease", Integer, primary_key=True),
+    Column("node_rank", Integer, primary_key=True),
+    Column("machines", Integer, nullable=False),
+    Column("worker_id", String(128), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("address", String(255)),
+    Column("port", Integer),
+    Column("token", String(64)),
+    # joined -> running -> done | failed; leaving: its worker shuts down (the job checkpoints)
+    Column("state", String(16), nullable=False),
+    Column("joined_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("exit_code", Integer),
+)
+
 # The registry: named models, their versions 1..N, and aliases pointing at one version each.
 registered_models = Table(
     "registered_models",

@@ -524,10 +524,10 @@ class Distributed(Strict):
     """How a job's processes train together (PyTorch distributed, launched by Accelerate).
 
     `ddp` replicates the model on every process; `fsdp` and `deepspeed` shard it, with
-    `config` passed through to Accelerate as its `fsdp_config` / `deepspeed_config`. The
-    multi-machine fields are the launcher's (machines meet at `main_process_ip:
-    main_process_port`), but a job is claimed by one worker, and no worker on another machine
-    joins it: a job with several machines is refused until that exists."""
+    `config` passed through to Accelerate as its `fsdp_config` / `deepspeed_config`. With
+    `num_machines` above 1, the worker that claims the job waits for workers on other
+    machines to join it (they share the database and the data folder); each machine runs
+    `num_processes` of the job's processes."""
 
     strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
         "ddp", description="ddp (replicas), fsdp or deepspeed (sharded; CUDA only)."
@@ -536,17 +536,46 @@ class Distributed(Strict):
         default_factory=dict,
         description="Accelerate's fsdp_config or deepspeed_config, passed through as given.",
     )
-    num_machines: int = Field(1, ge=1, le=1024, description="Machines taking part.")
-    machine_rank: int = Field(0, ge=0, description="This machine's rank (0 hosts rendezvous).")
+    num_machines: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Machines taking part, each with a tuneforge worker on the same database "
+        "and data folder; the worker that claims the job waits for the others to join.",
+    )
     main_process_ip: str | None = Field(
         None,
         max_length=255,
         pattern=r"^[A-Za-z0-9.\-:\[\]]+$",
-        description="Address of machine 0 (required with several machines).",
+        description="Address the machines meet at (default: the address of the machine whose "
+        "worker claims the job, its TUNEFORGE_WORKER_ADDRESS).",
     )
     main_process_port: int | None = Field(
-        None, ge=1024, le=65535, description="Rendezvous port (default: a free one, or 29500)."
+        None,
+        ge=1024,
+        le=65535,
+        description="Rendezvous port on that machine (default: a free one).",
     )
+    join_timeout_seconds: int = Field(
+        600,
+        ge=5,
+        le=24 * 3600,
+        description="How long the claiming worker waits for the other machines; then the run "
+        "fails with `rendezvous_timeout` (and is retried while attempts are left).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _assigned_ranks(cls, value: Any) -> Any:
+        # Machine ranks are tuneforge's to assign; specs stored before that carry rank 0.
+        if isinstance(value, dict) and "machine_rank" in value:
+            if value["machine_rank"] != 0:
+                raise ValueError(
+                    "machine_rank is assigned by tuneforge: each worker that joins the job "
+                    "takes the next one"
+                )
+            value = {k: v for k, v in value.items() if k != "machine_rank"}
+        return value
 
 
 class JobCreate(Strict):
@@ -660,20 +689,6 @@ class JobCreate(Strict):
                 f"{', '.join(DISTRIBUTED_KINDS)}"
             )
         if dist is not None:
-            if dist.machine_rank >= dist.num_machines:
-                problems.append(
-                    f"distributed.machine_rank {dist.machine_rank} must be below "
-                    f"num_machines {dist.num_machines}"
-                )
-            if dist.num_machines > 1:
-                problems.append(
-                    "distributed.num_machines above 1 is not available yet: a job runs on the "
-                    "one machine whose worker claims it"
-                )
-            if dist.num_machines > 1 and not dist.main_process_ip:
-                problems.append("distributed.main_process_ip is required with several machines")
-            if dist.num_machines > 1 and not dist.main_process_port:
-                problems.append("distributed.main_process_port is required with several machines")
             if dist.strategy != "ddp" and self.device == "cpu":
                 problems.append(f"distributed.strategy {dist.strategy} needs CUDA; device is cpu")
             if dist.strategy == "ddp" and dist.config:
