@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,8 @@ def trainer_runner(
             set_seed,
         )
 
+        from tuneforge.training.classification import learning_rate
+
         labels = sorted({r["label"] for r in rows})
         set_seed(seed)
         tokenizer = AutoTokenizer.from_pretrained(model_id)
@@ -159,7 +162,7 @@ def trainer_runner(
             args = TrainingArguments(
                 **common,
                 per_device_train_batch_size=hp.batch_size,
-                learning_rate=hp.learning_rate,
+                learning_rate=learning_rate(hp, model),  # its default for this model's size
                 warmup_steps=hp.warmup_ratio,  # a float below 1 is a share of the steps
                 weight_decay=hp.weight_decay,
                 max_grad_norm=hp.max_grad_norm,
@@ -207,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="epochs, every path (default 3, tuneforge's and Trainer's default)",
     )
+    parser.add_argument(
+        "--quality-seeds",
+        default=None,
+        metavar="S1,S2,...",
+        help="no timing: train every path once per seed and report mean accuracy and F1",
+    )
     options = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-cls-") as tmp:
@@ -241,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"all-MiniLM-L6-v2 + a new head, full fine-tuning; {len(rows)} questions of "
                 f"{options.classes} intents ({min(lengths)}-{max(lengths)} tokens, mean "
                 f"{sum(lengths) / len(lengths):.1f}), {hp.n_epochs} epoch(s), {options.rounds} "
-                f"rounds alternating. tuneforge: batch {hp.batch_size}, lr {hp.learning_rate}, "
+                f"rounds alternating. tuneforge: batch {hp.batch_size}, "
+                f"lr {hp.learning_rate or 'auto (1e-4 for MiniLM)'}, "
                 f"warm-up {hp.warmup_ratio}, group_by_length {hp.group_by_length}.",
                 f"Accuracy and macro F1 on {len(held_out)} held-out questions, measured by "
                 "tuneforge's evaluation on every path's saved model.",
@@ -291,8 +301,58 @@ def main(argv: list[str] | None = None) -> int:
                 "hyperparameters": hp.model_dump(),
             },
         )
-        harness.run(bench, options)
+        if options.quality_seeds:
+            quality_over_seeds(bench, options, model_id, params, hp, rows, held_out)
+        else:
+            harness.run(bench, options)
     return 0
+
+
+def quality_over_seeds(
+    bench: harness.Benchmark,
+    options: Any,
+    model_id: str,
+    params: Any,
+    hp: Any,
+    rows: list[dict[str, str]],
+    held_out: list[dict[str, str]],
+) -> None:
+    """Quality alone, no timing: every path trained once per seed (the seed of the head's
+    initialisation and the batch order), and the mean of each measure. With a few hundred
+    rows one seed says little: accuracy moves by several points from seed to seed."""
+    import json
+    import statistics
+
+    device = harness.pick_device(options.device)
+    runners = {
+        "tuneforge": lambda s: tuneforge_runner(model_id, params, rows, held_out, s),
+        "trainer-same": lambda s: trainer_runner(model_id, hp, rows, held_out, s, True),
+        "trainer-defaults": lambda s: trainer_runner(model_id, hp, rows, held_out, s, False),
+    }
+    seeds = [int(s) for s in options.quality_seeds.split(",")]
+    scores: dict[str, dict[int, dict[str, float]]] = {key: {} for key in runners}
+    with tempfile.TemporaryDirectory(prefix="tuneforge-bench-quality-") as tmp:
+        for seed in seeds:
+            for key, runner in runners.items():
+                folder = Path(tmp) / f"{key}-{seed}"
+                scores[key][seed] = runner(seed)(folder, device).quality
+                print(f"seed {seed} {key}: {scores[key][seed]}", flush=True)
+    means = {
+        key: {m: statistics.mean(by_seed[s][m] for s in seeds) for m in QUALITY}
+        for key, by_seed in scores.items()
+    }
+    lines = [f"Quality of {bench.title} over seeds {seeds} ({device}):", ""]
+    lines += ["| path | " + " | ".join(f"mean {m}" for m in QUALITY) + " |"]
+    lines += ["|---|" + "---|" * len(QUALITY)]
+    lines += [
+        f"| {key} | " + " | ".join(f"{means[key][m]:.3f}" for m in QUALITY) + " |"
+        for key in runners
+    ]
+    print("\n".join(lines))
+    options.out.mkdir(parents=True, exist_ok=True)
+    out = options.out / f"classification-quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"seeds": seeds, "scores": scores, "means": means}, indent=2))
+    print(f"Wrote {out}")
 
 
 if __name__ == "__main__":

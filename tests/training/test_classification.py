@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 from sklearn.metrics import f1_score, precision_score, recall_score
 from sklearn.utils.class_weight import compute_class_weight
@@ -27,7 +28,7 @@ from tuneforge.training.classification_metrics import (
     metric_values,
     predicted,
 )
-from tuneforge.training.spec import JobCreate
+from tuneforge.training.spec import ClassificationHyperparameters, JobCreate
 
 from .conftest import RecordingReporter, run_context
 
@@ -119,12 +120,22 @@ def test_weighted_loss_is_the_weighted_mean_cross_entropy() -> None:
 # -- spec -----------------------------------------------------------------------------------------
 
 
+def test_the_default_learning_rate_follows_the_model_size() -> None:
+    hp = ClassificationHyperparameters()
+    small = torch.nn.Linear(4000, 4000, device="meta")  # 16M parameters, MiniLM's class
+    large = torch.nn.Linear(8000, 8000, device="meta")  # 64M
+    assert classification.learning_rate(hp, small) == 1e-4
+    assert classification.learning_rate(hp, large) == 5e-5
+    chosen = ClassificationHyperparameters(learning_rate=3e-5)
+    assert classification.learning_rate(chosen, small) == 3e-5
+
+
 def test_classification_spec_defaults_and_auto() -> None:
     spec = JobCreate.model_validate(classification_job(
         hyperparameters={"n_epochs": "auto", "learning_rate": "auto"}))
     params = spec.method.classification  # type: ignore[union-attr]
     hp = params.hyperparameters
-    assert (hp.n_epochs, hp.learning_rate, hp.metric_for_best_model) == (3, 5e-5, "f1_macro")
+    assert (hp.n_epochs, hp.learning_rate, hp.metric_for_best_model) == (3, None, "f1_macro")
     assert (hp.class_weights, hp.early_stopping_patience, params.tuning) == ("none", None, "full")
     assert (params.text_column, params.label_column, params.multi_label) == (None, None, False)
     # What ranks classifiers when no job names a metric (evaluations, the registry).

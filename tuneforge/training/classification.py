@@ -160,6 +160,27 @@ def run(ctx: RunContext) -> TrainResult:
     )
 
 
+# BERT's usual 5e-5 was tuned on models of about 110M parameters; encoders a few times smaller
+# (MiniLM, the BERT miniatures) learn best with larger steps. On BANKING77 (bench/README),
+# all-MiniLM-L6-v2 at batch 16 for 3 epochs reached 0.743 mean accuracy over four seeds with
+# 5e-5 and 0.805 with 1e-4.
+SMALL_MODEL_PARAMETERS = 60_000_000
+SMALL_MODEL_LEARNING_RATE = 1e-4
+LEARNING_RATE = 5e-5
+
+
+def parameter_count(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def learning_rate(hp: ClassificationHyperparameters, model: Any) -> float:
+    """The job's learning rate, or the default for the model's size (before adapters)."""
+    if hp.learning_rate is not None:
+        return hp.learning_rate
+    small = parameter_count(model) < SMALL_MODEL_PARAMETERS
+    return SMALL_MODEL_LEARNING_RATE if small else LEARNING_RATE
+
+
 def train_classification(
     *,
     model_location: str,
@@ -197,6 +218,13 @@ def train_classification(
     set_seed(seed)
     tokenizer = load_tokenizer(model_location, hp.max_seq_length)
     model = load_classifier(model_location, labels, multi_label)
+    rate = learning_rate(hp, model)
+    if hp.learning_rate is None:
+        reporter.note(
+            f"Learning rate {rate:g} (auto, for a model of {parameter_count(model) / 1e6:.1f}M "
+            "parameters).",
+            data={"learning_rate": rate},
+        )
     if params.tuning == "lora":
         model = add_lora(model, params.lora)
 
@@ -227,7 +255,7 @@ def train_classification(
         num_train_epochs=hp.n_epochs,
         per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.batch_size,
-        learning_rate=hp.learning_rate,
+        learning_rate=rate,
         warmup_steps=hp.warmup_ratio,  # a float below 1 is a share of the steps
         weight_decay=hp.weight_decay,
         max_grad_norm=hp.max_grad_norm,

@@ -341,11 +341,13 @@ class ClassificationHyperparameters(Strict):
 
     n_epochs: int = Field(3, ge=1, le=1000, description="Passes over the training data.")
     batch_size: int = Field(16, ge=1, le=65536, description="Examples per step.")
-    learning_rate: float = Field(
-        5e-5,
+    learning_rate: float | None = Field(
+        None,
         gt=0,
         le=1,
-        description="Peak learning rate (AdamW); with lora tuning, about 2e-4 is usual.",
+        description="Peak learning rate (AdamW). Default (auto): 1e-4 for a model of fewer "
+        "than 60M parameters (MiniLM-size), 5e-5 for larger ones; with lora tuning, about "
+        "2e-4 is usual.",
     )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps to warm up over.")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
