@@ -95,6 +95,14 @@ def without_dropout(workers: Workers, snapshot: Path, name: str, keys: tuple[str
     return name
 
 
+def dropout_free_minilm(workers: Workers, offline_hub: Path, model_id: str) -> str:
+    """all-MiniLM-L6-v2 from the offline Hub cache, without dropout, for `workers`."""
+    snapshot = next((offline_hub / "hub" / ("models--" + model_id.replace("/", "--"))
+                     / "snapshots").iterdir())
+    return without_dropout(workers, snapshot, "minilm-no-dropout",
+                           ("hidden_dropout_prob", "attention_probs_dropout_prob"))
+
+
 @pytest.fixture
 def dropout_free_workers(tmp_path: Path, offline_hub: Path) -> Iterator[Workers]:
     group = Workers(tmp_path / "tuneforge-data", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
@@ -108,10 +116,7 @@ def test_two_processes_with_gathered_negatives_train_like_one_with_their_global_
         dropout_free_workers: Workers, triplet_split: tuple[Path, Path], offline_hub: Path,
         model_id: str) -> None:
     workers = dropout_free_workers
-    snapshot = next((offline_hub / "hub" / ("models--" + model_id.replace("/", "--"))
-                     / "snapshots").iterdir())
-    model = without_dropout(workers, snapshot, "minilm-no-dropout",
-                            ("hidden_dropout_prob", "attention_probs_dropout_prob"))
+    model = dropout_free_minilm(workers, offline_hub, model_id)
     train, validation = triplet_split
     single = submit(workers, train, embedding(8), validation, model=model)
     double = submit(workers, train, embedding(4), validation, model=model, num_processes=2)

@@ -22,12 +22,12 @@ import psutil
 import pytest
 
 from tests.jobs.test_distributed import (
+    dropout_free_minilm,
     embedding,
     finished,
     losses,
     submit,
     triplet_split,  # noqa: F401 (a fixture)
-    without_dropout,
 )
 from tests.jobs.test_recovery import Workers, job_processes, wait_gone
 from tuneforge.db.store import new_id
@@ -116,8 +116,9 @@ def test_a_job_whose_machines_do_not_come_fails_with_a_clear_error(
     # A worker on the same database but another data folder cannot take part.
     elsewhere = Workers(tmp_path / "other-folder", workers.settings.db_url, **QUICK, **HERE)
     try:
-        elsewhere.start("elsewhere")
         job_id = quick_job(workers, join_timeout_seconds=6)
+        wait_for_message(workers, job_id, "to join at")  # claimed by "alone"
+        elsewhere.start("elsewhere")
         job = status_is(workers, job_id, "failed", timeout=60)
     finally:
         elsewhere.stop()
@@ -193,10 +194,7 @@ def test_an_embedding_job_on_two_machines_trains_like_one_with_their_global_batc
         two_machines: Workers, triplet_split: tuple[Path, Path], offline_hub: Path,  # noqa: F811
         model_id: str) -> None:
     workers = two_machines
-    snapshot = next((offline_hub / "hub" / ("models--" + model_id.replace("/", "--"))
-                     / "snapshots").iterdir())
-    model = without_dropout(workers, snapshot, "minilm-no-dropout",
-                            ("hidden_dropout_prob", "attention_probs_dropout_prob"))
+    model = dropout_free_minilm(workers, offline_hub, model_id)
     train, validation = triplet_split
     two = submit(workers, train, embedding(4), validation, model=model,
                  distributed={"num_machines": 2})

@@ -263,37 +263,37 @@ class Worker:
                     return None  # taken over meanwhile
                 self.store.worker_alive(self.worker_id, job_id)
                 controls = self.store.job_controls(job_id)
-                if controls["cancel_requested"]:
-                    self.store.transition(
-                        job_id,
+                endings: tuple[tuple[bool, JobStatus, str, dict[str, Any]], ...] = (
+                    (
+                        controls["cancel_requested"],
                         JobStatus.CANCELLED,
                         "Job cancelled while waiting for machines.",
-                        expected={JobStatus.RUNNING},
-                        lease=lease,
-                    )
-                    return None
-                if controls["pause_requested"]:
-                    self.store.transition(
-                        job_id,
+                        {},
+                    ),
+                    (
+                        controls["pause_requested"],
                         JobStatus.PAUSED,
                         "Job paused while waiting for machines; it waits again when resumed.",
-                        expected={JobStatus.RUNNING},
-                        lease=lease,
-                        pause_requested=False,
-                        worker_id=None,
-                    )
-                    return None
-                if self.stop.is_set():
-                    self.store.transition(
-                        job_id,
+                        {"pause_requested": False, "worker_id": None},
+                    ),
+                    (
+                        self.stop.is_set(),
                         JobStatus.QUEUED,
                         "Worker shut down while waiting for machines; job queued again.",
-                        expected={JobStatus.RUNNING},
-                        lease=lease,
-                        level="warning",
-                        worker_id=None,
-                    )
-                    return None
+                        {"level": "warning", "worker_id": None},
+                    ),
+                )
+                for due, target, message, fields in endings:
+                    if due:
+                        self.store.transition(
+                            job_id,
+                            target,
+                            message,
+                            expected={JobStatus.RUNNING},
+                            lease=lease,
+                            **fields,
+                        )
+                        return None
                 if self._give_way(job):
                     return None
                 if time.time() > deadline:
