@@ -136,7 +136,7 @@ def trainer_runner(
             set_seed,
         )
 
-        from tuneforge.training.classification import learning_rate
+        from tuneforge.training.classification import learning_rate, parameter_count
 
         labels = sorted({r["label"] for r in rows})
         set_seed(seed)
@@ -162,7 +162,7 @@ def trainer_runner(
             args = TrainingArguments(
                 **common,
                 per_device_train_batch_size=hp.batch_size,
-                learning_rate=learning_rate(hp, model),  # its default for this model's size
+                learning_rate=learning_rate(hp, parameter_count(model)),  # default for its size
                 warmup_steps=hp.warmup_ratio,  # a float below 1 is a share of the steps
                 weight_decay=hp.weight_decay,
                 max_grad_norm=hp.max_grad_norm,

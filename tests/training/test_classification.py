@@ -124,10 +124,10 @@ def test_the_default_learning_rate_follows_the_model_size() -> None:
     hp = ClassificationHyperparameters()
     small = torch.nn.Linear(4000, 4000, device="meta")  # 16M parameters, MiniLM's class
     large = torch.nn.Linear(8000, 8000, device="meta")  # 64M
-    assert classification.learning_rate(hp, small) == 1e-4
-    assert classification.learning_rate(hp, large) == 5e-5
+    assert classification.learning_rate(hp, classification.parameter_count(small)) == 1e-4
+    assert classification.learning_rate(hp, classification.parameter_count(large)) == 5e-5
     chosen = ClassificationHyperparameters(learning_rate=3e-5)
-    assert classification.learning_rate(chosen, small) == 3e-5
+    assert classification.learning_rate(chosen, classification.parameter_count(small)) == 3e-5
 
 
 def test_classification_spec_defaults_and_auto() -> None:

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,14 @@ class Worker:
         self._supervise(job)
         return True
 
+    def _heartbeats(self, process: subprocess.Popen[bytes]) -> Iterator[float]:
+        """The time at each heartbeat interval while `process` runs; ends when it exits."""
+        while process.poll() is None:
+            try:
+                process.wait(timeout=self.settings.heartbeat_seconds)
+            except subprocess.TimeoutExpired:
+                yield time.time()
+
     def _launch(
         self, job_id: str, lease: int, spec: dict[str, Any], node: Node
     ) -> subprocess.Popen[bytes]:
@@ -164,11 +173,7 @@ class Worker:
         shutdown_seen: float | None = None
         killed_for: str | None = None
         trouble: tuple[str, str] | None = None  # a machine of the run that left or failed
-        while process.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=self.settings.heartbeat_seconds)
-                break
-            now = time.time()
+        for now in self._heartbeats(process):
             try:
                 held = self.store.heartbeat(job_id, lease)
                 self.store.worker_alive(self.worker_id, job_id)
@@ -227,8 +232,9 @@ class Worker:
         timeout = float(dist.get("join_timeout_seconds", 600))
         # Workers that cannot read this token do not share the data folder and stay out.
         token = secrets.token_hex(16)
-        _token_file(self.settings.jobs_dir, job_id, lease).parent.mkdir(parents=True, exist_ok=True)
-        _token_file(self.settings.jobs_dir, job_id, lease).write_text(token)
+        token_file = _token_file(self.settings.jobs_dir, job_id, lease)
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(token)
         self.store.open_rendezvous(
             job_id,
             lease,
@@ -384,11 +390,7 @@ class Worker:
         self.store.update_node(job_id, lease, rank, state="running")
         run_over: float | None = None
         leaving: float | None = None
-        while process.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=self.settings.heartbeat_seconds)
-                break
-            now = time.time()
+        for now in self._heartbeats(process):
             try:
                 self.store.update_node(job_id, lease, rank)
                 self.store.worker_alive(self.worker_id, job_id)

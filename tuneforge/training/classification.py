@@ -173,12 +173,12 @@ def parameter_count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def learning_rate(hp: ClassificationHyperparameters, model: Any) -> float:
-    """The job's learning rate, or the default for the model's size (before adapters)."""
+def learning_rate(hp: ClassificationHyperparameters, parameters: int) -> float:
+    """The job's learning rate, or the default for a model of `parameters` (before
+    adapters)."""
     if hp.learning_rate is not None:
         return hp.learning_rate
-    small = parameter_count(model) < SMALL_MODEL_PARAMETERS
-    return SMALL_MODEL_LEARNING_RATE if small else LEARNING_RATE
+    return SMALL_MODEL_LEARNING_RATE if parameters < SMALL_MODEL_PARAMETERS else LEARNING_RATE
 
 
 def train_classification(
@@ -218,11 +218,11 @@ def train_classification(
     set_seed(seed)
     tokenizer = load_tokenizer(model_location, hp.max_seq_length)
     model = load_classifier(model_location, labels, multi_label)
-    rate = learning_rate(hp, model)
+    parameters = parameter_count(model)
+    rate = learning_rate(hp, parameters)
     if hp.learning_rate is None:
         reporter.note(
-            f"Learning rate {rate:g} (auto, for a model of {parameter_count(model) / 1e6:.1f}M "
-            "parameters).",
+            f"Learning rate {rate:g} (auto, for a model of {parameters / 1e6:.1f}M parameters).",
             data={"learning_rate": rate},
         )
     if params.tuning == "lora":
