@@ -38,6 +38,7 @@ from tuneforge.training.spec import (
     ClassificationMethodParams,
     LoraSettings,
 )
+from tuneforge.training.unpadding import skip_padding
 
 # Saved beside the model: the validation metrics, the baseline, the per-class report.
 EVALUATION_FILE = "evaluation.json"
@@ -299,18 +300,18 @@ def train_classification(
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # logs go to the job's events, not to stdout
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    result.train_loss = float(output.training_loss)
-    result.steps = trainer.state.global_step
-    if reporter.stop_reason() is not None:
-        result.stopped_early = True
-        return result
-
-    if eval_dataset is not None:
-        logits = trainer.predict(eval_dataset).predictions
-        y_true, y_pred = _as_array(eval_targets), predicted(logits, multi_label)
-        result.evaluation = metric_values(y_true, y_pred)
-        result.details = {"baseline": BASELINE, **class_report(y_true, y_pred, labels)}
+    with skip_padding(model, hp.skip_padding):
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        result.train_loss = float(output.training_loss)
+        result.steps = trainer.state.global_step
+        if reporter.stop_reason() is not None:
+            result.stopped_early = True
+            return result
+        if eval_dataset is not None:
+            logits = trainer.predict(eval_dataset).predictions
+            y_true, y_pred = _as_array(eval_targets), predicted(logits, multi_label)
+            result.evaluation = metric_values(y_true, y_pred)
+            result.details = {"baseline": BASELINE, **class_report(y_true, y_pred, labels)}
     trained: Any = trainer.model
     model = trained.merge_and_unload() if params.tuning == "lora" else trained
     model.save_pretrained(str(output_dir))

@@ -14,6 +14,7 @@ from tuneforge.training.base import RunContext, TrainResult, batch_arguments
 from tuneforge.training.callbacks import Reporter, ReportingCallback
 from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.spec import EmbeddingMethod, EmbeddingMethodParams
+from tuneforge.training.unpadding import skip_padding
 
 
 def load_model(location: str, device: str, max_seq_length: int | None = None) -> Any:
@@ -248,7 +249,8 @@ def train_embedding(
         evaluator=evaluator,
         callbacks=[ReportingCallback(reporter, hp.batch_size * world_size)],
     )
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with skip_padding(model, hp.skip_padding):
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     result.train_loss = float(output.training_loss)
     result.steps = trainer.state.global_step
     if reporter.stop_reason() is not None:

@@ -77,6 +77,12 @@ class EmbeddingHyperparameters(Strict):
         description="Write a checkpoint every this many steps (default: at each epoch's end); "
         "a crashed run continues from the newest one.",
     )
+    skip_padding: bool = Field(
+        True,
+        description="Linear layers compute the real tokens only, not the batch's padding: the "
+        "same result, less work. Applies to BERT-family encoders (BERT, RoBERTa, XLM-R, "
+        "DistilBERT, MPNet, ELECTRA, ALBERT); other models compute as before.",
+    )
     use_amp: bool = Field(False, description="Mixed precision (on CUDA only).")
     save_best_model: bool = Field(
         False, description="Keep the weights of the best evaluation, not the last step's."
@@ -401,6 +407,12 @@ class ClassificationHyperparameters(Strict):
         True,
         description="Batch examples of similar length together (groups in random order): "
         "far less padding on data of varied lengths, the same examples each epoch.",
+    )
+    skip_padding: bool = Field(
+        True,
+        description="Linear layers compute the real tokens only, not the batch's padding: the "
+        "same result, less work. Applies to BERT-family encoders (BERT, RoBERTa, XLM-R, "
+        "DistilBERT, MPNet, ELECTRA, ALBERT); other models compute as before.",
     )
     use_amp: bool = Field(False, description="Mixed precision (on CUDA only).")
     dataloader_num_workers: int = Field(
