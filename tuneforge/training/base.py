@@ -50,6 +50,16 @@ class TrainResult:
     # Kind-specific results stored with the job (e.g. a confusion matrix).
     details: dict[str, Any] = field(default_factory=dict)
 
+    def train(self, trainer: Any, reporter: Reporter, resume_from: Path | None) -> bool:
+        """Run `trainer` (continuing from the checkpoint `resume_from`) and note its loss and
+        steps; False, with `stopped_early` set, when the reporter stopped it."""
+        resume = str(resume_from) if resume_from else None
+        output = trainer.train(resume_from_checkpoint=resume)
+        self.train_loss = float(output.training_loss)
+        self.steps = trainer.state.global_step
+        self.stopped_early = reporter.stop_reason() is not None
+        return not self.stopped_early
+
 
 def batch_arguments(batch_size: int, world_size: int) -> dict[str, Any]:
     """Trainer arguments for `batch_size` examples per process and step.

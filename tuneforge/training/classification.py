@@ -301,11 +301,7 @@ def train_classification(
     )
     trainer.remove_callback(PrinterCallback)  # logs go to the job's events, not to stdout
     with skip_padding(model, hp.skip_padding):
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        result.train_loss = float(output.training_loss)
-        result.steps = trainer.state.global_step
-        if reporter.stop_reason() is not None:
-            result.stopped_early = True
+        if not result.train(trainer, reporter, resume_from):
             return result
         if eval_dataset is not None:
             logits = trainer.predict(eval_dataset).predictions

@@ -250,13 +250,8 @@ def train_embedding(
         callbacks=[ReportingCallback(reporter, hp.batch_size * world_size)],
     )
     with skip_padding(model, hp.skip_padding):
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    result.train_loss = float(output.training_loss)
-    result.steps = trainer.state.global_step
-    if reporter.stop_reason() is not None:
-        result.stopped_early = True
-        return result
-    if not main:
+        trained = result.train(trainer, reporter, resume_from)
+    if not trained or not main:
         return result
     if evaluator is not None:
         result.evaluation = evaluate(evaluator, model)

@@ -415,14 +415,7 @@ def train_and_save(
         ctx.reporter.metrics(0, {f"eval_{k}": v for k, v in baseline["metrics"].items()})
     result = TrainResult(primary_metric=primary_metric if eval_rows else None)
     result.baseline = baseline["metrics"]
-    resume = str(ctx.resume_from) if ctx.resume_from else None
-    output = trainer.train(resume_from_checkpoint=resume)
-    result.train_loss = float(output.training_loss)
-    result.steps = trainer.state.global_step
-    if ctx.reporter.stop_reason() is not None:
-        result.stopped_early = True
-        return result
-    if not main:
+    if not result.train(trainer, ctx.reporter, ctx.resume_from) or not main:
         return result
     final = measure()
     result.evaluation = final["metrics"]
