@@ -7,19 +7,15 @@ import csv
 import os
 import random
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.offline_models import MINILM, build_hf_cache
+from tests.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 # The shared data sets beside the checkout; TUNEFORGE_SHARED_DATA points elsewhere (a GPU
@@ -90,69 +86,6 @@ def german_triplets(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f.write(json.dumps({"question": a, "positive": b, "negative": other[1]},
                                ensure_ascii=False) + "\n")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A running `tuneforge serve` and an HTTP client for it."""
-
-    def __init__(self, home: Path, database_url: str | None = None,
-                 args: tuple[str, ...] = (), headers: dict[str, str] | None = None):
-        self.home = home
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = dict(os.environ, TUNEFORGE_HOME=str(home), TUNEFORGE_CANCEL_GRACE_SECONDS="10")
-        if database_url:
-            self.env["DATABASE_URL"] = database_url
-        self.log = (home.parent / f"server-{self.port}.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuneforge.cli", "serve", "--port", str(self.port), *args],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(home.parent))
-        # `headers`: e.g. an API key's Authorization, for a server that needs one.
-        self.client = httpx.Client(base_url=self.url, timeout=60, headers=headers)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if self.client.get("/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-            if self.process.poll() is not None:
-                break
-        raise RuntimeError(f"tuneforge serve did not start; see {self.log.name}")
-
-    def upload(self, path: Path, name: str | None = None) -> dict:
-        with path.open("rb") as f:
-            r = self.client.post("/v1/files", files={"file": (name or path.name, f)},
-                                 data={"purpose": "fine-tune"})
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    def wait_for(self, job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed",
-                 "cancelled"), timeout: float = 300) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
-            if job["status"] in statuses:
-                return job
-            time.sleep(0.5)
-        raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
-
-    def stop(self) -> None:
-        """SIGTERM, as a service manager would; a second call does nothing."""
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.client.close()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")

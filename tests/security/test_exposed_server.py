@@ -14,7 +14,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Server, _free_port
+from tests.server import Server
+from tuneforge.net import free_port
 
 
 def tuneforge(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -26,7 +27,7 @@ def tuneforge(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_exposed_server_runs_only_behind_keys(tmp_path: Path) -> None:
     home = tmp_path / "tuneforge-data"
-    refused = tuneforge(home, "serve", "--host", "0.0.0.0", "--port", str(_free_port()))
+    refused = tuneforge(home, "serve", "--host", "0.0.0.0", "--port", str(free_port()))
     assert refused.returncode == 1
     assert "Refusing to listen on 0.0.0.0" in refused.stderr
     assert "tuneforge keys create" in refused.stderr

@@ -37,6 +37,7 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidStateError, LeaseLostError
 from tuneforge.jobs.status import JobStatus
+from tuneforge.net import free_port
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class Worker:
         dist = spec.get("distributed") or {}
         machines = _machines(spec)
         address = dist.get("main_process_ip") or self.settings.worker_address or _own_address()
-        port = int(dist.get("main_process_port") or _free_port("0.0.0.0"))
+        port = int(dist.get("main_process_port") or free_port("0.0.0.0"))
         timeout = float(dist.get("join_timeout_seconds", 600))
         # Workers that cannot read this token do not share the data folder and stay out.
         token = secrets.token_hex(16)
@@ -527,7 +528,7 @@ def launch_command(
     node = node or Node()
     machines = node.machines
     per_machine = int(spec.get("num_processes", 1))
-    port = str(node.port or dist.get("main_process_port") or _free_port())
+    port = str(node.port or dist.get("main_process_port") or free_port())
     address = node.address
     rank = str(node.rank)
     env = {}
@@ -564,12 +565,6 @@ def launch_command(
         "--main_process_port", port,
     ]  # fmt: skip
     return [*command, "-m", runner_module, *runner_args], env
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
