@@ -30,9 +30,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import harness
+import measure
+import running
 
-DATA = harness.DATA / "banking77-train.csv"
+DATA = running.DATA / "banking77-train.csv"
 QUALITY = ("accuracy", "f1_macro")
 
 
@@ -67,7 +68,7 @@ def quality(location: Path, held_out: list[dict[str, str]]) -> dict[str, float]:
 
 def count_texts(inputs: dict[str, Any]) -> dict[str, Any]:
     """A batch of `DataCollatorWithPadding`: one attention mask."""
-    return harness.count_padded([inputs["attention_mask"]])
+    return measure.count_padded([inputs["attention_mask"]])
 
 
 # -- A: tuneforge -------------------------------------------------------------------------------
@@ -79,8 +80,8 @@ def tuneforge_runner(
     rows: list[dict[str, str]],
     held_out: list[dict[str, str]],
     seed: int,
-) -> harness.Runner:
-    def run(folder: Path, device: str) -> harness.Outcome:
+) -> running.Runner:
+    def run(folder: Path, device: str) -> running.Outcome:
         from tuneforge.training.classification import train_classification
         from tuneforge.training.spec import ClassificationMethod, JobCreate
 
@@ -91,7 +92,7 @@ def tuneforge_runner(
             method=ClassificationMethod(classification=params),
             device=device,
         )
-        with harness.tuneforge_job(folder, spec) as job:
+        with running.tuneforge_job(folder, spec) as job:
             # No validation rows: no evaluations inside the training loop (on both paths).
             train_classification(
                 model_location=model_id,
@@ -105,7 +106,7 @@ def tuneforge_runner(
                 reporter=job.reporter,
             )
             overhead = job.overhead()
-            return harness.Outcome(quality=quality(job.output_dir, held_out), overhead=overhead)
+            return running.Outcome(quality=quality(job.output_dir, held_out), overhead=overhead)
 
     return run
 
@@ -120,12 +121,12 @@ def trainer_runner(
     held_out: list[dict[str, str]],
     seed: int,
     same_settings: bool,
-) -> harness.Runner:
+) -> running.Runner:
     """What one writes from the transformers text-classification guide. With `same_settings`,
     every setting tuneforge sets is set alike from `hp`; otherwise TrainingArguments' defaults
     but the epochs."""
 
-    def run(folder: Path, device: str) -> harness.Outcome:
+    def run(folder: Path, device: str) -> running.Outcome:
         from datasets import Dataset
         from transformers import (
             AutoModelForSequenceClassification,
@@ -187,7 +188,7 @@ def trainer_runner(
         )
         trainer.train()
         trainer.save_model(str(folder / "model"))
-        return harness.Outcome(quality=quality(folder / "model", held_out))
+        return running.Outcome(quality=quality(folder / "model", held_out))
 
     return run
 
@@ -196,7 +197,7 @@ def trainer_runner(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.parser(__doc__.split("\n\n")[0])
+    parser = running.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=10, help="intents (default 10)")
     parser.add_argument(
         "--per-class", type=int, default=28, help="training questions per intent (default 28)"
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-cls-") as tmp:
-        model_id = harness.offline_hub(Path(tmp) / "hf")
+        model_id = running.offline_hub(Path(tmp) / "hf")
         import transformers
 
         transformers.logging.set_verbosity_error()  # the same quiet console on every path
@@ -233,17 +234,17 @@ def main(argv: list[str] | None = None) -> int:
         rows, held_out = banking_rows(options.classes, options.per_class, options.held_out)
         params = ClassificationMethodParams(
             hyperparameters=ClassificationHyperparameters.model_validate(
-                {"n_epochs": options.epochs, **harness.overrides(options)}
+                {"n_epochs": options.epochs, **running.overrides(options)}
             )
         )
         hp = params.hyperparameters
         model = AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=2)
-        flops = harness.flops_model(model, model.config)
+        flops = measure.flops_model(model, model.config)
         tokenizer = AutoTokenizer.from_pretrained(model_id)
         lengths = [len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]]
         del model
 
-        bench = harness.Benchmark(
+        bench = running.Benchmark(
             name="classification",
             title="Classification on BANKING77: tuneforge vs plain transformers Trainer scripts",
             description=[
@@ -257,17 +258,17 @@ def main(argv: list[str] | None = None) -> int:
                 "tuneforge's evaluation on every path's saved model.",
             ],
             paths=[
-                harness.TrainingPath(
+                running.TrainingPath(
                     "tuneforge",
                     "tuneforge `train_classification` (its defaults)",
                     tuneforge_runner(model_id, params, rows, held_out, options.seed),
                 ),
-                harness.TrainingPath(
+                running.TrainingPath(
                     "trainer-same",
                     "transformers Trainer with tuneforge's settings",
                     trainer_runner(model_id, hp, rows, held_out, options.seed, same_settings=True),
                 ),
-                harness.TrainingPath(
+                running.TrainingPath(
                     "trainer-defaults",
                     "transformers Trainer with "
                     "TrainingArguments' defaults (batch 8, random batches)",
@@ -275,14 +276,14 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             ],
             comparisons=[
-                harness.Comparison(
+                running.Comparison(
                     "(a) identical settings: overhead",
                     "tuneforge",
                     "trainer-same",
                     "examples_per_s",
                     0.97,
                 ),
-                harness.Comparison(
+                running.Comparison(
                     "(b) each side's defaults",
                     "tuneforge",
                     "trainer-defaults",
@@ -304,12 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         if options.quality_seeds:
             quality_over_seeds(bench, options, model_id, params, hp, rows, held_out)
         else:
-            harness.run(bench, options)
+            running.run(bench, options)
     return 0
 
 
 def quality_over_seeds(
-    bench: harness.Benchmark,
+    bench: running.Benchmark,
     options: Any,
     model_id: str,
     params: Any,
@@ -323,7 +324,7 @@ def quality_over_seeds(
     import json
     import statistics
 
-    device = harness.pick_device(options.device)
+    device = measure.pick_device(options.device)
     runners = {
         "tuneforge": lambda s: tuneforge_runner(model_id, params, rows, held_out, s),
         "trainer-same": lambda s: trainer_runner(model_id, hp, rows, held_out, s, True),

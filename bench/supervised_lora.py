@@ -30,7 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import harness
+import measure
+import running
 
 SIZES = {
     "hidden_size": 384,
@@ -40,7 +41,7 @@ SIZES = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 2048,
 }
-STS = harness.DATA / "stsb-en-train.csv"
+STS = running.DATA / "stsb-en-train.csv"
 
 
 # -- the model and the data -------------------------------------------------------------------
@@ -146,8 +147,8 @@ def tuneforge_runner(
     rows: list[dict[str, Any]],
     held_out: list[dict[str, Any]],
     seed: int,
-) -> harness.Runner:
-    def run(folder: Path, device: str) -> harness.Outcome:
+) -> running.Runner:
+    def run(folder: Path, device: str) -> running.Outcome:
         from tuneforge.datasets.splits import JobData
         from tuneforge.training import llm, supervised
         from tuneforge.training.base import RunContext
@@ -160,7 +161,7 @@ def tuneforge_runner(
             method=SupervisedMethod(supervised=params),
             device=device,
         )
-        with harness.tuneforge_job(folder, spec) as job:
+        with running.tuneforge_job(folder, spec) as job:
             supervised.run(
                 RunContext(
                     spec=spec,
@@ -177,7 +178,7 @@ def tuneforge_runner(
             # The saved adapters, loaded as a user would (merged into the base).
             model = llm.load_causal_lm(str(job.output_dir), device=device).to(device)
             quality = held_out_loss(model, llm.load_chat_tokenizer(str(job.output_dir)), held_out)
-        return harness.Outcome(quality=quality, overhead=overhead)
+        return running.Outcome(quality=quality, overhead=overhead)
 
     return run
 
@@ -193,13 +194,13 @@ def trl_runner(
     seed: int,
     same_settings: bool,
     cpu_bf16: bool = False,
-) -> harness.Runner:
+) -> running.Runner:
     """What one writes from trl's docs: prompt/completion rows (the loss sees the completion),
     LoRA through `peft_config`. With `same_settings`, every setting tuneforge sets is set alike
     from `hp`; otherwise SFTConfig's defaults but the epochs and, on a CPU, `use_cpu` and
     (unless `cpu_bf16`) bf16 off."""
 
-    def run(folder: Path, device: str) -> harness.Outcome:
+    def run(folder: Path, device: str) -> running.Outcome:
         import torch
         from datasets import Dataset
         from peft import LoraConfig
@@ -266,7 +267,7 @@ def trl_runner(
             ),
         )
         trainer.train()
-        return harness.Outcome(quality=held_out_loss(trainer.model, tokenizer, held_out))
+        return running.Outcome(quality=held_out_loss(trainer.model, tokenizer, held_out))
 
     return run
 
@@ -274,7 +275,7 @@ def trl_runner(
 # -- the benchmark ------------------------------------------------------------------------------
 
 
-def lora_flops(model_dir: Path) -> harness.FlopsModel:
+def lora_flops(model_dir: Path) -> measure.FlopsModel:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -283,11 +284,11 @@ def lora_flops(model_dir: Path) -> harness.FlopsModel:
     model = get_peft_model(
         model, LoraConfig(r=16, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
     )
-    return harness.flops_model(model, config)
+    return measure.flops_model(model, config)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.parser(__doc__.split("\n\n")[0])
+    parser = running.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=144, help="conversations (default 144)")
     parser.add_argument("--held-out", type=int, default=32, help="held-out conversations")
     parser.add_argument(
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = scaled_sizes(options.hidden_size, options.layers)
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-llm-") as tmp:
-        harness.offline_hub(Path(tmp) / "hf")  # nothing is downloaded
+        running.offline_hub(Path(tmp) / "hf")  # nothing is downloaded
         import transformers
 
         transformers.logging.set_verbosity_error()  # the same quiet console on every path
@@ -342,12 +343,12 @@ def main(argv: list[str] | None = None) -> int:
             quantization="none",
             generation_checks=GenerationChecks(samples=0),
             hyperparameters=SupervisedHyperparameters.model_validate(
-                {"n_epochs": options.epochs, **harness.overrides(options)}
+                {"n_epochs": options.epochs, **running.overrides(options)}
             ),
         )
         hp = params.hyperparameters
-        defaults_bf16 = options.trl_bf16 or harness.pick_device(options.device) == "cuda"
-        bench = harness.Benchmark(
+        defaults_bf16 = options.trl_bf16 or measure.pick_device(options.device) == "cuda"
+        bench = running.Benchmark(
             name="supervised_lora",
             title="Supervised LoRA: tuneforge vs plain trl SFTTrainer scripts",
             description=[
@@ -363,17 +364,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"token on {len(held_out)} other conversations.",
             ],
             paths=[
-                harness.TrainingPath(
+                running.TrainingPath(
                     "tuneforge",
                     "tuneforge `supervised` (its defaults)",
                     tuneforge_runner(model_dir, params, rows, held_out, options.seed),
                 ),
-                harness.TrainingPath(
+                running.TrainingPath(
                     "trl-same",
                     "trl SFTTrainer with tuneforge's settings",
                     trl_runner(model_dir, hp, rows, held_out, options.seed, same_settings=True),
                 ),
-                harness.TrainingPath(
+                running.TrainingPath(
                     "trl-defaults",
                     "trl SFTTrainer with SFTConfig's defaults "
                     "(batch 8, lr 2e-5, random batches"
@@ -391,14 +392,14 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             ],
             comparisons=[
-                harness.Comparison(
+                running.Comparison(
                     "(a) identical settings: overhead",
                     "tuneforge",
                     "trl-same",
                     "trained_tokens_per_s",
                     0.97,
                 ),
-                harness.Comparison(
+                running.Comparison(
                     "(b) each side's defaults, variable-length data",
                     "tuneforge",
                     "trl-defaults",
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                     note="Learning rates differ (2e-4 vs 2e-5), so the losses do too.",
                 ),
             ],
-            count=harness.count_lm_batch,
+            count=measure.count_lm_batch,
             flops=lora_flops(model_dir),
             examples_name="conversations",
             config={
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 "epochs": options.epochs,
             },
         )
-        harness.run(bench, options)
+        running.run(bench, options)
     return 0
 
 
