@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from tuneforge.db import tables as t
 from tuneforge.db.engine import Database, every, page
-from tuneforge.db.records import Row
+from tuneforge.db.records import ApiKey, AuditLogEntry, Row
 from tuneforge.jobs.status import JobStatus
 
 
@@ -19,12 +19,12 @@ class AccessStore(Database):
         with self._tx() as conn:
             conn.execute(t.api_keys.insert().values(**row))
 
-    def list_api_keys(self) -> list[Row]:
+    def list_api_keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first; never with its hash."""
         columns = [c for c in t.api_keys.c if c.name != "secret_hash"]
         with self._tx() as conn:
             rows = conn.execute(select(*columns).order_by(t.api_keys.c.created_at)).all()
-        return every(rows)
+        return every(ApiKey, rows)
 
     def active_api_keys(self) -> dict[str, Row]:
         """The keys not revoked, by the hash of their secret: {hash: {"id", "scope"}}."""
@@ -52,7 +52,7 @@ class AccessStore(Database):
 
     def list_audit_entries(
         self, *, after: int | None = None, limit: int = 100, actor: str | None = None
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[AuditLogEntry], bool]:
         """Newest first; `after` is the id of the last entry of the previous page."""
         query = select(t.audit_log)
         if after is not None:
@@ -61,7 +61,7 @@ class AccessStore(Database):
             query = query.where(t.audit_log.c.actor == actor)
         with self._tx() as conn:
             rows = conn.execute(query.order_by(t.audit_log.c.id.desc()).limit(limit + 1)).all()
-        return page(rows, limit)
+        return page(AuditLogEntry, rows, limit)
 
     def count_waiting_jobs_of(self, actor: str) -> int:
         """Jobs (of any kind) that `actor` created, by the audit log, still waiting to run."""

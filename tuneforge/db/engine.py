@@ -1,19 +1,20 @@
 """What every part of the store shares: the engine (SQLite or PostgreSQL), one transaction
-per call, reading rows, and the newest-first page cursor."""
+per call, reading rows into records, and the newest-first page cursor."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy
 from sqlalchemy import Connection, Engine, Table, create_engine, event, select
 from sqlalchemy.pool import NullPool
 
 from tuneforge.db.migrate import migrate
-from tuneforge.db.records import Row
+from tuneforge.db.records import Record
 
+R = TypeVar("R", bound=Record)
 # A row as SQLAlchemy returns it, of any number of columns.
 SqlRow = sqlalchemy.Row[*tuple[Any, ...]]
 
@@ -65,20 +66,20 @@ class Database:
             yield conn
 
 
-def one(row: SqlRow | None) -> Row | None:
-    """A row read as a dict, or None for no row."""
-    return None if row is None else dict(row._mapping)
+def one(record: type[R], row: SqlRow | None) -> R | None:
+    """A row read as `record`, or None for no row."""
+    return None if row is None else record(row._mapping)
 
 
-def every(rows: Iterable[SqlRow]) -> list[Row]:
-    """Rows read as dicts."""
-    return [dict(row._mapping) for row in rows]
+def every(record: type[R], rows: Iterable[SqlRow]) -> list[R]:
+    """Rows read as `record`."""
+    return [record(row._mapping) for row in rows]
 
 
-def page(rows: Sequence[SqlRow], limit: int) -> tuple[list[Row], bool]:
-    """A page of a listing read `limit + 1` rows deep: its first `limit` rows, and whether
-    more follow."""
-    return every(rows[:limit]), len(rows) > limit
+def page(record: type[R], rows: Sequence[SqlRow], limit: int) -> tuple[list[R], bool]:
+    """A page of a listing read `limit + 1` rows deep: its first `limit` rows as `record`, and
+    whether more follow."""
+    return every(record, rows[:limit]), len(rows) > limit
 
 
 def after_cursor(conn: Connection, query: Any, table: Table, after: str | None) -> Any:

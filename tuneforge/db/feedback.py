@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from tuneforge.db import tables as t
 from tuneforge.db.engine import Database, every, one, page
-from tuneforge.db.records import Row
+from tuneforge.db.records import Feedback, Row
 
 
 class FeedbackStore(Database):
@@ -17,10 +17,10 @@ class FeedbackStore(Database):
             conn.execute(t.feedback.insert().values(**row))
         return row
 
-    def get_feedback(self, feedback_id: str) -> Row | None:
+    def get_feedback(self, feedback_id: str) -> Feedback | None:
         with self._tx() as conn:
             found = conn.execute(select(t.feedback).where(t.feedback.c.id == feedback_id)).first()
-        return one(found)
+        return one(Feedback, found)
 
     def list_feedback(
         self,
@@ -33,7 +33,7 @@ class FeedbackStore(Database):
         after: str | None = None,
         limit: int | None = 100,
         oldest_first: bool = False,
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[Feedback], bool]:
         """Feedback matching every filter given (`since` inclusive, `until` exclusive), newest
         first unless `oldest_first`; `after` is the id of the previous page's last row."""
         fb = t.feedback
@@ -70,5 +70,5 @@ class FeedbackStore(Database):
                 query = query.limit(limit + 1)
             rows = conn.execute(query).all()
         if limit is None:
-            return every(rows), False
-        return page(rows, limit)
+            return every(Feedback, rows), False
+        return page(Feedback, rows, limit)

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from tuneforge.db import tables as t
 from tuneforge.db.engine import Database, after_cursor, one, page
-from tuneforge.db.records import Row
+from tuneforge.db.records import File, Row
 from tuneforge.jobs.status import TERMINAL
 
 
@@ -18,14 +18,14 @@ class FileStore(Database):
             conn.execute(t.files.insert().values(**row))
         return row
 
-    def get_file(self, file_id: str) -> Row | None:
+    def get_file(self, file_id: str) -> File | None:
         with self._tx() as conn:
             found = conn.execute(select(t.files).where(t.files.c.id == file_id)).first()
-        return one(found)
+        return one(File, found)
 
     def list_files(
         self, *, purpose: str | None = None, after: str | None = None, limit: int = 100
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[File], bool]:
         query = select(t.files)
         if purpose:
             query = query.where(t.files.c.purpose == purpose)
@@ -34,7 +34,7 @@ class FileStore(Database):
             rows = conn.execute(
                 query.order_by(t.files.c.created_at.desc(), t.files.c.id.desc()).limit(limit + 1)
             ).all()
-        return page(rows, limit)
+        return page(File, rows, limit)
 
     def delete_file(self, file_id: str) -> bool:
         with self._tx() as conn:

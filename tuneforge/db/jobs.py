@@ -16,7 +16,7 @@ from sqlalchemy import Connection, func, select
 
 from tuneforge.db import tables as t
 from tuneforge.db.engine import Database, after_cursor, one, page
-from tuneforge.db.records import Row
+from tuneforge.db.records import Checkpoint, Event, Job, JobControls, Row
 from tuneforge.errors import JobNotFoundError, LeaseLostError
 from tuneforge.jobs.status import JobStatus
 
@@ -47,26 +47,26 @@ def write_event(
     )
 
 
-def lock_job(conn: Connection, job_id: str) -> Row:
+def lock_job(conn: Connection, job_id: str) -> Job:
     """Read a job inside a transaction, holding its row until commit (PostgreSQL; SQLite's
     BEGIN IMMEDIATE already holds the whole database)."""
     query = select(t.jobs).where(t.jobs.c.id == job_id)
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
-    job = one(conn.execute(query).first())
+    job = one(Job, conn.execute(query).first())
     if job is None:
         raise no_such_job(job_id)
     return job
 
 
-def check_lease(conn: Connection, job_id: str, lease: int | None) -> Row:
+def check_lease(conn: Connection, job_id: str, lease: int | None) -> Job:
     """Lock the job (see `lock_job`); given a `lease`, it must still run under it (else
     LeaseLostError)."""
     job = lock_job(conn, job_id)
-    if lease is not None and (job["lease"] != lease or job["status"] != JobStatus.RUNNING.value):
+    if lease is not None and (job.lease != lease or job.status != JobStatus.RUNNING.value):
         raise LeaseLostError(
-            f"Job {job_id} is no longer held by lease {lease} (now lease {job['lease']}, "
-            f"{job['status']})."
+            f"Job {job_id} is no longer held by lease {lease} (now lease {job.lease}, "
+            f"{job.status})."
         )
     return job
 
@@ -74,7 +74,7 @@ def check_lease(conn: Connection, job_id: str, lease: int | None) -> Row:
 class JobStore(Database):
     """The `jobs`, `events` and `checkpoints` tables."""
 
-    def insert_job(self, row: Row, message: str) -> Row:
+    def insert_job(self, row: Row, message: str) -> Job:
         with self._tx() as conn:
             conn.execute(
                 t.jobs.insert().values(
@@ -90,12 +90,12 @@ class JobStore(Database):
             write_event(conn, row["id"], message)
         return self.require_job(row["id"])
 
-    def get_job(self, job_id: str) -> Row | None:
+    def get_job(self, job_id: str) -> Job | None:
         with self._tx() as conn:
             found = conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).first()
-        return one(found)
+        return one(Job, found)
 
-    def require_job(self, job_id: str) -> Row:
+    def require_job(self, job_id: str) -> Job:
         job = self.get_job(job_id)
         if job is None:
             raise no_such_job(job_id)
@@ -109,7 +109,7 @@ class JobStore(Database):
         status: str | None = None,
         kind: str | None = None,
         not_kinds: tuple[str, ...] = (),
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[Job], bool]:
         query = select(t.jobs)
         if status:
             query = query.where(t.jobs.c.status == status)
@@ -122,7 +122,7 @@ class JobStore(Database):
             rows = conn.execute(
                 query.order_by(t.jobs.c.created_at.desc(), t.jobs.c.id.desc()).limit(limit + 1)
             ).all()
-        return page(rows, limit)
+        return page(Job, rows, limit)
 
     def count_jobs(self) -> dict[str, int]:
         with self._tx() as conn:
@@ -159,7 +159,7 @@ class JobStore(Database):
             write_event(conn, job_id, message, level="info", type="metrics", data=data)
             conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(metrics=latest))
 
-    def job_controls(self, job_id: str) -> Row:
+    def job_controls(self, job_id: str) -> JobControls:
         """What a running job's process polls: its requests, status and lease."""
         with self._tx() as conn:
             found = conn.execute(
@@ -170,7 +170,7 @@ class JobStore(Database):
                     t.jobs.c.pause_requested,
                 ).where(t.jobs.c.id == job_id)
             ).first()
-        controls = one(found)
+        controls = one(JobControls, found)
         if controls is None:
             raise no_such_job(job_id)
         return controls
@@ -208,7 +208,7 @@ class JobStore(Database):
         level: str | None = None,
         type: str | None = None,
         newest_first: bool = True,
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[Event], bool]:
         """Events of a job. `after` is an event id: older events than it when newest_first,
         newer ones otherwise (the order used for replay)."""
         query = select(t.events).where(t.events.c.job_id == job_id)
@@ -221,7 +221,7 @@ class JobStore(Database):
         order = t.events.c.id.desc() if newest_first else t.events.c.id.asc()
         with self._tx() as conn:
             rows = conn.execute(query.order_by(order).limit(limit + 1)).all()
-        return page(rows, limit)
+        return page(Event, rows, limit)
 
     def event_head(self, job_id: str) -> tuple[int, str | None]:
         """(the id of the job's newest event or 0, the job's status or None): what an event
@@ -249,7 +249,7 @@ class JobStore(Database):
 
     def list_checkpoints(
         self, job_id: str, *, after: str | None = None, limit: int = 10
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[Checkpoint], bool]:
         query = select(t.checkpoints).where(t.checkpoints.c.job_id == job_id)
         with self._tx() as conn:
             if after:
@@ -259,4 +259,4 @@ class JobStore(Database):
                 if step is not None:
                     query = query.where(t.checkpoints.c.step < step)
             rows = conn.execute(query.order_by(t.checkpoints.c.step.desc()).limit(limit + 1)).all()
-        return page(rows, limit)
+        return page(Checkpoint, rows, limit)

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, case, func, select
 
 from tuneforge.db import tables as t
 from tuneforge.db.jobs import JobStore, check_lease, no_such_job, write_event
-from tuneforge.db.records import Row
+from tuneforge.db.records import Job
 from tuneforge.errors import InvalidStateError, LeaseLostError
 from tuneforge.jobs.status import TERMINAL, JobStatus, sources_of
 
@@ -34,7 +34,7 @@ class JobQueue(JobStore):
         data: dict[str, Any] | None = None,
         conn: Connection | None = None,
         **fields: Any,
-    ) -> Row:
+    ) -> Job:
         """Move a job to `target` if its status is one of `expected` (default: any status
         that may lead there) and, given a `lease`, the job is still held by it; set `fields`
         and log `message`. Raises InvalidStateError or LeaseLostError."""
@@ -43,10 +43,10 @@ class JobQueue(JobStore):
         with self._tx() as own:
             return _transition(own, job_id, target, message, expected, lease, level, data, fields)
 
-    def request_cancel(self, job_id: str) -> Row:
+    def request_cancel(self, job_id: str) -> Job:
         """Cancel a job: at once if no process runs it, else flag it for its process to stop."""
         job = self.require_job(job_id)
-        status = JobStatus(job["status"])
+        status = JobStatus(job.status)
         if status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED):
             try:
                 return self.transition(
@@ -59,11 +59,11 @@ class JobQueue(JobStore):
         self._flag(job_id, "cancel_requested", "Cancellation requested; stopping at the next step.")
         return self.require_job(job_id)
 
-    def request_pause(self, job_id: str) -> Row:
+    def request_pause(self, job_id: str) -> Job:
         """Pause a job: at once if it waits in the queue; a running job checkpoints at its
         next step and stops."""
         job = self.require_job(job_id)
-        status = JobStatus(job["status"])
+        status = JobStatus(job.status)
         if status is JobStatus.PAUSED:
             return job
         if status is JobStatus.QUEUED:
@@ -82,11 +82,11 @@ class JobQueue(JobStore):
         )
         return self.require_job(job_id)
 
-    def resume(self, job_id: str) -> Row:
+    def resume(self, job_id: str) -> Job:
         """Queue a paused job again (it continues from its checkpoint); withdraw a pause that
         a running job has not acted on yet."""
         job = self.require_job(job_id)
-        status = JobStatus(job["status"])
+        status = JobStatus(job.status)
         if status is JobStatus.PAUSED:
             return self.transition(
                 job_id,
@@ -95,7 +95,7 @@ class JobQueue(JobStore):
                 expected={status},
                 pause_requested=False,
             )
-        if status is JobStatus.RUNNING and job["pause_requested"]:
+        if status is JobStatus.RUNNING and job.pause_requested:
             with self._tx() as conn:
                 conn.execute(
                     t.jobs.update()
@@ -129,7 +129,7 @@ class JobQueue(JobStore):
         *,
         kinds: list[str] | None = None,
         devices: list[str] | None = None,
-    ) -> Row | None:
+    ) -> Job | None:
         """Atomically take the oldest queued job (or the queued job `job_id`) that fits the
         worker's kinds and devices, under a new lease; None if there is none."""
         now = time.time()
@@ -194,13 +194,13 @@ class JobQueue(JobStore):
 
     def retry_or_fail(
         self, job_id: str, lease: int, error: dict[str, Any], *, retry: bool = True
-    ) -> Row:
+    ) -> Job:
         """End a run that crashed: queue the job again to continue from its last checkpoint
         while it has attempts left, else fail it with `error`."""
         with self._tx() as conn:
             job = check_lease(conn, job_id, lease)
-            failures = job["failures"] + 1
-            limit = job["max_attempts"]
+            failures = job.failures + 1
+            limit = job.max_attempts
             if retry and failures < limit:
                 _transition(
                     conn,
@@ -263,7 +263,7 @@ def _transition(
     level: str,
     data: dict[str, Any] | None,
     fields: dict[str, Any],
-) -> Row:
+) -> Job:
     """JobQueue.transition inside the caller's transaction."""
     allowed = sources_of(target) if expected is None else expected & sources_of(target)
     now = time.time()
@@ -298,4 +298,4 @@ def _transition(
     write_event(conn, job_id, message, level=level, data=data)
     # Read back in the same transaction: the job as this change left it, even if a worker
     # claims it the moment it commits.
-    return dict(conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).one()._mapping)
+    return Job(conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).one()._mapping)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tuneforge.db import tables as t
 from tuneforge.db.engine import Database, every, one
-from tuneforge.db.records import Row
+from tuneforge.db.records import Model, ModelAlias, ModelVersion, RegisteredModel, Row
 from tuneforge.errors import InvalidStateError, ModelNotFoundError
 
 
@@ -32,15 +32,15 @@ class RegistryStore(Database):
         else:
             conn.execute(t.models.insert().values(**row))
 
-    def get_model(self, model_id: str) -> Row | None:
+    def get_model(self, model_id: str) -> Model | None:
         with self._tx() as conn:
             found = conn.execute(select(t.models).where(t.models.c.id == model_id)).first()
-        return one(found)
+        return one(Model, found)
 
-    def list_models(self) -> list[Row]:
+    def list_models(self) -> list[Model]:
         with self._tx() as conn:
             rows = conn.execute(select(t.models).order_by(t.models.c.created_at)).all()
-        return every(rows)
+        return every(Model, rows)
 
     def delete_model(self, model_id: str, *, conn: Connection | None = None) -> None:
         if conn is None:
@@ -91,19 +91,19 @@ class RegistryStore(Database):
         )
         return version
 
-    def get_registered_model(self, name: str) -> Row | None:
+    def get_registered_model(self, name: str) -> RegisteredModel | None:
         with self._tx() as conn:
             found = conn.execute(
                 select(t.registered_models).where(t.registered_models.c.name == name)
             ).first()
-        return one(found)
+        return one(RegisteredModel, found)
 
-    def list_registered_models(self) -> list[Row]:
+    def list_registered_models(self) -> list[RegisteredModel]:
         with self._tx() as conn:
             rows = conn.execute(
                 select(t.registered_models).order_by(t.registered_models.c.updated_at.desc())
             ).all()
-        return every(rows)
+        return every(RegisteredModel, rows)
 
     def update_registered_model(self, name: str, **fields: Any) -> None:
         with self._tx() as conn:
@@ -113,7 +113,7 @@ class RegistryStore(Database):
                 .values(updated_at=time.time(), **fields)
             )
 
-    def list_versions(self, name: str | None = None) -> list[Row]:
+    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
         """Versions of one registered model (or of all), newest first."""
         query = select(t.model_versions)
         if name is not None:
@@ -122,24 +122,24 @@ class RegistryStore(Database):
             rows = conn.execute(
                 query.order_by(t.model_versions.c.name, t.model_versions.c.version.desc())
             ).all()
-        return every(rows)
+        return every(ModelVersion, rows)
 
-    def get_version(self, name: str, version: int) -> Row | None:
+    def get_version(self, name: str, version: int) -> ModelVersion | None:
         with self._tx() as conn:
             found = conn.execute(
                 select(t.model_versions).where(
                     t.model_versions.c.name == name, t.model_versions.c.version == version
                 )
             ).first()
-        return one(found)
+        return one(ModelVersion, found)
 
-    def version_of_model(self, model_id: str) -> Row | None:
+    def version_of_model(self, model_id: str) -> ModelVersion | None:
         """The registry version a fine-tuned model id (ft:...) is."""
         with self._tx() as conn:
             found = conn.execute(
                 select(t.model_versions).where(t.model_versions.c.model_id == model_id)
             ).first()
-        return one(found)
+        return one(ModelVersion, found)
 
     def update_version(self, name: str, version: int, **fields: Any) -> None:
         with self._tx() as conn:
@@ -149,16 +149,17 @@ class RegistryStore(Database):
                 .values(**fields)
             )
 
-    def delete_version(self, name: str, version: int) -> Row:
+    def delete_version(self, name: str, version: int) -> ModelVersion:
         """Remove a version and its model row; refused (InvalidStateError) while an alias
         points at it. Returns the removed row (its files are the caller's to remove)."""
         with self._tx() as conn:
             row = one(
+                ModelVersion,
                 conn.execute(
                     select(t.model_versions).where(
                         t.model_versions.c.name == name, t.model_versions.c.version == version
                     )
-                ).first()
+                ).first(),
             )
             if row is None:
                 raise ModelNotFoundError(f"{name} has no version {version}.", param="version")
@@ -177,8 +178,8 @@ class RegistryStore(Database):
                     "point at; move or delete the alias first.",
                     param="version",
                 )
-            conn.execute(t.model_versions.delete().where(t.model_versions.c.id == row["id"]))
-            conn.execute(t.models.delete().where(t.models.c.id == row["model_id"]))
+            conn.execute(t.model_versions.delete().where(t.model_versions.c.id == row.id))
+            conn.execute(t.models.delete().where(t.models.c.id == row.model_id))
         return row
 
     # -- aliases -----------------------------------------------------------------------------
@@ -218,13 +219,13 @@ class RegistryStore(Database):
                 == 1
             )
 
-    def aliases(self, name: str | None = None) -> list[Row]:
+    def aliases(self, name: str | None = None) -> list[ModelAlias]:
         query = select(t.model_aliases)
         if name is not None:
             query = query.where(t.model_aliases.c.name == name)
         with self._tx() as conn:
             rows = conn.execute(query.order_by(t.model_aliases.c.alias)).all()
-        return every(rows)
+        return every(ModelAlias, rows)
 
     def alias_version(self, name: str, alias: str, *, conn: Connection | None = None) -> int | None:
         query = select(t.model_aliases.c.version).where(

@@ -10,7 +10,8 @@ write `store.claim_next_job(...)` wherever the method lives, and each method is 
 queue's state machine builds on `JobStore`); what two of them need alike (the lease check,
 writing an event) is a function over the caller's connection in tuneforge.db.jobs.
 
-Rows travel as `Row`, a dict of columns (tuneforge.db.records).
+Reads return records (tuneforge.db.records): read-only dicts whose columns are attributes
+too, `job.status` as well as `job["status"]`. Writes take `Row`, a plain dict of columns.
 """
 
 from __future__ import annotations

@@ -10,24 +10,24 @@ from sqlalchemy import func, select
 
 from tuneforge.db import tables as t
 from tuneforge.db.engine import Database, after_cursor, every, one, page
-from tuneforge.db.records import Row
+from tuneforge.db.records import Row, Study, Trial
 from tuneforge.errors import InvalidStateError, StudyNotFoundError
 
 
 class StudyStore(Database):
     """The `studies`, `study_trials` and `study_journal` tables."""
 
-    def insert_study(self, row: Row) -> Row:
+    def insert_study(self, row: Row) -> Study:
         with self._tx() as conn:
             conn.execute(t.studies.insert().values(cancel_requested=False, **row))
         return self.require_study(row["id"])
 
-    def get_study(self, study_id: str) -> Row | None:
+    def get_study(self, study_id: str) -> Study | None:
         with self._tx() as conn:
             found = conn.execute(select(t.studies).where(t.studies.c.id == study_id)).first()
-        return one(found)
+        return one(Study, found)
 
-    def require_study(self, study_id: str) -> Row:
+    def require_study(self, study_id: str) -> Study:
         study = self.get_study(study_id)
         if study is None:
             raise StudyNotFoundError(f"No study with id {study_id!r}.", param="id")
@@ -35,7 +35,7 @@ class StudyStore(Database):
 
     def list_studies(
         self, *, after: str | None = None, limit: int = 20, status: str | None = None
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[Study], bool]:
         query = select(t.studies)
         if status:
             query = query.where(t.studies.c.status == status)
@@ -46,7 +46,7 @@ class StudyStore(Database):
                     limit + 1
                 )
             ).all()
-        return page(rows, limit)
+        return page(Study, rows, limit)
 
     def claim_studies(self, driver_id: str, hold_seconds: float) -> list[str]:
         """Running studies this driver now coordinates: those it held, nobody held, or whose
@@ -81,7 +81,7 @@ class StudyStore(Database):
                 .values(driver_id=None, driver_until=None)
             )
 
-    def request_study_cancel(self, study_id: str) -> Row:
+    def request_study_cancel(self, study_id: str) -> Study:
         """Flag a running study for its driver to cancel (with its trial jobs)."""
         with self._tx() as conn:
             changed = conn.execute(
@@ -91,9 +91,7 @@ class StudyStore(Database):
             ).rowcount
         study = self.require_study(study_id)
         if not changed:
-            raise InvalidStateError(
-                f"Study {study_id} is {study['status']}; it cannot be cancelled."
-            )
+            raise InvalidStateError(f"Study {study_id} is {study.status}; it cannot be cancelled.")
         return study
 
     def finish_study(self, study_id: str, driver_id: str, status: str, **fields: Any) -> bool:
@@ -135,14 +133,14 @@ class StudyStore(Database):
                 .values(**fields)
             )
 
-    def list_trials(self, study_id: str) -> list[Row]:
+    def list_trials(self, study_id: str) -> list[Trial]:
         with self._tx() as conn:
             rows = conn.execute(
                 select(t.study_trials)
                 .where(t.study_trials.c.study_id == study_id)
                 .order_by(t.study_trials.c.number)
             ).all()
-        return every(rows)
+        return every(Trial, rows)
 
     # -- Optuna's journal (tuneforge.studies.journal) ----------------------------------------
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from tuneforge.db import tables as t
 from tuneforge.db.engine import Database, every
 from tuneforge.db.jobs import check_lease, write_event
-from tuneforge.db.records import Row
+from tuneforge.db.records import JobNode, RendezvousOpening, Row, Worker
 from tuneforge.jobs.status import JobStatus
 
 
@@ -40,10 +40,10 @@ class WorkerStore(Database):
                 .values(stopped_at=time.time(), job_id=None)
             )
 
-    def list_workers(self) -> list[Row]:
+    def list_workers(self) -> list[Worker]:
         with self._tx() as conn:
             rows = conn.execute(select(t.workers).order_by(t.workers.c.started_at.desc())).all()
-        return every(rows)
+        return every(Worker, rows)
 
     # -- the machines of a multi-machine job -----------------------------------------------
 
@@ -65,7 +65,7 @@ class WorkerStore(Database):
                 )
             )
 
-    def rendezvous_openings(self) -> list[Row]:
+    def rendezvous_openings(self) -> list[RendezvousOpening]:
         """Node 0 of every running multi-machine run that still misses machines, oldest job
         first, with the job's kind, device, spec and creation time."""
         nodes = t.job_nodes
@@ -94,9 +94,11 @@ class WorkerStore(Database):
             .order_by(t.jobs.c.created_at, t.jobs.c.id)
         )
         with self._tx() as conn:
-            return every(conn.execute(query).all())
+            return every(RendezvousOpening, conn.execute(query).all())
 
-    def join_rendezvous(self, job_id: str, lease: int, worker_id: str, hostname: str) -> Row | None:
+    def join_rendezvous(
+        self, job_id: str, lease: int, worker_id: str, hostname: str
+    ) -> JobNode | None:
         """Take the next node rank of a run that still misses machines; None if it is full,
         no longer running under `lease`, or another worker took that rank at the same
         moment."""
@@ -115,37 +117,41 @@ class WorkerStore(Database):
                 ).all()
                 if not nodes or len(nodes) >= nodes[0].machines:
                     return None
-                row = {
-                    "job_id": job_id,
-                    "lease": lease,
-                    "node_rank": len(nodes),
-                    "machines": nodes[0].machines,
-                    "worker_id": worker_id,
-                    "hostname": hostname,
-                    "state": "joined",
-                    "joined_at": now,
-                    "heartbeat_at": now,
-                }
-                conn.execute(t.job_nodes.insert().values(**row))
+                node = JobNode(
+                    job_id=job_id,
+                    lease=lease,
+                    node_rank=len(nodes),
+                    machines=nodes[0].machines,
+                    worker_id=worker_id,
+                    hostname=hostname,
+                    address=None,
+                    port=None,
+                    token=None,
+                    state="joined",
+                    joined_at=now,
+                    heartbeat_at=now,
+                    exit_code=None,
+                )
+                conn.execute(t.job_nodes.insert().values(**node))
                 write_event(
                     conn,
                     job_id,
-                    f"Machine {row['node_rank']} ({hostname}, worker {worker_id}) joined; "
-                    f"{len(nodes) + 1} of {nodes[0].machines} machines are in.",
-                    data={"node_rank": row["node_rank"], "worker_id": worker_id},
+                    f"Machine {node.node_rank} ({hostname}, worker {worker_id}) joined; "
+                    f"{len(nodes) + 1} of {node.machines} machines are in.",
+                    data={"node_rank": node.node_rank, "worker_id": worker_id},
                 )
         except IntegrityError:
             return None  # that rank went to another worker
-        return row
+        return node
 
-    def rendezvous_nodes(self, job_id: str, lease: int) -> list[Row]:
+    def rendezvous_nodes(self, job_id: str, lease: int) -> list[JobNode]:
         with self._tx() as conn:
             rows = conn.execute(
                 select(t.job_nodes)
                 .where(t.job_nodes.c.job_id == job_id, t.job_nodes.c.lease == lease)
                 .order_by(t.job_nodes.c.node_rank)
             ).all()
-        return every(rows)
+        return every(JobNode, rows)
 
     def update_node(self, job_id: str, lease: int, node_rank: int, **fields: Any) -> None:
         """Set a node's state or exit code; always renews its heartbeat."""
