@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import pickle
 import threading
 import time
 
 import pytest
 
 from tests.jobs.conftest import add_job, messages
+from tuneforge.db.records import Event, Job
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidStateError, JobNotFoundError
 from tuneforge.jobs.status import TRANSITIONS, JobStatus
@@ -126,3 +130,25 @@ def test_claim_a_given_job(store: Store) -> None:
     assert store.claim_next_job("local", mine)["id"] == mine
     assert store.claim_next_job("local", mine) is None
     assert store.require_job(older)["status"] == "queued"
+
+
+def test_rows_come_back_as_read_only_records(store: Store) -> None:
+    job_id = add_job(store)
+    job = store.require_job(job_id)
+    assert isinstance(job, Job) and job.id == job_id and job.status == job["status"] == "queued"
+    assert job.spec["training_files"] == ["file-a"] and job.get("fine_tuned_model") is None
+    with pytest.raises(TypeError):
+        job["status"] = "running"
+    with pytest.raises(TypeError):
+        job.update(status="running")
+    with pytest.raises(AttributeError):
+        job.status = "running"
+    with pytest.raises(AttributeError):
+        job.no_such_column  # noqa: B018
+    changed = dict(job) | {"status": "running"}  # a copy changes freely
+    assert changed["status"] == "running" and job.status == "queued"
+    assert json.loads(json.dumps(job)) == {**job}
+    for twin in (pickle.loads(pickle.dumps(job)), copy.deepcopy(job), copy.copy(job)):
+        assert type(twin) is Job and twin == job
+    events, _ = store.list_events(job_id)
+    assert isinstance(events[0], Event) and events[0].message == "created"

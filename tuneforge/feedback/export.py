@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneforge.config import Settings
 from tuneforge.datasets.dedup import clean
 from tuneforge.datasets.prepare import write_dataset
+from tuneforge.db.records import Feedback
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidRequestError
 
@@ -53,7 +54,7 @@ def _key(messages: list[dict[str, Any]]) -> str:
     return json.dumps([[m["role"], clean(m["content"])] for m in messages])
 
 
-def feedback_rows(store: Store, where: FeedbackFilter) -> list[Row]:
+def feedback_rows(store: Store, where: FeedbackFilter) -> list[Feedback]:
     rows, _ = store.list_feedback(
         model=where.model,
         registered_model=where.registered_model,
@@ -65,7 +66,7 @@ def feedback_rows(store: Store, where: FeedbackFilter) -> list[Row]:
     return rows
 
 
-def build_rows(kind: str, feedback: list[Row]) -> tuple[list[Row], list[dict[str, Any]]]:
+def build_rows(kind: str, feedback: list[Feedback]) -> tuple[list[Row], list[dict[str, Any]]]:
     """(canonical rows of `kind`, provenance of each: {line, source, feedback_ids})."""
     rows: list[Row] = []
     provenance: list[dict[str, Any]] = []

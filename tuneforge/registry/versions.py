@@ -68,7 +68,7 @@ def data_files(store: Store, spec: JobCreate) -> list[dict[str, Any]]:
         files.append(("validation", spec.validation_file))
     described = []
     for role, file_id in files:
-        row = store.get_file(file_id) or {}
+        row: Row = store.get_file(file_id) or {}
         described.append(
             {
                 "id": file_id,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from tuneforge.config import Settings
+from tuneforge.db.records import Trial
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidStateError, TuneforgeError
 from tuneforge.jobs.service import create_job
@@ -280,7 +281,9 @@ class StudyDriver:
         self.store.finish_study(row["id"], self.driver_id, "cancelled")
         self._studies.pop(row["id"], None)
 
-    def _finish(self, study: optuna.Study, row: Row, spec: StudyCreate, trials: list[Row]) -> None:
+    def _finish(
+        self, study: optuna.Study, row: Row, spec: StudyCreate, trials: list[Trial]
+    ) -> None:
         result: dict[str, Any] = {}
         result["param_importances"], result["param_importances_note"] = _importances(study)
         best = best_trial(row, trials)
@@ -314,7 +317,7 @@ class StudyDriver:
         new = (evaluation.get("fine_tuned_model") or {}).get(metric)
         current = self.store.alias_version(name, gate.alias)
         if current is not None:
-            other = self.store.get_version(name, current) or {}
+            other: Row = self.store.get_version(name, current) or {}
             old = ((other.get("evaluation") or {}).get("fine_tuned_model") or {}).get(metric)
             against = f"{name} version {current}"
         else:

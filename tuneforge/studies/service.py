@@ -10,6 +10,7 @@ from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.datasets.splits import load_job_data
+from tuneforge.db.records import Trial
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import InvalidRequestError, InvalidStateError
 from tuneforge.registry.versions import registry_name
@@ -56,7 +57,7 @@ def create_study(store: Store, settings: Settings, request: StudyCreate) -> Row:
     )
 
 
-def best_trial(study: Row, trials: list[Row]) -> Row | None:
+def best_trial(study: Row, trials: list[Trial]) -> Trial | None:
     """The completed trial with the best value, or None."""
     spec = StudyCreate.model_validate(study["spec"])
     done = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
@@ -71,7 +72,9 @@ def public_study(store: Store, study: Row) -> dict[str, Any]:
     importances and the registered best model."""
     spec = study["spec"]
     trials = store.list_trials(study["id"])
-    jobs = {t["job_id"]: store.get_job(t["job_id"]) for t in trials if t["job_id"]}
+    jobs: dict[str, Row | None] = {
+        t["job_id"]: store.get_job(t["job_id"]) for t in trials if t["job_id"]
+    }
     rows = []
     for t in trials:
         job = jobs.get(t["job_id"]) or {}
