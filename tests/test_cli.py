@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
 
-from tuneforge.cli import job_body
+from tuneforge.cli.jobs import job_body
 
 from .conftest import Server
 
@@ -110,6 +111,14 @@ def test_options_override_the_config() -> None:
         "model": "m",
         "training_files": ["f1", "f2"],
     }
+
+
+def test_key_scopes_are_the_keys_scopes() -> None:
+    # The CLI spells the scopes out (importing them would load SQLAlchemy into `--help`).
+    from tuneforge.cli.keys import KeyScope
+    from tuneforge.security.keys import Scope
+
+    assert get_args(KeyScope) == tuple(s.value for s in Scope)
 
 
 def test_unreachable_server_is_named() -> None:

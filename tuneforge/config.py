@@ -10,6 +10,10 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Where `tuneforge serve` listens unless told otherwise, and so where the CLI looks for it.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
 
 class Settings(BaseSettings):
     """Configuration, from `TUNEFORGE_*` environment variables (and `DATABASE_URL`)."""
@@ -27,8 +31,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TUNEFORGE_DATABASE_URL", "DATABASE_URL"),
         description="SQLAlchemy URL; default: SQLite at HOME/tuneforge.db.",
     )
-    host: str = Field("127.0.0.1", description="Address `tuneforge serve` binds to.")
-    port: int = Field(8000, description="Port `tuneforge serve` listens on.")
+    host: str = Field(DEFAULT_HOST, description="Address `tuneforge serve` binds to.")
+    port: int = Field(DEFAULT_PORT, description="Port `tuneforge serve` listens on.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host header values accepted besides localhost, 127.0.0.1, [::1] and the "

@@ -32,6 +32,8 @@ LOSS_LAYOUTS: dict[str, tuple[str, ...]] = {
     "cosine": ("scored_pair",),
     "cosent": ("scored_pair",),
 }
+# The kind of a method that names no `type` (see method_type).
+DEFAULT_METHOD_TYPE = "embedding"
 
 
 class Strict(BaseModel):
@@ -485,7 +487,7 @@ def method_type(value: Any) -> str | None:
     """The kind a method names; `type` may be left out and then means embedding, the first
     kind (as it did before there were others)."""
     if isinstance(value, dict):
-        return str(value.get("type", "embedding"))
+        return str(value.get("type", DEFAULT_METHOD_TYPE))
     if isinstance(value, BaseModel):
         return str(value.type)  # type: ignore[attr-defined]
     return None

@@ -1,0 +1,46 @@
+"""The `tuneforge` command line (typer + rich).
+
+`serve` and `worker` run the service; `files`, `datasets`, `jobs` and `models` talk to it over
+HTTP (`--url`, or `TUNEFORGE_URL`); `train` runs a job spec locally, without a server.
+Torch, httpx and the service's modules are imported inside the commands that need them, so
+that `tuneforge --help` starts at once.
+
+One module per command group; this one assembles them into `app`, in the order `--help`
+lists them. `client` is the one HTTP client, `console` what every command prints.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from tuneforge.cli import (
+    datasets,
+    exports,
+    feedback,
+    files,
+    jobs,
+    keys,
+    models,
+    predict,
+    service,
+    studies,
+    synthetic,
+    train,
+)
+
+app = typer.Typer(help="tuneforge: self-hosted fine-tuning.", no_args_is_help=True)
+
+app.command("serve")(service.serve)
+app.command("worker")(service.run_worker)
+app.command("predict")(predict.predict)
+app.command("train")(train.train)
+app.command("export")(exports.export_model)
+
+app.add_typer(files.app, name="files")
+app.add_typer(datasets.app, name="datasets")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(models.app, name="models")
+app.add_typer(keys.app, name="keys")
+app.add_typer(studies.app, name="studies")
+app.add_typer(feedback.app, name="feedback")
+app.add_typer(synthetic.app, name="synthetic")
