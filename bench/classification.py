@@ -226,10 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()  # the same quiet console on every path
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from tuneforge.training.spec import (
-            ClassificationHyperparameters,
-            ClassificationMethodParams,
-        )
+        from tuneforge.training.hyperparameters import ClassificationHyperparameters
+        from tuneforge.training.spec import ClassificationMethodParams
 
         rows, held_out = banking_rows(options.classes, options.per_class, options.held_out)
         params = ClassificationMethodParams(

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()  # the same quiet console for A and B
         from sentence_transformers import SentenceTransformer
 
-        from tuneforge.training.spec import EmbeddingHyperparameters
+        from tuneforge.training.hyperparameters import EmbeddingHyperparameters
 
         hp = EmbeddingHyperparameters.model_validate(
             {

@@ -149,9 +149,8 @@ def tuneforge_runner(
     seed: int,
 ) -> running.Runner:
     def run(folder: Path, device: str) -> running.Outcome:
-        from tuneforge.datasets.splits import JobData
         from tuneforge.training import llm, supervised
-        from tuneforge.training.base import RunContext
+        from tuneforge.training.base import JobData, RunContext
         from tuneforge.training.spec import JobCreate, SupervisedMethod
 
         spec = JobCreate(
@@ -323,12 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         import transformers
 
         transformers.logging.set_verbosity_error()  # the same quiet console on every path
+        from tuneforge.training.hyperparameters import SupervisedHyperparameters
         from tuneforge.training.llm import load_chat_tokenizer
-        from tuneforge.training.spec import (
-            GenerationChecks,
-            SupervisedHyperparameters,
-            SupervisedMethodParams,
-        )
+        from tuneforge.training.spec import GenerationChecks, SupervisedMethodParams
 
         model_dir = build_model(Path(tmp) / "tiny-qwen2", options.seed, sizes)
         tokenizer = load_chat_tokenizer(str(model_dir))

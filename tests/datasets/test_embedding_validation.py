@@ -11,7 +11,7 @@ import pytest
 
 from tuneforge.datasets.embedding import read_embedding_file
 from tuneforge.datasets.readers import detect_format
-from tuneforge.datasets.splits import split_rows
+from tuneforge.jobs.data import split_rows
 
 from ..conftest import DATA
 

@@ -217,7 +217,7 @@ def test_an_embedding_model_exports_as_a_sentence_transformers_folder(
 ) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from tuneforge.training.models import cached_snapshot
+    from tuneforge.registry.models import cached_snapshot
 
     result = export(server, model=model_id, format="sentence-transformers")
     assert result["status"] == "succeeded", result["error"]

@@ -1,5 +1,5 @@
 """Models that would run code when loaded are refused, by the one check every loader goes
-through (training.models.resolve_model / local_model)."""
+through (registry.models.resolve_model / local_model)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.errors import RemoteCodeRefusedError, UnsafeWeightsError
-from tuneforge.training.models import local_model, resolve_model
+from tuneforge.registry.models import local_model, resolve_model
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tuneforge"
 

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from tests.tiny_llm import build_tiny_llm
-from tuneforge.datasets.splits import JobData
-from tuneforge.training.base import RunContext
+from tuneforge.training.base import JobData, RunContext
 from tuneforge.training.spec import JobCreate
 
 TOPICS = ["launch", "coffee", "football", "music", "travel", "sale", "hiring", "summer"]

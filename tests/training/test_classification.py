@@ -18,9 +18,9 @@ from tests.offline_models import MINILM, REVISION
 from tuneforge.api.errors import field_path
 from tuneforge.config import Settings
 from tuneforge.datasets.ingest import ingest_file
-from tuneforge.datasets.splits import load_job_data
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidDatasetError
+from tuneforge.jobs.data import JobInputs, load_job_data
 from tuneforge.training import classification
 from tuneforge.training.classification_metrics import (
     class_report,
@@ -28,7 +28,8 @@ from tuneforge.training.classification_metrics import (
     metric_values,
     predicted,
 )
-from tuneforge.training.spec import ClassificationHyperparameters, JobCreate
+from tuneforge.training.hyperparameters import ClassificationHyperparameters
+from tuneforge.training.spec import JobCreate
 
 from .conftest import RecordingReporter, run_context
 
@@ -199,13 +200,13 @@ def test_job_data_is_split_by_class(local: tuple[Store, Settings]) -> None:
     lines = ["text,label"] + [f"text {i},{'big' if i < 40 else 'small'}" for i in range(50)]
     file_id = upload(store, settings, "data.csv", "\n".join(lines) + "\n")
     spec = JobCreate.model_validate({**classification_job(), "training_file": file_id})
-    data = load_job_data(store, settings, spec, seed=5)
+    data = load_job_data(JobInputs(store, settings, spec), seed=5)
     assert data.layout == "classification" and data.validation_source == "auto-split"
     # 10% held out, 4 of the 40 "big" and 1 of the 10 "small": the shares stay as they were.
     held = [row["label"] for row in data.eval_rows]
     assert sorted(held) == ["big"] * 4 + ["small"]
     assert len(data.train_rows) == 45
-    assert load_job_data(store, settings, spec, seed=5).eval_rows == data.eval_rows
+    assert load_job_data(JobInputs(store, settings, spec), seed=5).eval_rows == data.eval_rows
 
 
 def test_named_columns_and_validation_classes_not_in_training(
@@ -220,7 +221,7 @@ def test_named_columns_and_validation_classes_not_in_training(
         **classification_job(text_column="utterance", label_column="intent"),
         "training_file": train, "validation_file": valid})
     with pytest.raises(InvalidDatasetError) as caught:
-        load_job_data(store, settings, spec, seed=1)
+        load_job_data(JobInputs(store, settings, spec), seed=1)
     error = caught.value
     assert error.param == "validation_file"
     assert [(p["line"], p["code"]) for p in error.details["problems"]] == [
@@ -229,7 +230,7 @@ def test_named_columns_and_validation_classes_not_in_training(
     # The same files without the unseen class serve the job; the columns are the named ones.
     valid = upload(store, settings, "valid2.jsonl", json.dumps(held[0]) + "\n")
     spec = spec.model_copy(update={"validation_file": valid})
-    data = load_job_data(store, settings, spec, seed=1)
+    data = load_job_data(JobInputs(store, settings, spec), seed=1)
     assert data.validation_source == "file"
     assert data.eval_rows == [{"text": "v1", "label": "a"}]
     assert data.train_rows[0] == {"text": "u0", "label": "b"}

@@ -8,7 +8,7 @@
 | `classification` | a text column (`text`, `chunk_text`, …) + a label column     |
 
 An upload is checked for the kind its columns name; a job reads its files again with its own
-settings (named columns, the model's tokenizer and sequence length), see `datasets.splits`.
+settings (named columns, the model's tokenizer and sequence length), see `jobs.data`.
 """
 
 from __future__ import annotations

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from tuneforge.config import Settings
-from tuneforge.datasets.splits import load_job_data, read_job_file
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import JobCancelledError
+from tuneforge.jobs.data import JobInputs, load_job_data, read_job_file
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus
-from tuneforge.training.models import resolve_model
+from tuneforge.registry.models import resolve_model
+from tuneforge.training.kinds import KINDS
 from tuneforge.training.spec import JobCreate
 
 
@@ -23,7 +23,7 @@ def evaluation_rows(
         job = store.require_job(spec["training_job"])
         job_spec = JobCreate.model_validate(job["spec"])
         assert job_spec.seed is not None
-        data = load_job_data(store, settings, job_spec, job_spec.seed)
+        data = load_job_data(JobInputs(store, settings, job_spec), job_spec.seed)
         return data.layout, data.eval_rows, f"validation split of {job['id']}"
     model_job = _job_of_model(store, spec["model"])
     base = model_job["spec"] if model_job else {"model": spec["model"]}
@@ -37,7 +37,9 @@ def evaluation_rows(
             method=base.get("method") or {"type": spec["kind"]},
         )
     )
-    read = read_job_file(store, settings, reading, spec["file_id"], "file_id", for_training=False)
+    read = read_job_file(
+        JobInputs(store, settings, reading), spec["file_id"], "file_id", for_training=False
+    )
     return str(read.layout), read.rows, f"file {spec['file_id']}"
 
 
@@ -52,13 +54,11 @@ def run_evaluation(
     store: Store, settings: Settings, job: Row, reporter: JobReporter, device: str
 ) -> None:
     """Measure the model (and baseline) on the rows, then end the job with the result."""
-    from tuneforge.jobs.runner import TRAINERS
-
     spec = job["spec"]
     kind = spec["kind"]
     layout, rows, source = evaluation_rows(store, settings, spec)
     reporter.note(f"Evaluating on {len(rows)} rows ({layout}, {source}) on {device}.")
-    measure = importlib.import_module(TRAINERS[kind])
+    measure = KINDS[kind]
     results: dict[str, Any] = {}
     for role in ("model", "baseline_model"):
         name = spec.get(role)

@@ -16,7 +16,7 @@ from tuneforge.datasets.ingest import require_file
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import InvalidDatasetError, InvalidRequestError
 from tuneforge.jobs.status import JobStatus
-from tuneforge.training.models import resolve_model
+from tuneforge.registry.models import resolve_model
 from tuneforge.training.spec import MODEL_NAME
 
 KIND = "evaluation"

@@ -13,7 +13,7 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus
-from tuneforge.training.models import resolve_model
+from tuneforge.registry.models import resolve_model
 
 # Conversations a GGUF file is checked on when the model has no validation data of its own.
 FALLBACK_CONVERSATIONS = [
@@ -227,7 +227,7 @@ def _base_dtype(location: Path) -> str | None:
 
 def _training_rows(store: Store, settings: Settings, model: str) -> Rows | None:
     """(training rows, validation rows) of the job that made `model`, if it was ours."""
-    from tuneforge.datasets.splits import load_job_data
+    from tuneforge.jobs.data import JobInputs, load_job_data
     from tuneforge.training.spec import JobCreate
 
     if "@" in model:
@@ -243,7 +243,7 @@ def _training_rows(store: Store, settings: Settings, model: str) -> Rows | None:
     spec = JobCreate.model_validate(job["spec"])
     assert spec.seed is not None
     try:
-        data = load_job_data(store, settings, spec, spec.seed)
+        data = load_job_data(JobInputs(store, settings, spec), spec.seed)
     except Exception:  # the files may have been deleted since: fall back to general prompts
         return None
     return data.train_rows, data.eval_rows

@@ -24,9 +24,9 @@ from tuneforge.errors import InvalidRequestError, JobNotFoundError
 from tuneforge.export.gguf_convert import DIRECT_TYPES, gguf_architecture
 from tuneforge.export.llama import QUANTIZED
 from tuneforge.jobs.status import JobStatus
+from tuneforge.registry.models import resolve_model
 from tuneforge.security.paths import inside
 from tuneforge.serving.loading import DESCRIPTIONS, model_kind
-from tuneforge.training.models import resolve_model
 from tuneforge.training.spec import MODEL_NAME
 
 KIND = "export"
@@ -94,7 +94,7 @@ def base_config_folder(folder: Path) -> Path | None:
     base = Path(base_location(folder))
     if (base / "config.json").is_file():
         return base
-    from tuneforge.training.models import cached_snapshot
+    from tuneforge.registry.models import cached_snapshot
 
     return cached_snapshot(str(base))
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import Settings
-from tuneforge.datasets.splits import JobData
 from tuneforge.db.store import Row, Store
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus
-from tuneforge.registry.versions import better_by, prepare_version, registry_name
-from tuneforge.training.base import TrainResult
+from tuneforge.registry.versions import prepare_version, registry_name
+from tuneforge.training.base import JobData, TrainResult
+from tuneforge.training.kinds import Kind, better_by
 from tuneforge.training.spec import JobCreate
 
 
@@ -42,7 +42,7 @@ def promotion_gate(
     settings: Settings,
     spec: JobCreate,
     result: TrainResult,
-    trainer: Any,
+    kind: Kind,
     data: JobData,
     device: str,
 ) -> dict[str, Any] | None:
@@ -68,7 +68,7 @@ def promotion_gate(
     if current is not None:
         version = store.get_version(name, current)
         assert version is not None
-        old_metrics = trainer.evaluate_model(
+        old_metrics = kind.evaluate_model(
             str(settings.home / version["path"]), data.layout, data.eval_rows, device
         )
         against = f"{name} version {current}"
@@ -79,7 +79,7 @@ def promotion_gate(
         decision["reason"] = f"{against} has no {metric} on this data"
         return decision
     old = old_metrics[metric]
-    gain = better_by(metric, new, old)
+    gain = better_by(kind, metric, new, old)
     decision.update(
         new=new,
         old=old,

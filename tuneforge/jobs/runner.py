@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import os
 import shutil
 import signal
 import sys
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 from tuneforge.config import Settings
-from tuneforge.datasets.splits import load_job_data
-from tuneforge.db.store import Store
+from tuneforge.db.store import Row, Store
 from tuneforge.errors import (
     DiskFullError,
     JobCancelledError,
@@ -38,24 +35,18 @@ from tuneforge.evaluation.service import KIND as EVALUATION
 from tuneforge.export.run import run_export
 from tuneforge.export.service import KIND as EXPORT
 from tuneforge.jobs import reporting
+from tuneforge.jobs.data import JobInputs, load_job_data
 from tuneforge.jobs.publish import promotion_gate, publish
 from tuneforge.jobs.reporting import JobReporter
-from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
+from tuneforge.jobs.status import JobStatus
 from tuneforge.synthetic.endpoint_keys import forget_finished_keys
 from tuneforge.synthetic.run import run_synthetic
 from tuneforge.synthetic.service import KIND as SYNTHETIC
-from tuneforge.training.base import RunContext, TrainResult
+from tuneforge.training.base import RunContext
 from tuneforge.training.checkpoints import discard_incomplete, newest_complete
-from tuneforge.training.models import resolve_model
+from tuneforge.training.kinds import KINDS
 from tuneforge.training.spec import JobCreate
 
-# The module that trains each kind (`method.type`); see tuneforge.training.base.
-TRAINERS = {
-    "embedding": "tuneforge.training.embedding",
-    "classification": "tuneforge.training.classification",
-    "supervised": "tuneforge.training.supervised",
-    "dpo": "tuneforge.training.dpo",
-}
 # Errors worth another attempt from the last checkpoint; the others would fail again.
 RETRYABLE = frozenset({"out_of_memory", "internal"})
 
@@ -94,11 +85,9 @@ def run_job(
     pauses, or goes back to the queue because its worker is shutting down. In a distributed
     job, ranks other than 0 train alongside and leave the job's state to rank 0."""
     job = store.require_job(job_id)
-    service = job["kind"] in SERVICE_KINDS
-    spec = None if service else JobCreate.model_validate(job["spec"])
-    deadline = None
-    if spec is not None and spec.timeout_seconds:
-        deadline = job["claimed_at"] + spec.timeout_seconds - job["run_seconds"]
+    training = job["kind"] in KINDS
+    timeout = JobCreate.model_validate(job["spec"]).timeout_seconds if training else None
+    deadline = job["claimed_at"] + timeout - job["run_seconds"] if timeout else None
     reporter = JobReporter(
         store, settings, job_id, lease, deadline=deadline, rank=rank, worker_pid=worker_pid
     )
@@ -106,24 +95,13 @@ def run_job(
     work_dir = settings.jobs_dir / job_id
     work_dir.mkdir(parents=True, exist_ok=True)
     if rank != 0:
-        assert spec is not None
         # A failure here ends this process with an error: the launcher then stops the other
         # ranks and the worker retries or fails the job as after any crash.
         with contextlib.suppress(LeaseLostError):
-            _train(store, settings, job, spec, reporter, work_dir)
+            _train(store, settings, job, reporter)
         return
     try:
-        if job["kind"] == EXPORT:
-            run_export(store, settings, job, reporter)
-        elif job["kind"] == EVALUATION:
-            device = pick_device(job["spec"].get("device", "auto"), reporter)
-            run_evaluation(store, settings, job, reporter, device)
-        elif job["kind"] == SYNTHETIC:
-            device = pick_device(job["spec"].get("device", "auto"), reporter)
-            run_synthetic(store, settings, job, reporter, device)
-        else:
-            assert spec is not None
-            _train(store, settings, job, spec, reporter, work_dir)
+        RUNS[job["kind"]](store, settings, job, reporter)
     except LeaseLostError:
         return  # superseded: the job belongs to another process now
     except JobCancelledError:
@@ -139,16 +117,12 @@ def run_job(
             forget_finished_keys(store, settings)  # an ended job's endpoint key goes
 
 
-def _train(
-    store: Store,
-    settings: Settings,
-    job: dict[str, Any],
-    spec: JobCreate,
-    reporter: JobReporter,
-    work_dir: Path,
-) -> None:
+def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) -> None:
+    """Train a job of one of the training kinds, then publish its model (rank 0)."""
+    spec = JobCreate.model_validate(job["spec"])
     job_id, lease = job["id"], reporter.lease
     assert spec.seed is not None
+    work_dir = settings.jobs_dir / job_id
     checkpoints = work_dir / "checkpoints"
     main = reporter.is_main
     discarded = discard_incomplete(checkpoints) if main else []
@@ -164,7 +138,8 @@ def _train(
             f"Resuming from the checkpoint at step {step}.",
             data={"resume_step": int(step), "run": job["attempts"]},
         )
-    data = load_job_data(store, settings, spec, spec.seed)
+    inputs = JobInputs(store, settings, spec)
+    data = load_job_data(inputs, spec.seed)
     reporter.note(
         f"Data: {len(data.train_rows)} training and {len(data.eval_rows)} validation rows "
         f"({data.layout}, validation from {data.validation_source}).",
@@ -175,18 +150,18 @@ def _train(
             "validation_source": data.validation_source,
         },
     )
-    # A local model is checked for code of its own and pickled weights as it resolves.
-    source = resolve_model(store, settings, spec.model)
+    # A local model is checked for code of its own and pickled weights as it resolves (once:
+    # the LLM kinds have resolved it to read the files with its tokenizer).
+    source = inputs.model
     device = pick_device(spec.device, reporter)
     name = fine_tuned_name(spec, job_id)
     # Written aside and moved into place only when complete (see below).
     staging = settings.models_dir / f".staging-{job_id}-{lease}"
     if main:
         shutil.rmtree(staging, ignore_errors=True)
-    kind = spec.method.type
-    reporter.note(f"Training {spec.model} ({kind}) on {device}.")
-    trainer = importlib.import_module(TRAINERS[kind])
-    result: TrainResult = trainer.run(
+    kind = KINDS[spec.method.type]
+    reporter.note(f"Training {spec.model} ({spec.method.type}) on {device}.")
+    result = kind.run(
         RunContext(
             spec=spec,
             data=data,
@@ -206,9 +181,29 @@ def _train(
     if result.stopped_early:
         _stop(store, job_id, spec, reporter, result.steps)
         return
-    gate = promotion_gate(store, settings, spec, result, trainer, data, device)
+    gate = promotion_gate(store, settings, spec, result, kind, data, device)
     publish(store, settings, job, spec, reporter, staging, result, name, gate)
     shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
+
+
+def _evaluate(store: Store, settings: Settings, job: Row, reporter: JobReporter) -> None:
+    device = pick_device(job["spec"].get("device", "auto"), reporter)
+    run_evaluation(store, settings, job, reporter, device)
+
+
+def _synthesize(store: Store, settings: Settings, job: Row, reporter: JobReporter) -> None:
+    device = pick_device(job["spec"].get("device", "auto"), reporter)
+    run_synthetic(store, settings, job, reporter, device)
+
+
+# What the job process runs for each kind of job (`job["kind"]`): a service's run, or for
+# every training kind (`training.kinds.KINDS`, by `method.type`), training.
+RUNS: dict[str, Callable[[Store, Settings, Row, JobReporter], None]] = {
+    EXPORT: run_export,
+    EVALUATION: _evaluate,
+    SYNTHETIC: _synthesize,
+    **dict.fromkeys(KINDS, _train),
+}
 
 
 def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, step: int) -> None:

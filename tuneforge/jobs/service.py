@@ -7,12 +7,11 @@ import time
 from typing import Any
 
 from tuneforge.config import Settings
-from tuneforge.datasets.splits import load_job_data
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import JobNotFoundError
+from tuneforge.jobs.data import JobInputs, load_job_data
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
 from tuneforge.training.llm import check_quantization
-from tuneforge.training.models import resolve_model
 from tuneforge.training.spec import JobCreate
 
 
@@ -22,8 +21,9 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     Nothing is written unless every check passes: a bad request leaves no job behind."""
     # 4-bit/8-bit loading needs a CUDA GPU: refused here (422), not found out by the worker.
     check_quantization(request)
-    layout = load_job_data(store, settings, request, request.seed or 0).layout
-    source = resolve_model(store, settings, request.model)
+    inputs = JobInputs(store, settings, request)
+    layout = load_job_data(inputs, request.seed or 0).layout
+    source = inputs.model  # resolved once: the LLM kinds have read the files with its tokenizer
     spec = request.model_copy(
         update={
             "seed": request.seed if request.seed is not None else random.randrange(2**31 - 1),

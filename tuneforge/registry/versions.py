@@ -19,8 +19,6 @@ from tuneforge.db.store import Row, Store, new_id
 from tuneforge.training.spec import JobCreate
 
 LIBRARIES = ("tuneforge", "torch", "transformers", "sentence-transformers", "peft", "trl")
-# Metrics where a smaller value is the better model.
-LOWER_IS_BETTER = frozenset({"eval_loss", "loss", "perplexity", "eval_perplexity"})
 
 
 def registry_name(spec: JobCreate) -> str:
@@ -169,11 +167,6 @@ def model_card(row: Row, files: list[dict[str, Any]], result: dict[str, Any]) ->
     lines += ["", "## Libraries", ""]
     lines += [f"- {k} {v}" for k, v in sorted(row["library_versions"].items())]
     return "\n".join(lines) + "\n"
-
-
-def better_by(metric: str, new: float, old: float) -> float:
-    """How much better `new` is than `old` (positive: better), whatever the direction."""
-    return old - new if metric in LOWER_IS_BETTER else new - old
 
 
 def public_version(row: Row, aliases: list[str]) -> dict[str, Any]:

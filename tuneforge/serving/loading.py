@@ -1,7 +1,7 @@
 """From a model name in a request to a loaded model of the kind the endpoint serves.
 
 The name resolves as everywhere else (`ft:` ids, `NAME@alias`, `NAME@vN`, base models; see
-`training.models.resolve_model`); the model's folder tells its kind:
+`registry.models.resolve_model`); the model's folder tells its kind:
 
 | kind             | the folder holds                                  | served by               |
 |------------------|---------------------------------------------------|-------------------------|
@@ -26,9 +26,9 @@ from typing import Any
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidRequestError
+from tuneforge.registry.models import local_model
 from tuneforge.serving.cache import ModelCache
 from tuneforge.training.llm import MODEL_INFO
-from tuneforge.training.models import local_model
 
 ENDPOINTS = {
     "embedding": "/v1/embeddings",

@@ -33,9 +33,9 @@ from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidStateError, TuneforgeError
 from tuneforge.jobs.service import create_job
 from tuneforge.jobs.status import TERMINAL, JobStatus
-from tuneforge.registry.versions import better_by
 from tuneforge.studies.service import best_trial
 from tuneforge.studies.spec import PrunerSpec, Range, SamplerSpec, StudyCreate, apply_params
+from tuneforge.training.kinds import KINDS, better_by
 
 if TYPE_CHECKING:
     import optuna
@@ -326,7 +326,7 @@ class StudyDriver:
         if not isinstance(new, int | float) or not isinstance(old, int | float):
             decision["reason"] = f"no {metric} to compare with {against}"
             return decision
-        gain = better_by(metric, float(new), float(old))
+        gain = better_by(KINDS[spec.job.method.type], metric, float(new), float(old))
         decision.update(new=new, old=old, against=against, against_version=current, gain=gain,
                         promote=gain >= gate.min_delta)
         if decision["promote"]:

@@ -9,14 +9,13 @@ import time
 from typing import Any
 
 from tuneforge.config import Settings
-from tuneforge.datasets.splits import load_job_data
 from tuneforge.db.records import Trial
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import InvalidRequestError, InvalidStateError
+from tuneforge.jobs.data import JobInputs, load_job_data
 from tuneforge.registry.versions import registry_name
 from tuneforge.studies.spec import StudyCreate, check_search_space
 from tuneforge.training.llm import check_quantization
-from tuneforge.training.models import resolve_model
 
 # A trial's state in the study (Optuna's, plus why a trial did not complete).
 TRIAL_STATES = ("running", "complete", "pruned", "failed", "cancelled")
@@ -34,8 +33,9 @@ def create_study(store: Store, settings: Settings, request: StudyCreate) -> Row:
         )
     job = request.job
     check_quantization(job)
-    load_job_data(store, settings, job, job.seed or 0)
-    resolve_model(store, settings, job.model)
+    inputs = JobInputs(store, settings, job)
+    load_job_data(inputs, job.seed or 0)
+    _ = inputs.model  # it must exist and be safe to load (the LLM kinds have resolved it)
     # One seed for every trial: the trials differ by the searched values alone.
     seed = job.seed if job.seed is not None else int(time.time() * 1000) % (2**31 - 1)
     sampler_seed = request.sampler.seed if request.sampler.seed is not None else seed

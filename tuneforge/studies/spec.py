@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from tuneforge.training.spec import ALIAS_NAME, REGISTRY_NAME, JobCreate, Promotion, Strict
+from tuneforge.training.hyperparameters import Strict
+from tuneforge.training.spec import ALIAS_NAME, REGISTRY_NAME, JobCreate, Promotion
 
 LOWER_IS_BETTER_HINTS = ("loss", "perplexity")
 

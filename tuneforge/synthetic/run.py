@@ -71,8 +71,8 @@ class LocalAnswers:
     """Answers written in this process by one of tuneforge's models (see serving.generation)."""
 
     def __init__(self, store: Store, settings: Settings, model: str, device: str):
+        from tuneforge.registry.models import resolve_model
         from tuneforge.serving.generation import Generator
-        from tuneforge.training.models import resolve_model
 
         self.generator = Generator(Path(resolve_model(store, settings, model).location), device)
 

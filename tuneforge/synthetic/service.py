@@ -22,6 +22,7 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import InvalidRequestError, ModelNotFoundError
 from tuneforge.jobs.status import JobStatus
+from tuneforge.registry.models import resolve_model
 from tuneforge.serving.loading import require_kind
 from tuneforge.synthetic.endpoint_keys import (
     REDACTED,
@@ -30,7 +31,6 @@ from tuneforge.synthetic.endpoint_keys import (
     key_path,
 )
 from tuneforge.synthetic.quality import check_schema
-from tuneforge.training.models import resolve_model
 from tuneforge.training.spec import MODEL_NAME
 
 KIND = "synthetic"

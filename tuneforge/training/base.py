@@ -1,7 +1,7 @@
 """What every training kind gets and gives: `RunContext` in, `TrainResult` out.
 
-A kind is a module in this package with `run(ctx: RunContext) -> TrainResult`; the job
-runner (`tuneforge.jobs.runner.TRAINERS`) maps `method.type` to it. A kind's trainer uses
+A kind is a module in this package with `run(ctx: RunContext) -> TrainResult` (the `Kind`
+protocol); `tuneforge.training.kinds.KINDS` maps `method.type` to it. A kind's trainer uses
 `checkpoints.AtomicCheckpoints` and `callbacks.ReportingCallback`, continues from
 `ctx.resume_from` when given, and saves the finished model into `ctx.output_dir`.
 """
@@ -12,11 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuneforge.training.callbacks import Reporter
-
 if TYPE_CHECKING:
-    from tuneforge.datasets.splits import JobData
+    from tuneforge.training.callbacks import Reporter
     from tuneforge.training.spec import JobCreate
+
+
+@dataclass
+class JobData:
+    """A job's rows, read for its kind and split (see `tuneforge.jobs.data`)."""
+
+    layout: str
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]]
+    # "file" when a validation file was given, "auto-split" when held out from training data.
+    validation_source: str
 
 
 @dataclass

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.datasets.classification import MULTI_LABEL, row_labels
 from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.batching import GROUP_BY_LENGTH, LengthGrouping
-from tuneforge.training.callbacks import Reporter, ReportingCallback
 from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.classification_metrics import (
     class_report,
@@ -32,13 +31,12 @@ from tuneforge.training.classification_metrics import (
     metric_values,
     predicted,
 )
-from tuneforge.training.spec import (
-    ClassificationHyperparameters,
-    ClassificationMethod,
-    ClassificationMethodParams,
-    LoraSettings,
-)
+from tuneforge.training.hyperparameters import ClassificationHyperparameters
+from tuneforge.training.spec import ClassificationMethod, ClassificationMethodParams, LoraSettings
 from tuneforge.training.unpadding import skip_padding
+
+if TYPE_CHECKING:
+    from tuneforge.training.callbacks import Reporter
 
 # Saved beside the model: the validation metrics, the baseline, the per-class report.
 EVALUATION_FILE = "evaluation.json"
@@ -206,6 +204,8 @@ def train_classification(
         set_seed,
     )
 
+    from tuneforge.training.callbacks import ReportingCallback
+
     class ClassificationTrainer(AtomicCheckpoints, LengthGrouping, Trainer):
         loss_is_scaled_for_ga = False  # every loss here is its batch's mean
 
@@ -326,6 +326,11 @@ def train_classification(
 def primary_metric(layout: str) -> str:
     """The metric that ranks classifiers when no job names one: the spec's default."""
     return str(ClassificationHyperparameters.model_fields["metric_for_best_model"].default)
+
+
+def greater_is_better(metric: str) -> bool:
+    """Higher is better for every metric of a classifier; lower for the trainer's loss."""
+    return metric.removeprefix("eval_") != "loss"
 
 
 def evaluate_model(

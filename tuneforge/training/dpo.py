@@ -33,6 +33,12 @@ def primary_metric(layout: str) -> str:
     return PRIMARY_METRIC
 
 
+def greater_is_better(metric: str) -> bool:
+    """Higher is better for the preference metrics and the generation checks' shares; lower
+    for the trainer's (DPO) loss."""
+    return metric.removeprefix("eval_") != "loss"
+
+
 def evaluate_model(
     model_location: str, layout: str, rows: list[dict[str, Any]], device: str
 ) -> dict[str, float]:

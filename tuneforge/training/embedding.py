@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.training.base import RunContext, TrainResult, batch_arguments
-from tuneforge.training.callbacks import Reporter, ReportingCallback
 from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.spec import EmbeddingMethod, EmbeddingMethodParams
 from tuneforge.training.unpadding import skip_padding
+
+if TYPE_CHECKING:
+    from tuneforge.training.callbacks import Reporter
 
 
 def load_model(location: str, device: str, max_seq_length: int | None = None) -> Any:
@@ -109,6 +111,11 @@ def primary_metric(layout: str) -> str:
     return PRIMARY_METRICS[layout]
 
 
+def greater_is_better(metric: str) -> bool:
+    """Higher is better for every metric of the evaluators; lower for the trainer's loss."""
+    return metric.removeprefix("eval_") != "loss"
+
+
 def evaluate_model(
     model_location: str, layout: str, rows: list[dict[str, Any]], device: str
 ) -> dict[str, float]:
@@ -174,6 +181,8 @@ def train_embedding(
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import set_seed
 
+    from tuneforge.training.callbacks import ReportingCallback
+
     class CheckpointingTrainer(AtomicCheckpoints, SentenceTransformerTrainer):
         pass
 
@@ -203,7 +212,7 @@ def train_embedding(
     in_batch_negatives = params.loss in ("mnrl", "cached_mnrl")
     evaluate_by = ("steps" if hp.eval_steps else "epoch") if eval_rows else "no"
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
-    keep_best = hp.save_best_model and evaluator is not None
+    keep_best = hp.keeps_best_model and evaluator is not None
     save_steps = hp.checkpoint_steps or (hp.eval_steps if keep_best else None)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir / "checkpoints"),

@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.errors import InvalidRequestError, TuneforgeError
-from tuneforge.training.models import hub_id_of
+from tuneforge.training.base import TrainResult, batch_arguments
+from tuneforge.training.spec import DPOMethod, SupervisedMethod, hub_id_of
 
 if TYPE_CHECKING:
-    from tuneforge.config import Settings
-    from tuneforge.training.base import RunContext, TrainResult
+    from tuneforge.training.base import RunContext
+    from tuneforge.training.hyperparameters import LLMHyperparameters
     from tuneforge.training.spec import (
         DPOMethodParams,
         GenerationChecks,
         JobCreate,
-        LLMHyperparameters,
         LLMMethodParams,
         SupervisedMethodParams,
     )
@@ -68,22 +68,10 @@ def load_chat_tokenizer(location: str) -> Any:
 
 
 @lru_cache(maxsize=8)
-def _cached_tokenizer(location: str) -> Any:
+def cached_chat_tokenizer(location: str) -> Any:
+    """`load_chat_tokenizer`, loaded once per process: to check a job's files (token lengths,
+    special tokens) as the job will read them. Not to be changed by the caller."""
     return load_chat_tokenizer(location)
-
-
-def job_tokenizer(spec: JobCreate, settings: Settings) -> Any:
-    """The tokenizer of a job's base model, to check its files (token lengths, special
-    tokens) as the job will read them. Raises ModelNotFoundError naming `model`."""
-    from tuneforge.db.store import Store
-    from tuneforge.training.models import resolve_model
-
-    store = Store(settings.db_url)
-    try:
-        source = resolve_model(store, settings, spec.model)
-    finally:
-        store.dispose()
-    return _cached_tokenizer(source.location)
 
 
 def render_ids(tokenizer: Any, messages: list[dict[str, Any]], prompt: bool = False) -> list[int]:
@@ -157,8 +145,6 @@ def check_quantization(spec: JobCreate) -> None:
 
 def method_params(spec: JobCreate) -> SupervisedMethodParams | DPOMethodParams | None:
     """The supervised or DPO settings of a job (None for other kinds)."""
-    from tuneforge.training.spec import DPOMethod, SupervisedMethod
-
     if isinstance(spec.method, SupervisedMethod):
         return spec.method.supervised
     if isinstance(spec.method, DPOMethod):
@@ -310,8 +296,6 @@ def training_arguments(
     (`world_size`: the processes of a distributed job, see `base.batch_arguments`)."""
     import torch
 
-    from tuneforge.training.base import batch_arguments
-
     evaluate_by = ("steps" if hp.eval_steps else "epoch") if has_eval else "no"
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
     keep_best = hp.early_stopping_patience is not None and has_eval
@@ -383,7 +367,6 @@ def train_and_save(
 
     `metrics_of(model, tokenizer, validation rows)` gives the kind's metrics; `examples`
     (prompt, reference answer) are the generation checks' prompts."""
-    from tuneforge.training.base import TrainResult
     from tuneforge.training.generation_checks import check_generations, shares
 
     eval_rows = ctx.data.eval_rows

@@ -1,19 +1,20 @@
 """Job specs: one pydantic model per training kind, shared by REST, the CLI's YAML and the
-stored job, so names, defaults, bounds and help text exist once."""
+stored job, so names, defaults, bounds and help text exist once. Each kind's hyperparameters
+are in `tuneforge.training.hyperparameters`."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
+
+from tuneforge.training.hyperparameters import (
+    ClassificationHyperparameters,
+    DPOHyperparameters,
+    EmbeddingHyperparameters,
+    Strict,
+    SupervisedHyperparameters,
 )
 
 # Hub ids (`org/name`), cache-style names (`models--org--name`), our own model ids
@@ -36,82 +37,12 @@ LOSS_LAYOUTS: dict[str, tuple[str, ...]] = {
 DEFAULT_METHOD_TYPE = "embedding"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EmbeddingHyperparameters(Strict):
-    """Hyperparameters of an embedding job. `"auto"` (OpenAI's word) takes the default."""
-
-    n_epochs: int = Field(1, ge=1, le=1000, description="Passes over the training data.")
-    batch_size: int = Field(
-        32,
-        ge=1,
-        le=65536,
-        description="Examples per step; with mnrl every other example is an in-batch negative.",
-    )
-    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate (AdamW).")
-    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps to warm up over.")
-    warmup_steps: int | None = Field(
-        None, ge=0, description="Warm-up steps; overrides warmup_ratio when given."
-    )
-    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        "linear", description="Learning-rate schedule after warm-up."
-    )
-    max_seq_length: int | None = Field(
-        None, ge=8, le=8192, description="Truncate inputs to this many tokens (model default)."
-    )
-    mini_batch_size: int = Field(
-        32, ge=1, le=65536, description="cached_mnrl only: examples per forward pass."
-    )
-    triplet_margin: float = Field(5.0, gt=0, description="triplet only: distance margin.")
-    eval_steps: int | None = Field(
-        None, ge=1, description="Evaluate every this many steps (default: once per epoch)."
-    )
-    logging_steps: int = Field(
-        5, ge=1, description="Report loss and learning rate every this many steps."
-    )
-    checkpoint_steps: int | None = Field(
-        None,
-        ge=1,
-        description="Write a checkpoint every this many steps (default: at each epoch's end); "
-        "a crashed run continues from the newest one.",
-    )
-    skip_padding: bool = Field(
-        True,
-        description="Linear layers compute the real tokens only, not the batch's padding: the "
-        "same result, less work. Applies to BERT-family encoders (BERT, RoBERTa, XLM-R, "
-        "DistilBERT, MPNet, ELECTRA, ALBERT); other models compute as before.",
-    )
-    use_amp: bool = Field(False, description="Mixed precision (on CUDA only).")
-    save_best_model: bool = Field(
-        False, description="Keep the weights of the best evaluation, not the last step's."
-    )
-    dataloader_num_workers: int = Field(
-        0, ge=0, le=64, description="Processes that prepare batches (0: in the job's process)."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _auto_means_default(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != "auto"}
-        return data
-
-    @model_validator(mode="after")
-    def _best_model_needs_matching_checkpoints(self) -> EmbeddingHyperparameters:
-        # Going back to the best evaluation needs a checkpoint at every evaluation.
-        if (
-            self.save_best_model
-            and self.checkpoint_steps is not None
-            and (self.eval_steps is None or self.checkpoint_steps % self.eval_steps)
-        ):
-            raise ValueError(
-                "with save_best_model, checkpoint_steps must be a multiple of eval_steps"
-            )
-        return self
+def hub_id_of(name: str) -> str:
+    """`models--org--name` (the Hub cache's folder name, as seed 000 uses it) -> `org/name`."""
+    if name.startswith("models--"):
+        parts = name[len("models--") :].split("--", 1)
+        return "/".join(parts)
+    return name
 
 
 class EmbeddingMethodParams(Strict):
@@ -148,121 +79,6 @@ class LoraSettings(Strict):
         if isinstance(value, list) and (not value or not all(m.strip() for m in value)):
             raise ValueError("name at least one module, or use all-linear")
         return value
-
-
-class LLMHyperparameters(Strict):
-    """Hyperparameters of supervised and DPO jobs (defaults: QLoRA as seed 001 runs it).
-    `"auto"` (OpenAI's word) takes the default."""
-
-    n_epochs: int = Field(3, ge=1, le=1000, description="Passes over the training data.")
-    batch_size: int = Field(2, ge=1, le=4096, description="Examples per forward pass.")
-    gradient_accumulation_steps: int = Field(
-        4,
-        ge=1,
-        le=1024,
-        description="Forward passes per optimizer step: the effective batch is "
-        "batch_size x gradient_accumulation_steps.",
-    )
-    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate (AdamW).")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        "cosine", description="Learning-rate schedule after warm-up."
-    )
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps to warm up over.")
-    warmup_steps: int | None = Field(
-        None, ge=0, description="Warm-up steps; overrides warmup_ratio when given."
-    )
-    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    max_seq_length: int = Field(
-        4096,
-        ge=16,
-        le=131072,
-        description="Longest example in tokens (chat template included); longer examples are "
-        "reported when the job is created, never cut.",
-    )
-    gradient_checkpointing: bool = Field(
-        True, description="Recompute activations in the backward pass: less memory, ~20% slower."
-    )
-    max_samples: int = Field(
-        0, ge=0, description="Train on at most this many training examples (0: all)."
-    )
-    early_stopping_patience: int | None = Field(
-        None,
-        ge=1,
-        le=1000,
-        description="Stop after this many evaluations in a row without a lower validation "
-        "loss (default: never); the best evaluation's weights are kept.",
-    )
-    eval_steps: int | None = Field(
-        None, ge=1, description="Evaluate every this many steps (default: once per epoch)."
-    )
-    logging_steps: int = Field(
-        1, ge=1, description="Report loss and learning rate every this many steps."
-    )
-    checkpoint_steps: int | None = Field(
-        None,
-        ge=1,
-        description="Write a checkpoint every this many steps (default: at each epoch's end, "
-        "or at each evaluation with early stopping); a crashed run continues from the newest.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _auto_means_default(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != "auto"}
-        return data
-
-    @model_validator(mode="after")
-    def _best_model_needs_matching_checkpoints(self) -> LLMHyperparameters:
-        # Going back to the best evaluation needs a checkpoint at every evaluation.
-        if (
-            self.early_stopping_patience is not None
-            and self.checkpoint_steps is not None
-            and (self.eval_steps is None or self.checkpoint_steps % self.eval_steps)
-        ):
-            raise ValueError(
-                "with early_stopping_patience, checkpoint_steps must be a multiple of eval_steps"
-            )
-        return self
-
-
-class SupervisedHyperparameters(LLMHyperparameters):
-    packing: bool = Field(
-        False,
-        description="Pack several examples into each sequence of max_seq_length tokens: "
-        "fewer padding tokens, faster epochs.",
-    )
-    group_by_length: bool = Field(
-        True,
-        description="Batch examples of similar length together (groups in random order): "
-        "far less padding on data of varied lengths, the same examples each epoch.",
-    )
-
-
-class DPOHyperparameters(LLMHyperparameters):
-    n_epochs: int = Field(1, ge=1, le=1000, description="Passes over the training data.")
-    learning_rate: float = Field(
-        5e-6, gt=0, le=1, description="Peak learning rate (AdamW); DPO wants a small one."
-    )
-    beta: float = Field(
-        0.1,
-        gt=0,
-        le=100,
-        description="How far the model may move from the base model: higher beta keeps it "
-        "closer (for ipo: the regularisation strength).",
-    )
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
-        "sigmoid",
-        description="sigmoid: the DPO paper's loss; ipo: IPO; hinge: SLiC; robust: "
-        "robust DPO for noisy preferences (with label_smoothing).",
-    )
-    label_smoothing: float = Field(
-        0.0,
-        ge=0,
-        lt=0.5,
-        description="robust: the assumed share of preference pairs whose labels are flipped.",
-    )
 
 
 class GenerationChecks(Strict):
@@ -327,124 +143,6 @@ class DPOMethodParams(LLMMethodParams):
 class DPOMethod(Strict):
     type: Literal["dpo"] = "dpo"
     dpo: DPOMethodParams = Field(default_factory=DPOMethodParams)
-
-
-# The metrics of a classification job's validation split (see tuneforge.training.classification).
-CLASSIFICATION_METRICS = (
-    "accuracy",
-    "f1_macro",
-    "f1_micro",
-    "f1_weighted",
-    "precision_macro",
-    "precision_micro",
-    "precision_weighted",
-    "recall_macro",
-    "recall_micro",
-    "recall_weighted",
-)
-
-
-class ClassificationHyperparameters(Strict):
-    """Hyperparameters of a classification job. `"auto"` (OpenAI's word) takes the default."""
-
-    n_epochs: int = Field(3, ge=1, le=1000, description="Passes over the training data.")
-    batch_size: int = Field(16, ge=1, le=65536, description="Examples per step.")
-    learning_rate: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="Peak learning rate (AdamW). Default (auto): 1e-4 for a model of fewer "
-        "than 60M parameters (MiniLM-size), 5e-5 for larger ones; with lora tuning, about "
-        "2e-4 is usual.",
-    )
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps to warm up over.")
-    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        "linear", description="Learning-rate schedule after warm-up."
-    )
-    max_seq_length: int = Field(
-        256,
-        ge=8,
-        le=8192,
-        description="Truncate texts to this many tokens (at most the model's own limit); "
-        "predictions truncate the same way.",
-    )
-    eval_steps: int | None = Field(
-        None, ge=1, description="Evaluate every this many steps (default: once per epoch)."
-    )
-    logging_steps: int = Field(
-        5, ge=1, description="Report loss and learning rate every this many steps."
-    )
-    checkpoint_steps: int | None = Field(
-        None,
-        ge=1,
-        description="Write a checkpoint every this many steps (default: at each epoch's end, "
-        "or at each evaluation when the best model is kept); a crashed run continues from the "
-        "newest one.",
-    )
-    metric_for_best_model: Literal[CLASSIFICATION_METRICS] = Field(  # type: ignore[valid-type]
-        "f1_macro",
-        description="The job's primary metric: it picks the best evaluation for early "
-        "stopping and save_best_model.",
-    )
-    early_stopping_patience: int | None = Field(
-        None,
-        ge=1,
-        le=1000,
-        description="Stop after this many evaluations in a row without a better "
-        "metric_for_best_model (default: never); the best evaluation's weights are kept.",
-    )
-    save_best_model: bool = Field(
-        False,
-        description="Keep the weights of the best evaluation by metric_for_best_model, not "
-        "the last step's (always so with early_stopping_patience).",
-    )
-    class_weights: Literal["none", "balanced"] = Field(
-        "none",
-        description="balanced: weigh each class's loss by the inverse of its frequency in the "
-        "training data (multi-label: positives by negatives/positives), for imbalanced classes.",
-    )
-    group_by_length: bool = Field(
-        True,
-        description="Batch examples of similar length together (groups in random order): "
-        "far less padding on data of varied lengths, the same examples each epoch.",
-    )
-    skip_padding: bool = Field(
-        True,
-        description="Linear layers compute the real tokens only, not the batch's padding: the "
-        "same result, less work. Applies to BERT-family encoders (BERT, RoBERTa, XLM-R, "
-        "DistilBERT, MPNet, ELECTRA, ALBERT); other models compute as before.",
-    )
-    use_amp: bool = Field(False, description="Mixed precision (on CUDA only).")
-    dataloader_num_workers: int = Field(
-        0, ge=0, le=64, description="Processes that prepare batches (0: in the job's process)."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _auto_means_default(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != "auto"}
-        return data
-
-    @property
-    def keeps_best_model(self) -> bool:
-        return self.save_best_model or self.early_stopping_patience is not None
-
-    @model_validator(mode="after")
-    def _best_model_needs_matching_checkpoints(self) -> ClassificationHyperparameters:
-        # Going back to the best evaluation needs a checkpoint at every evaluation.
-        if (
-            self.keeps_best_model
-            and self.checkpoint_steps is not None
-            and (self.eval_steps is None or self.checkpoint_steps % self.eval_steps)
-        ):
-            raise ValueError(
-                "with save_best_model or early_stopping_patience, checkpoint_steps must be a "
-                "multiple of eval_steps"
-            )
-        return self
 
 
 class ClassificationMethodParams(Strict):

@@ -23,12 +23,20 @@ from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.spec import SupervisedMethod, SupervisedMethodParams
 
 PRIMARY_METRIC = "loss"
+# The metrics (and the trainer's eval_ ones) where the better model scores lower.
+LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
 
 
 def primary_metric(layout: str) -> str:
     """The metric that ranks supervised models: validation loss on the answers (lower is
     better)."""
     return PRIMARY_METRIC
+
+
+def greater_is_better(metric: str) -> bool:
+    """Lower is better for the loss and the perplexity, higher for token accuracy and the
+    generation checks' shares."""
+    return metric.removeprefix("eval_") not in LOWER_IS_BETTER
 
 
 def evaluate_model(

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.registry.models import local_model
 from tuneforge.serving.classifier import MAX_INPUTS, loaded_classifier
-from tuneforge.training.models import local_model
 
 router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
 

@@ -20,8 +20,9 @@ from tuneforge.errors import (
     RemoteCodeRefusedError,
     UnsafeWeightsError,
 )
+from tuneforge.registry.service import resolve_reference
 from tuneforge.security.paths import inside
-from tuneforge.training.spec import MODEL_NAME
+from tuneforge.training.spec import MODEL_NAME, hub_id_of
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,6 @@ class ModelSource:
     hub_id: str | None = None
 
 
-def hub_id_of(name: str) -> str:
-    """`models--org--name` (the Hub cache's folder name, as seed 000 uses it) -> `org/name`."""
-    if name.startswith("models--"):
-        parts = name[len("models--") :].split("--", 1)
-        return "/".join(parts)
-    return name
-
-
 def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
     """Resolve a model name, or raise ModelNotFoundError (never loads weights). A local model
     is checked at once (`check_model_files`): every caller that loads from its folder gets
@@ -49,8 +42,6 @@ def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
     if not MODEL_NAME.match(name):
         raise InvalidRequestError(f"{name!r} is not a valid model name.", param="model")
     if "@" in name:
-        from tuneforge.registry.service import resolve_reference
-
         name = resolve_reference(store, name)
     row = store.get_model(name)
     if row is not None and row["kind"] == "fine-tuned":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,62 +23,84 @@ from tuneforge.datasets.ingest import file_path, require_file
 from tuneforge.datasets.kinds import FileData
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidDatasetError
-from tuneforge.training.llm import job_tokenizer, method_params
+from tuneforge.registry.models import ModelSource, resolve_model
+from tuneforge.training.base import JobData
+from tuneforge.training.llm import cached_chat_tokenizer, method_params
 from tuneforge.training.spec import LOSS_LAYOUTS, ClassificationMethod, EmbeddingMethod, JobCreate
 
 VALIDATION_SHARE = 0.1
 
-# How each kind reads a file with the job's own settings: (spec, path, format, settings).
-JobReader = Callable[[JobCreate, Path, str, Settings], FileData]
+
+@dataclass
+class JobInputs:
+    """What a job's files are read with: the job's spec, the caller's store and settings, and
+    the base model, resolved on first use and only once (the LLM kinds read with its
+    tokenizer; the job uses the same resolution)."""
+
+    store: Store
+    settings: Settings
+    spec: JobCreate
+
+    @cached_property
+    def model(self) -> ModelSource:
+        """The job's base model; ModelNotFoundError (naming `model`) when there is none."""
+        return resolve_model(self.store, self.settings, self.spec.model)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The base model's chat tokenizer, as the job will read its files with it."""
+        return cached_chat_tokenizer(self.model.location)
 
 
-def _read_embedding(spec: JobCreate, path: Path, fmt: str, settings: Settings) -> FileData:
-    return read_embedding_file(path, fmt, min_rows=settings.min_rows)
+# How each kind reads a file with the job's own settings: (inputs, path, format).
+JobReader = Callable[[JobInputs, Path, str], FileData]
 
 
-def _read_classification(spec: JobCreate, path: Path, fmt: str, settings: Settings) -> FileData:
-    assert isinstance(spec.method, ClassificationMethod)
-    params = spec.method.classification
+def _read_embedding(inputs: JobInputs, path: Path, fmt: str) -> FileData:
+    return read_embedding_file(path, fmt, min_rows=inputs.settings.min_rows)
+
+
+def _read_classification(inputs: JobInputs, path: Path, fmt: str) -> FileData:
+    assert isinstance(inputs.spec.method, ClassificationMethod)
+    params = inputs.spec.method.classification
     return read_classification_file(
         path,
         fmt,
-        min_rows=settings.min_rows,
+        min_rows=inputs.settings.min_rows,
         text_column=params.text_column,
         label_column=params.label_column,
         multi_label=params.multi_label,
     )
 
 
-def _read_supervised(spec: JobCreate, path: Path, fmt: str, settings: Settings) -> FileData:
+def _read_supervised(inputs: JobInputs, path: Path, fmt: str) -> FileData:
     # The base model's tokenizer and max_seq_length: too long examples are found here.
-    params = method_params(spec)
+    params = method_params(inputs.spec)
     assert params is not None
     return read_chat_file(
         path,
         fmt,
-        min_rows=settings.min_rows,
-        tokenizer=job_tokenizer(spec, settings),
+        min_rows=inputs.settings.min_rows,
+        tokenizer=inputs.tokenizer,
         max_seq_length=params.hyperparameters.max_seq_length,
     )
 
 
-def _read_preference(spec: JobCreate, path: Path, fmt: str, settings: Settings) -> FileData:
-    params = method_params(spec)
+def _read_preference(inputs: JobInputs, path: Path, fmt: str) -> FileData:
+    params = method_params(inputs.spec)
     assert params is not None
     return read_preference_file(
         path,
         fmt,
-        min_rows=settings.min_rows,
-        tokenizer=job_tokenizer(spec, settings),
+        min_rows=inputs.settings.min_rows,
+        tokenizer=inputs.tokenizer,
         max_seq_length=params.hyperparameters.max_seq_length,
     )
 
 
-def _read_classification_validation(
-    spec: JobCreate, path: Path, fmt: str, settings: Settings
-) -> FileData:
-    assert isinstance(spec.method, ClassificationMethod)
-    params = spec.method.classification
+def _read_classification_validation(inputs: JobInputs, path: Path, fmt: str) -> FileData:
+    assert isinstance(inputs.spec.method, ClassificationMethod)
+    params = inputs.spec.method.classification
     return read_classification_file(
         path,
         fmt,
@@ -103,15 +126,6 @@ JOB_READERS: dict[str, JobReader] = {
 }
 
 
-@dataclass
-class JobData:
-    layout: str
-    train_rows: list[dict[str, Any]]
-    eval_rows: list[dict[str, Any]]
-    # "file" when a validation file was given, "auto-split" when held out from training data.
-    validation_source: str
-
-
 def named_files(spec: JobCreate) -> list[tuple[str, str]]:
     """(parameter, file id) of every file the job names, training files first."""
     named = [
@@ -124,19 +138,14 @@ def named_files(spec: JobCreate) -> list[tuple[str, str]]:
 
 
 def read_job_file(
-    store: Store,
-    settings: Settings,
-    spec: JobCreate,
-    file_id: str,
-    param: str,
-    *,
-    for_training: bool = True,
+    inputs: JobInputs, file_id: str, param: str, *, for_training: bool = True
 ) -> FileData:
     """Read one of the job's files for its kind; InvalidDatasetError (naming `param`) with
     the problems when it does not serve the job (`for_training=False`: any layout of the
     kind, as an evaluation measures on it)."""
+    spec = inputs.spec
     kind = spec.method.type
-    row = require_file(store, file_id, param)
+    row = require_file(inputs.store, file_id, param)
     uploaded_as = row["report"].get("kind")
     # Uploads are checked for the kind their column names suggest; a classification job that
     # names its columns reads any file that has them.
@@ -152,7 +161,7 @@ def read_job_file(
     reader = JOB_READERS[kind]
     if param == "validation_file" or not for_training:
         reader = VALIDATION_READERS.get(kind, reader)
-    data = reader(spec, file_path(settings, file_id), row["format"], settings)
+    data = reader(inputs, file_path(inputs.settings, file_id), row["format"])
     if not data.valid:
         report = data.report
         raise InvalidDatasetError(
@@ -175,16 +184,17 @@ def read_job_file(
     return data
 
 
-def load_job_data(store: Store, settings: Settings, spec: JobCreate, seed: int) -> JobData:
+def load_job_data(inputs: JobInputs, seed: int) -> JobData:
     """Read and check the job's files. Without a validation file, hold out 10% of the
     concatenated training rows, chosen by `seed` (the same rows for the same seed, every
     time). Raises FileNotFoundInStoreError or InvalidDatasetError naming the parameter."""
+    spec = inputs.spec
     layouts: set[str] = set()
     train_rows: list[dict[str, Any]] = []
     eval_rows: list[dict[str, Any]] = []
     eval_lines: list[int] = []
     for param, file_id in named_files(spec):
-        data = read_job_file(store, settings, spec, file_id, param)
+        data = read_job_file(inputs, file_id, param)
         layouts.add(str(data.layout))
         (eval_rows if param == "validation_file" else train_rows).extend(data.rows)
         if param == "validation_file" and isinstance(data, ClassificationData):

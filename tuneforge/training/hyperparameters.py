@@ -1,0 +1,283 @@
+"""The hyperparameters of each training kind: one base with what every kind shares (its
+fields and their checks), and per kind a class that adds its own fields and re-declares a
+shared one only to change its default or its help, as trl's configs do."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+# Unknown fields are refused: a misspelt setting is an error, never silently ignored.
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Bounds and help text of the hyperparameters that several kinds have; each kind's class
+# picks the default (`n_epochs: Epochs = 1`).
+Epochs = Annotated[int, Field(ge=1, le=1000, description="Passes over the training data.")]
+LearningRate = Annotated[float, Field(gt=0, le=1, description="Peak learning rate (AdamW).")]
+WarmupRatio = Annotated[float, Field(ge=0, lt=1, description="Share of steps to warm up over.")]
+WarmupSteps = Annotated[
+    int | None, Field(ge=0, description="Warm-up steps; overrides warmup_ratio when given.")
+]
+WeightDecay = Annotated[float, Field(ge=0, le=1, description="AdamW weight decay.")]
+Scheduler = Annotated[
+    Literal["linear", "cosine", "constant", "constant_with_warmup"],
+    Field(description="Learning-rate schedule after warm-up."),
+]
+LoggingSteps = Annotated[
+    int, Field(ge=1, description="Report loss and learning rate every this many steps.")
+]
+CheckpointSteps = Annotated[int | None, Field(ge=1)]
+Patience = Annotated[int | None, Field(ge=1, le=1000)]
+GroupByLength = Annotated[
+    bool,
+    Field(
+        description="Batch examples of similar length together (groups in random order): "
+        "far less padding on data of varied lengths, the same examples each epoch."
+    ),
+]
+SkipPadding = Annotated[
+    bool,
+    Field(
+        description="Linear layers compute the real tokens only, not the batch's padding: the "
+        "same result, less work. Applies to BERT-family encoders (BERT, RoBERTa, XLM-R, "
+        "DistilBERT, MPNet, ELECTRA, ALBERT); other models compute as before."
+    ),
+]
+UseAmp = Annotated[bool, Field(description="Mixed precision (on CUDA only).")]
+LoaderWorkers = Annotated[
+    int,
+    Field(ge=0, le=64, description="Processes that prepare batches (0: in the job's process)."),
+]
+
+
+class Hyperparameters(Strict):
+    """What the hyperparameters of every kind share. A kind's class re-declares a field to
+    change its default or its help, as trl's configs do. `"auto"` (OpenAI's word) takes the
+    default."""
+
+    n_epochs: Epochs = 3
+    batch_size: int = Field(16, ge=1, le=65536, description="Examples per step.")
+    learning_rate: LearningRate = 5e-5
+    warmup_ratio: WarmupRatio = 0.1
+    weight_decay: WeightDecay = 0.01
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    lr_scheduler: Scheduler = "linear"
+    max_seq_length: int | None = Field(
+        None, ge=8, le=8192, description="Truncate inputs to this many tokens (model default)."
+    )
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every this many steps (default: once per epoch)."
+    )
+    logging_steps: LoggingSteps = 5
+    checkpoint_steps: CheckpointSteps = Field(
+        None,
+        description="Write a checkpoint every this many steps (default: at each epoch's end); "
+        "a crashed run continues from the newest one.",
+    )
+
+    # The fields that make a run end on its best evaluation's weights (see keeps_best_model).
+    keep_best_fields: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def keeps_best_model(self) -> bool:
+        """The run ends on the weights of its best evaluation, not on the last step's."""
+        return any(getattr(self, name) not in (None, False) for name in self.keep_best_fields)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != "auto"}
+        return data
+
+    @model_validator(mode="after")
+    def _best_model_needs_matching_checkpoints(self) -> Hyperparameters:
+        # Going back to the best evaluation needs a checkpoint at every evaluation.
+        if (
+            self.keeps_best_model
+            and self.checkpoint_steps is not None
+            and (self.eval_steps is None or self.checkpoint_steps % self.eval_steps)
+        ):
+            raise ValueError(
+                f"with {' or '.join(self.keep_best_fields)}, checkpoint_steps must be a "
+                "multiple of eval_steps"
+            )
+        return self
+
+
+class EmbeddingHyperparameters(Hyperparameters):
+    """Hyperparameters of an embedding job. `"auto"` (OpenAI's word) takes the default."""
+
+    n_epochs: Epochs = 1
+    batch_size: int = Field(
+        32,
+        ge=1,
+        le=65536,
+        description="Examples per step; with mnrl every other example is an in-batch negative.",
+    )
+    # Up to 1 here (warm up over the whole run); the other kinds stop below 1.
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps to warm up over.")
+    warmup_steps: WarmupSteps = None
+    mini_batch_size: int = Field(
+        32, ge=1, le=65536, description="cached_mnrl only: examples per forward pass."
+    )
+    triplet_margin: float = Field(5.0, gt=0, description="triplet only: distance margin.")
+    skip_padding: SkipPadding = True
+    use_amp: UseAmp = False
+    save_best_model: bool = Field(
+        False, description="Keep the weights of the best evaluation, not the last step's."
+    )
+    dataloader_num_workers: LoaderWorkers = 0
+
+    keep_best_fields = ("save_best_model",)
+
+
+class LLMHyperparameters(Hyperparameters):
+    """Hyperparameters of supervised and DPO jobs (defaults: QLoRA as seed 001 runs it).
+    `"auto"` (OpenAI's word) takes the default."""
+
+    batch_size: int = Field(2, ge=1, le=4096, description="Examples per forward pass.")
+    learning_rate: LearningRate = 2e-4
+    warmup_ratio: WarmupRatio = 0.03
+    weight_decay: WeightDecay = 0.0
+    lr_scheduler: Scheduler = "cosine"
+    max_seq_length: int = Field(
+        4096,
+        ge=16,
+        le=131072,
+        description="Longest example in tokens (chat template included); longer examples are "
+        "reported when the job is created, never cut.",
+    )
+    logging_steps: LoggingSteps = 1
+    checkpoint_steps: CheckpointSteps = Field(
+        None,
+        description="Write a checkpoint every this many steps (default: at each epoch's end, "
+        "or at each evaluation with early stopping); a crashed run continues from the newest.",
+    )
+    gradient_accumulation_steps: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Forward passes per optimizer step: the effective batch is "
+        "batch_size x gradient_accumulation_steps.",
+    )
+    warmup_steps: WarmupSteps = None
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in the backward pass: less memory, ~20% slower."
+    )
+    max_samples: int = Field(
+        0, ge=0, description="Train on at most this many training examples (0: all)."
+    )
+    early_stopping_patience: Patience = Field(
+        None,
+        description="Stop after this many evaluations in a row without a lower validation "
+        "loss (default: never); the best evaluation's weights are kept.",
+    )
+
+    keep_best_fields = ("early_stopping_patience",)
+
+
+class SupervisedHyperparameters(LLMHyperparameters):
+    packing: bool = Field(
+        False,
+        description="Pack several examples into each sequence of max_seq_length tokens: "
+        "fewer padding tokens, faster epochs.",
+    )
+    group_by_length: GroupByLength = True
+
+
+class DPOHyperparameters(LLMHyperparameters):
+    n_epochs: Epochs = 1
+    learning_rate: LearningRate = Field(
+        5e-6, description="Peak learning rate (AdamW); DPO wants a small one."
+    )
+    beta: float = Field(
+        0.1,
+        gt=0,
+        le=100,
+        description="How far the model may move from the base model: higher beta keeps it "
+        "closer (for ipo: the regularisation strength).",
+    )
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
+        "sigmoid",
+        description="sigmoid: the DPO paper's loss; ipo: IPO; hinge: SLiC; robust: "
+        "robust DPO for noisy preferences (with label_smoothing).",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="robust: the assumed share of preference pairs whose labels are flipped.",
+    )
+
+
+# The metrics of a classification job's validation split (see tuneforge.training.classification).
+CLASSIFICATION_METRICS = (
+    "accuracy",
+    "f1_macro",
+    "f1_micro",
+    "f1_weighted",
+    "precision_macro",
+    "precision_micro",
+    "precision_weighted",
+    "recall_macro",
+    "recall_micro",
+    "recall_weighted",
+)
+
+
+class ClassificationHyperparameters(Hyperparameters):
+    """Hyperparameters of a classification job. `"auto"` (OpenAI's word) takes the default."""
+
+    # None: the default for the model's size (see tuneforge.training.classification).
+    learning_rate: float | None = Field(  # type: ignore[assignment]
+        None,
+        gt=0,
+        le=1,
+        description="Peak learning rate (AdamW). Default (auto): 1e-4 for a model of fewer "
+        "than 60M parameters (MiniLM-size), 5e-5 for larger ones; with lora tuning, about "
+        "2e-4 is usual.",
+    )
+    max_seq_length: int = Field(
+        256,
+        ge=8,
+        le=8192,
+        description="Truncate texts to this many tokens (at most the model's own limit); "
+        "predictions truncate the same way.",
+    )
+    checkpoint_steps: CheckpointSteps = Field(
+        None,
+        description="Write a checkpoint every this many steps (default: at each epoch's end, "
+        "or at each evaluation when the best model is kept); a crashed run continues from the "
+        "newest one.",
+    )
+    metric_for_best_model: Literal[CLASSIFICATION_METRICS] = Field(  # type: ignore[valid-type]
+        "f1_macro",
+        description="The job's primary metric: it picks the best evaluation for early "
+        "stopping and save_best_model.",
+    )
+    early_stopping_patience: Patience = Field(
+        None,
+        description="Stop after this many evaluations in a row without a better "
+        "metric_for_best_model (default: never); the best evaluation's weights are kept.",
+    )
+    save_best_model: bool = Field(
+        False,
+        description="Keep the weights of the best evaluation by metric_for_best_model, not "
+        "the last step's (always so with early_stopping_patience).",
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="balanced: weigh each class's loss by the inverse of its frequency in the "
+        "training data (multi-label: positives by negatives/positives), for imbalanced classes.",
+    )
+    group_by_length: GroupByLength = True
+    skip_padding: SkipPadding = True
+    use_amp: UseAmp = False
+    dataloader_num_workers: LoaderWorkers = 0
+
+    keep_best_fields = ("save_best_model", "early_stopping_patience")
