@@ -25,11 +25,13 @@ serve: setup
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
+# Two test processes (pytest-xdist), each module on one of them; every training runs on one
+# thread (tests/conftest.py), so the two fill both cores. The 25 slowest are listed at the end.
 test: setup browser
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra -n 2 --dist loadfile --durations=25
 
 test-fast: setup
-	$(PY) -m pytest -ra -m "not slow"
+	$(PY) -m pytest -ra -n 2 -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check tuneforge tests bench

@@ -33,6 +33,11 @@ build_hf_cache(HF_HOME)
 os.environ["HF_HOME"] = str(HF_HOME)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Under pytest-xdist (`make test` runs two test processes on two cores), every process this
+# one starts (servers, workers, job processes) and torch in this one compute on one thread:
+# two trainings at once then share the cores instead of fighting over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
