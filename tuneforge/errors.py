@@ -64,6 +64,22 @@ class UnsupportedFileError(InvalidRequestError):
     code = "unsupported_file"
 
 
+class QuantizationUnavailableError(TuneforgeError):
+    """4-bit or 8-bit loading was asked for where it cannot run: no CUDA GPU, or no
+    bitsandbytes. A request error (422), told at job creation."""
+
+    code = "validation_error"
+
+
+class UnsupportedModelError(InvalidRequestError):
+    """The model cannot be written as GGUF (architecture, tokenizer or rope scaling)."""
+
+
+class TemplateError(InvalidRequestError):
+    """The chat template cannot be written as an Ollama TEMPLATE (not jinja2's error of the
+    same name)."""
+
+
 class InvalidDatasetError(TuneforgeError):
     code = "invalid_dataset"
 
@@ -102,3 +118,21 @@ class LeaseLostError(TuneforgeError):
 
 class StudyNotFoundError(NotFoundError):
     code = "study_not_found"
+
+
+class EndpointError(TuneforgeError):
+    """The OpenAI-compatible server could not be reached or refused a request."""
+
+    code = "endpoint_error"
+
+
+class QuantizationError(TuneforgeError):
+    """llama.cpp could not quantize a GGUF file."""
+
+    code = "export_failed"
+
+
+class VerificationError(TuneforgeError):
+    """The exported file does not behave like the model; the export fails with the reason."""
+
+    code = "export_verification_failed"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.tiny_llm import CHATML, build_tiny_llm, train_tokenizer
+from tuneforge.errors import TemplateError, UnsupportedModelError, VerificationError
 from tuneforge.export import gguf_convert, llama, modelfile
-from tuneforge.export.gguf_convert import UnsupportedModelError
-from tuneforge.export.verify import Reference, VerificationError, verify_gguf
+from tuneforge.export.verify import Reference, verify_gguf
 
 PROMPT = [{"role": "user", "content": "Write a short post about our new product."}]
 
@@ -266,7 +266,7 @@ def test_the_modelfile_template_renders_what_the_chat_template_renders(
 def test_a_template_ollama_cannot_express_is_refused() -> None:
     tokenizer = train_tokenizer("llama")
     tokenizer.chat_template = LLAMA2_SYSTEM_IN_USER
-    with pytest.raises(modelfile.TemplateError, match="folds the system prompt"):
+    with pytest.raises(TemplateError, match="folds the system prompt"):
         modelfile.chat_shape(tokenizer)
 
 

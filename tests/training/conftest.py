@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.tiny_llm import build_tiny_llm
+from tuneforge.jobs.status import StopReason
 from tuneforge.training.base import JobData, RunContext
 from tuneforge.training.spec import JobCreate
 
@@ -70,7 +71,7 @@ def preference_pairs() -> list[dict[str, Any]]:
 class RecordingReporter:
     """What a job's reporter is told, kept in lists; asks to stop (e.g. pause) at a step."""
 
-    def __init__(self, stop_at_step: int | None = None, reason: str = "paused"):
+    def __init__(self, stop_at_step: int | None = None, reason: StopReason = StopReason.PAUSED):
         self.stop_at_step = stop_at_step
         self.reason = reason
         self.step = 0
@@ -87,7 +88,7 @@ class RecordingReporter:
     def checkpoint(self, step: int, epoch: float, path: str) -> None:
         self.checkpoints.append(step)
 
-    def stop_reason(self) -> str | None:
+    def stop_reason(self) -> StopReason | None:
         if self.stop_at_step is not None and self.step >= self.stop_at_step:
             return self.reason
         return None

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.conftest import json_chats, run_context
-from tuneforge.errors import InvalidRequestError
+from tuneforge.errors import InvalidRequestError, QuantizationUnavailableError
 from tuneforge.training import llm, supervised
 from tuneforge.training.spec import JobCreate
 
@@ -258,7 +258,7 @@ def test_quantization_needs_cuda(tiny_qwen: Path, tmp_path: Path) -> None:
                 "method": {"type": "supervised", "supervised": {"quantization": "4bit"}},
             }
         )
-        with pytest.raises(llm.QuantizationUnavailableError) as refused:
+        with pytest.raises(QuantizationUnavailableError) as refused:
             llm.check_quantization(spec)
         assert refused.value.param == "method.supervised.quantization"
         assert refused.value.code == "validation_error"

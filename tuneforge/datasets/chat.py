@@ -29,22 +29,31 @@ dropped in silence. Codes besides the readers' (`invalid_json`, `not_an_object`,
 `no_assistant_message`, `no_user_message`, `role_order`, `unknown_column`, `missing_field`,
 `invalid_output`, `identical_outputs`, `too_long`, `chat_template_error`, `too_few_rows`,
 `empty_file`.
+
+This module reads a file and measures it; the checks of each line are in
+`datasets.chat_checks`.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.datasets.chat_checks import (
+    ROLES,
+    Checks,
+    Message,
+    Row,
+    RowCheck,
+    preference_row,
+    special_tokens,
+    supervised_row,
+)
 from tuneforge.datasets.readers import Problem, read_records
 from tuneforge.datasets.statistics import histogram, summary
 
-Message = dict[str, Any]
-Row = dict[str, Any]
 # The line, the sequences the model reads and the texts the loss is computed on.
 Example = tuple[int, list[list[Message]], list[str]]
 
@@ -56,36 +65,6 @@ PREFERENCE_LAYOUTS: dict[str, tuple[str, ...]] = {
     "preference": ("prompt", "chosen", "rejected"),
     "openai_preference": ("input", "preferred_output", "non_preferred_output"),
 }
-# Optional fields of a supervised row, besides its layout's columns.
-SUPERVISED_EXTRAS = ("task_type", "metadata")
-TASK_TYPE_MAX_CHARS = 64
-METADATA_MAX_KEYS = 32
-ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = ("role", "content", "name", "weight")
-# Markers of common chat templates (ChatML, Llama 2 and 3, Mistral, Gemma, Phi, GPT-2). Inside a
-# message they would end or switch turns in the middle of a text, in training and in serving.
-TEMPLATE_TOKENS = (
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<s>",
-    "</s>",
-    "[INST]",
-    "[/INST]",
-    "<<SYS>>",
-    "<</SYS>>",
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-    "<start_of_turn>",
-    "<end_of_turn>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|end|>",
-)
 MAX_REPORTED_PROBLEMS = 100
 
 
@@ -118,9 +97,7 @@ def read_chat_file(
     as misplaced inside texts, and examples longer than `max_seq_length` tokens are `too_long`
     problems. Without it lengths are in characters only and `max_seq_length` is not checked.
     """
-    return _read(
-        path, fmt, SUPERVISED_LAYOUTS, _supervised_row, min_rows, tokenizer, max_seq_length
-    )
+    return _read(path, fmt, SUPERVISED_LAYOUTS, supervised_row, min_rows, tokenizer, max_seq_length)
 
 
 def read_preference_file(
@@ -134,25 +111,7 @@ def read_preference_file(
     """Read and check a DPO file (layout `preference` or `openai_preference`), like
     `read_chat_file`. An example is too long when prompt plus chosen, or prompt plus rejected,
     is longer than `max_seq_length` tokens."""
-    return _read(
-        path, fmt, PREFERENCE_LAYOUTS, _preference_row, min_rows, tokenizer, max_seq_length
-    )
-
-
-@dataclass
-class _Checks:
-    """Where the problems of a file go, the line being checked, and the tokens no text may hold."""
-
-    problems: list[Problem]
-    special: re.Pattern[str]
-    line: int = 0
-
-    def add(self, code: str, message: str, column: str | None = None) -> None:
-        self.problems.append(Problem(code, message, line=self.line, column=column))
-
-
-# A row's check: (record, layout, the layout's columns, checks) -> canonical row or None.
-RowCheck = Callable[[dict[str, Any], str, tuple[str, ...], _Checks], Row | None]
+    return _read(path, fmt, PREFERENCE_LAYOUTS, preference_row, min_rows, tokenizer, max_seq_length)
 
 
 def _read(
@@ -168,7 +127,7 @@ def _read(
     problems = list(raw.problems)
     layout = _pick_layout(raw.records, layouts)
     tokenizer = _as_transformers(tokenizer)
-    checks = _Checks(problems, _special_tokens(tokenizer))
+    checks = Checks(problems, special_tokens(tokenizer))
     examples: list[Example] = []
     rows: list[Row] = []
     for line, record in raw.records:
@@ -203,278 +162,6 @@ def _pick_layout(
     return next(iter(layouts))
 
 
-def _fields(
-    record: dict[str, Any], layout: str, wanted: tuple[str, ...], checks: _Checks
-) -> tuple[dict[str, Any], bool]:
-    """The record's fields by canonical (lower-case) name, and whether it had no unknown ones."""
-    fields: dict[str, Any] = {}
-    for key, value in record.items():
-        name = str(key).strip().lower()
-        if name in wanted:
-            fields[name] = value
-        else:
-            why = f"{key!r} is not part of the {layout} layout ({', '.join(wanted)})."
-            checks.add("unknown_column", why, str(key))
-    return fields, len(fields) == len(record)
-
-
-def _supervised_row(
-    record: dict[str, Any], layout: str, wanted: tuple[str, ...], checks: _Checks
-) -> Row | None:
-    fields, ok = _fields(record, layout, wanted + SUPERVISED_EXTRAS, checks)
-    extras = _supervised_extras(fields, checks)
-    messages: list[Message] | None = None
-    if layout == "chat":
-        if "messages" not in fields:
-            why = "The line has no 'messages' (nor 'prompt' and 'completion')."
-            checks.add("missing_messages", why, "messages")
-        else:
-            messages = _check_messages(fields["messages"], "messages", checks)
-    else:
-        prompt = _field_text(fields, "prompt", checks)
-        completion = _field_text(fields, "completion", checks)
-        if prompt is not None and completion is not None:
-            messages = [
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": completion},
-            ]
-    if not ok or messages is None or extras is None:
-        return None
-    return {"messages": messages, **extras}
-
-
-def _supervised_extras(fields: dict[str, Any], checks: _Checks) -> dict[str, Any] | None:
-    """The row's `task_type` and `metadata` where given; None when one of them is invalid."""
-    extras: dict[str, Any] = {}
-    problems = len(checks.problems)
-    if "task_type" in fields:
-        value = fields["task_type"]
-        if not isinstance(value, str):
-            why = f"task_type must be a string, got {_type_name(value)}."
-            checks.add("invalid_task_type", why, "task_type")
-        elif not value.strip() or len(value) > TASK_TYPE_MAX_CHARS or "\n" in value:
-            lines = value.count("\n") + 1
-            why = (
-                f"task_type must be 1 to {TASK_TYPE_MAX_CHARS} characters on one line; got "
-                f"{len(value.strip())} characters on {lines} line{'s' if lines > 1 else ''}."
-            )
-            checks.add("invalid_task_type", why, "task_type")
-        else:
-            extras["task_type"] = value.strip()
-    if "metadata" in fields:
-        value = fields["metadata"]
-        if not isinstance(value, dict):
-            why = f"metadata must be an object, got {_type_name(value)}."
-            checks.add("invalid_metadata", why, "metadata")
-        elif len(value) > METADATA_MAX_KEYS:
-            why = f"metadata has {len(value)} keys; at most {METADATA_MAX_KEYS} are allowed."
-            checks.add("invalid_metadata", why, "metadata")
-        else:
-            for key, item in value.items():
-                if not (item is None or isinstance(item, str | int | float | bool)):
-                    why = (
-                        f"metadata.{key} must be a string, number, boolean or null, got "
-                        f"{_type_name(item)}."
-                    )
-                    checks.add("invalid_metadata", why, f"metadata.{key}")
-            extras["metadata"] = value
-    return extras if len(checks.problems) == problems else None
-
-
-def _preference_row(
-    record: dict[str, Any], layout: str, wanted: tuple[str, ...], checks: _Checks
-) -> Row | None:
-    fields, ok = _fields(record, layout, wanted, checks)
-    prompt: list[Message] | None
-    if layout == "preference":
-        text = _field_text(fields, "prompt", checks)
-        prompt = None if text is None else [{"role": "user", "content": text}]
-        chosen = _field_text(fields, "chosen", checks)
-        rejected = _field_text(fields, "rejected", checks)
-    else:
-        prompt = _openai_input(fields, checks)
-        chosen = _openai_output(fields, "preferred_output", checks)
-        rejected = _openai_output(fields, "non_preferred_output", checks)
-    if chosen is not None and chosen == rejected:
-        why = "The chosen and the rejected answer are the same; the pair teaches nothing."
-        checks.add("identical_outputs", why, wanted[2])
-        return None
-    if not ok or prompt is None or chosen is None or rejected is None:
-        return None
-    return {
-        "prompt": prompt,
-        "chosen": [{"role": "assistant", "content": chosen}],
-        "rejected": [{"role": "assistant", "content": rejected}],
-    }
-
-
-def _openai_input(fields: dict[str, Any], checks: _Checks) -> list[Message] | None:
-    if "input" not in fields:
-        checks.add("missing_field", "'input' is missing.", "input")
-        return None
-    value = fields["input"]
-    if not isinstance(value, dict):
-        why = f"'input' must be an object with 'messages', got {_type_name(value)}."
-        checks.add("wrong_type", why, "input")
-        return None
-    for key in value.keys() - {"messages"}:
-        why = f"'input' may only hold 'messages'; {key!r} is not supported."
-        checks.add("unknown_column", why, f"input.{key}")
-    if "messages" not in value:
-        checks.add("missing_messages", "'input' has no 'messages'.", "input.messages")
-        return None
-    messages = _check_messages(value["messages"], "input.messages", checks, prompt=True)
-    return messages if value.keys() == {"messages"} else None
-
-
-def _openai_output(fields: dict[str, Any], name: str, checks: _Checks) -> str | None:
-    """The content of an output, which must be a list of one assistant message."""
-    if name not in fields:
-        checks.add("missing_field", f"{name!r} is missing.", name)
-        return None
-    value = fields[name]
-    if not isinstance(value, list) or len(value) != 1:
-        got = f"{len(value)} messages" if isinstance(value, list) else _type_name(value)
-        why = f"{name!r} must be a list of one assistant message, got {got}."
-        checks.add("invalid_output", why, name)
-        return None
-    message = _check_message(value[0], f"{name}[0]", checks)
-    if message is None:
-        return None
-    if message["role"] != "assistant":
-        why = f"{name}[0] must be an assistant message, got a {message['role']} message."
-        checks.add("invalid_output", why, f"{name}[0].role")
-        return None
-    return str(message["content"])
-
-
-def _check_messages(
-    value: Any, column: str, checks: _Checks, *, prompt: bool = False
-) -> list[Message] | None:
-    """The checked messages of a conversation (`prompt`: one that a DPO output answers)."""
-    if not isinstance(value, list):
-        why = f"{column!r} must be a list of messages, got {_type_name(value)}."
-        checks.add("messages_not_a_list", why, column)
-        return None
-    checked = [_check_message(m, f"{column}[{i}]", checks) for i, m in enumerate(value)]
-    roles = [m.get("role") if isinstance(m, dict) else None for m in value]
-    # The order is checked only when every role is known: one bad role already says what is wrong.
-    order_ok = all(role in ROLES for role in roles) and _check_roles(
-        roles, column, checks, prompt=prompt
-    )
-    messages = [m for m in checked if m is not None]
-    return messages if order_ok and len(messages) == len(value) else None
-
-
-def _check_message(message: Any, column: str, checks: _Checks) -> Message | None:
-    if not isinstance(message, dict):
-        why = f"A message must be an object with 'role' and 'content', got {_type_name(message)}."
-        checks.add("message_not_an_object", why, column)
-        return None
-    # Parquet gives absent fields of a struct as null.
-    message = {k: v for k, v in message.items() if not (k in ("name", "weight") and v is None)}
-    before = len(checks.problems)
-    for key in message.keys() - set(MESSAGE_KEYS):
-        why = f"{key!r} is not allowed in a message; allowed: {', '.join(MESSAGE_KEYS)}."
-        checks.add("unknown_message_key", why, f"{column}.{key}")
-    role = message.get("role")
-    if "role" not in message:
-        checks.add("missing_role", "The message has no 'role'.", column)
-    elif role not in ROLES:
-        why = f"Role {role!r} is not supported; use {', '.join(ROLES)}."
-        checks.add("unknown_role", why, f"{column}.role")
-    if "content" not in message:
-        checks.add("missing_content", "The message has no 'content'.", column)
-    else:
-        _check_text(message["content"], f"{column}.content", checks)
-    weight = message.get("weight")
-    if "weight" in message and (
-        role != "assistant" or isinstance(weight, bool) or weight not in (0, 1)
-    ):
-        why = f"'weight' must be 0 or 1, on assistant messages only; got {weight!r} on {role!r}."
-        checks.add("invalid_weight", why, f"{column}.weight")
-    if "name" in message and not isinstance(message["name"], str):
-        why = f"{column}.name must be a string, got {_type_name(message['name'])}."
-        checks.add("wrong_type", why, f"{column}.name")
-    if len(checks.problems) > before:
-        return None
-    if "weight" in message:
-        message["weight"] = int(weight)
-    return {key: message[key] for key in MESSAGE_KEYS if key in message}
-
-
-def _check_roles(roles: list[Any], column: str, checks: _Checks, *, prompt: bool) -> bool:
-    """System first if at all; then user and assistant alternate, starting with user. A
-    supervised conversation ends with (and needs) an assistant message, a prompt with a user's."""
-    ok = prompt or "assistant" in roles
-    if not ok:
-        why = "The conversation has no assistant message, so nothing to learn from."
-        checks.add("no_assistant_message", why, column)
-    start = 1 if roles and roles[0] == "system" else 0
-    for i in range(start, len(roles)):
-        expected = "user" if (i - start) % 2 == 0 else "assistant"
-        if roles[i] != expected:
-            why = (
-                "a system message may only come first"
-                if roles[i] == "system"
-                else f"a {expected} message was expected: after the optional system message, "
-                "user and assistant messages alternate, starting with user"
-            )
-            checks.add(
-                "role_order", f"Message {i} is a {roles[i]} message; {why}.", f"{column}[{i}]"
-            )
-            return False
-    if prompt and len(roles) == start:
-        checks.add("no_user_message", "The prompt has no user message.", column)
-        return False
-    if ok and roles[-1] != ("user" if prompt else "assistant"):
-        why = (
-            "The prompt must end with a user message."
-            if prompt
-            else "The conversation must end with an assistant message."
-        )
-        checks.add("role_order", why, f"{column}[{len(roles) - 1}]")
-        return False
-    return ok
-
-
-def _field_text(fields: dict[str, Any], name: str, checks: _Checks) -> str | None:
-    if name not in fields:
-        checks.add("missing_field", f"{name!r} is missing.", name)
-        return None
-    return _check_text(fields[name], name, checks)
-
-
-def _check_text(value: Any, column: str, checks: _Checks) -> str | None:
-    if not isinstance(value, str):
-        checks.add("wrong_type", f"{column} must be a string, got {_type_name(value)}.", column)
-        return None
-    if not value.strip():
-        checks.add("empty_content", f"{column} is empty.", column)
-        return None
-    found = sorted(set(checks.special.findall(value)))
-    if found:
-        why = (
-            f"{column} contains {', '.join(found)}: special tokens of chat templates, which "
-            "would end or switch turns inside the text."
-        )
-        checks.add("special_token", why, column)
-        return None
-    return value
-
-
-def _type_name(value: Any) -> str:
-    """A JSON value's type, in JSON's words."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
-    return names.get(type(value), type(value).__name__)
-
-
 def _as_transformers(tokenizer: Any) -> Any:
     """A transformers tokenizer (or None); a bare `tokenizers.Tokenizer` is wrapped in one."""
     from tokenizers import Tokenizer
@@ -484,17 +171,6 @@ def _as_transformers(tokenizer: Any) -> Any:
 
         return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
     return tokenizer
-
-
-def _special_tokens(tokenizer: Any) -> re.Pattern[str]:
-    """One pattern for the chat templates' markers and the tokenizer's own special tokens."""
-    tokens = set(TEMPLATE_TOKENS)
-    if tokenizer is not None:
-        tokens |= set(tokenizer.all_special_tokens)
-        tokens |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
-    tokens.discard("")
-    # Longest first, so that `</s>` is found as itself and not as a part of something longer.
-    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
 
 
 def _sequences(row: Row) -> tuple[list[list[Message]], list[str]]:

@@ -9,7 +9,7 @@ from tuneforge.db.store import Row, Store
 from tuneforge.errors import JobCancelledError
 from tuneforge.jobs.data import JobInputs, load_job_data, read_job_file
 from tuneforge.jobs.reporting import JobReporter
-from tuneforge.jobs.status import JobStatus
+from tuneforge.jobs.status import JobStatus, StopReason
 from tuneforge.registry.models import resolve_model
 from tuneforge.training.kinds import KINDS
 from tuneforge.training.spec import JobCreate
@@ -68,7 +68,7 @@ def run_evaluation(
         metrics = measure.evaluate_model(location, layout, rows, device)
         results[role] = {"id": name, "metrics": metrics}
         reporter.note(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        if reporter.stop_reason() == "cancelled":  # (a lost lease raises here)
+        if reporter.stop_reason() == StopReason.CANCELLED:  # (a lost lease raises here)
             raise JobCancelledError("Cancelled.")
     primary = measure.primary_metric(layout)
     model_metrics = results["model"]["metrics"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import InvalidRequestError
+from tuneforge.errors import UnsupportedModelError
 
 # Hugging Face architecture -> GGUF architecture name.
 ARCHITECTURES = {
@@ -44,10 +44,6 @@ _QWEN2_SPLIT = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 SPLIT_PATTERNS = {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2"}
-
-
-class UnsupportedModelError(InvalidRequestError):
-    """The model cannot be written as GGUF (architecture, tokenizer or rope scaling)."""
 
 
 @dataclass

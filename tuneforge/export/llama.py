@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import TuneforgeError
+from tuneforge.errors import QuantizationError, TuneforgeError
 
 # Quantizations llama.cpp makes from an f16/bf16/f32 file (names as users know them).
 QUANTIZED = (
@@ -30,10 +30,6 @@ QUANTIZED = (
     "q3_k_s",
     "q2_k",
 )
-
-
-class QuantizationError(TuneforgeError):
-    code = "export_failed"
 
 
 def quantize(source: Path, target: Path, quantization: str) -> None:

@@ -15,16 +15,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneforge.errors import InvalidRequestError
+from tuneforge.errors import TemplateError
 
 ROLES = ("system", "user", "assistant")
 # Contents that no template writes itself: private-use characters around a letter.
 _MARK = {role: f"\ue000{role[0].upper()}\ue001" for role in ROLES}
 _OTHER_USER = "\ue000V\ue001"
-
-
-class TemplateError(InvalidRequestError):
-    """The chat template cannot be written as an Ollama TEMPLATE."""
 
 
 @dataclass

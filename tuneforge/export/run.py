@@ -11,6 +11,7 @@ from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
+from tuneforge.errors import VerificationError
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus
 from tuneforge.registry.models import resolve_model
@@ -90,8 +91,6 @@ def _sentence_transformers(location: Path, target: Path, reporter: JobReporter) 
     original = SentenceTransformer(str(location), device="cpu").encode(texts)
     copied = SentenceTransformer(str(target), device="cpu").encode(texts)
     if not (original == copied).all():
-        from tuneforge.export.verify import VerificationError
-
         raise VerificationError("The exported folder embeds differently from the model.")
     reporter.note(f"Checked: the exported folder embeds {len(texts)} texts identically.")
     return target.name
@@ -125,8 +124,6 @@ def _merged(location: Path, target: Path, dtype: str, reporter: JobReporter) -> 
     tolerance = 1e-4 if dtype in ("auto", "float32") else 5e-2
     difference = float((want - got).abs().max())
     if difference > tolerance * max(1.0, float(want.abs().max())):
-        from tuneforge.export.verify import VerificationError
-
         raise VerificationError(
             f"The merged weights compute logits up to {difference:.3g} away from the model's."
         )

@@ -14,15 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import TuneforgeError
+from tuneforge.errors import VerificationError
 from tuneforge.export.llama import loaded
 from tuneforge.export.modelfile import render_template
-
-
-class VerificationError(TuneforgeError):
-    """The exported file does not behave like the model; the export fails with the reason."""
-
-    code = "export_verification_failed"
 
 
 @dataclass

@@ -17,13 +17,7 @@ from typing import Any
 from tuneforge.config import Settings
 from tuneforge.db.store import Store, new_id
 from tuneforge.errors import LeaseLostError
-
-# Why a job stops before its end. All but `cancelled` write a checkpoint first.
-CANCELLED = "cancelled"
-PAUSED = "paused"
-TIMEOUT = "timeout"
-SHUTDOWN = "shutdown"  # the worker is stopping: checkpoint and go back to the queue
-CHECKPOINTING_STOPS = frozenset({PAUSED, TIMEOUT, SHUTDOWN})
+from tuneforge.jobs.status import StopReason
 
 # Progress rows and cancel checks at most this often: a database round trip per step would
 # cost more than a small model's step.
@@ -50,7 +44,7 @@ class JobReporter:
         self.lease = lease
         self.deadline = deadline
         self.latest: dict[str, float] = {}
-        self._reason: str | None = None
+        self._reason: StopReason | None = None
         self._parent = os.getppid()
         # Under a launcher our parent is the launcher; the worker is watched by its pid.
         self._worker_pid = worker_pid
@@ -126,9 +120,9 @@ class JobReporter:
 
     def request_shutdown(self) -> None:
         """The worker is stopping (SIGTERM): checkpoint at the next step and requeue."""
-        self._reason = self._reason or SHUTDOWN
+        self._reason = self._reason or StopReason.SHUTDOWN
 
-    def adopt_stop(self, reason: str) -> None:
+    def adopt_stop(self, reason: StopReason) -> None:
         """Take rank 0's stop decision (on the other ranks of a distributed job)."""
         self._reason = self._reason or reason
 
@@ -150,14 +144,14 @@ class JobReporter:
         ):
             raise LeaseLostError(f"The worker of job {self.job_id} is gone; this process stops.")
 
-    def stop_reason(self) -> str | None:
+    def stop_reason(self) -> StopReason | None:
         """Why the job should stop now (cancelled, paused, timeout, shutdown), or None while
         it may go on. Raises LeaseLostError once the job is no longer this process's."""
         self._check_orphaned()
         if self._reason is not None or not self.is_main:
             return self._reason
         if self.deadline is not None and time.time() >= self.deadline:
-            self._reason = TIMEOUT
+            self._reason = StopReason.TIMEOUT
             return self._reason
         now = time.monotonic()
         if now - self._last_check >= MIN_INTERVAL:
@@ -166,9 +160,9 @@ class JobReporter:
             if controls["lease"] != self.lease or controls["status"] != "running":
                 raise LeaseLostError(f"Job {self.job_id} was taken over; this process stops.")
             if controls["cancel_requested"]:
-                self._reason = CANCELLED
+                self._reason = StopReason.CANCELLED
             elif controls["pause_requested"]:
-                self._reason = PAUSED
+                self._reason = StopReason.PAUSED
         return self._reason
 
     def note(

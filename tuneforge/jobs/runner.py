@@ -34,11 +34,10 @@ from tuneforge.evaluation.run import run_evaluation
 from tuneforge.evaluation.service import KIND as EVALUATION
 from tuneforge.export.run import run_export
 from tuneforge.export.service import KIND as EXPORT
-from tuneforge.jobs import reporting
 from tuneforge.jobs.data import JobInputs, load_job_data
 from tuneforge.jobs.publish import promotion_gate, publish
 from tuneforge.jobs.reporting import JobReporter
-from tuneforge.jobs.status import JobStatus
+from tuneforge.jobs.status import JobStatus, StopReason
 from tuneforge.synthetic.endpoint_keys import forget_finished_keys
 from tuneforge.synthetic.run import run_synthetic
 from tuneforge.synthetic.service import KIND as SYNTHETIC
@@ -216,7 +215,7 @@ def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, ste
     progress.update(
         step=step, percent=round(100.0 * step / total, 2) if total else 0.0, eta_seconds=None
     )
-    if reason == reporting.PAUSED:
+    if reason == StopReason.PAUSED:
         store.transition(
             job_id,
             JobStatus.PAUSED,
@@ -228,7 +227,7 @@ def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, ste
             progress=progress,
             data={"step": step},
         )
-    elif reason == reporting.SHUTDOWN:
+    elif reason == StopReason.SHUTDOWN:
         store.transition(
             job_id,
             JobStatus.QUEUED,
@@ -240,7 +239,7 @@ def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, ste
             progress=progress,
             data={"step": step},
         )
-    elif reason == reporting.TIMEOUT:
+    elif reason == StopReason.TIMEOUT:
         raise JobTimeoutError(
             f"The job ran longer than timeout_seconds={spec.timeout_seconds}; "
             f"a checkpoint at step {step} was written.",

@@ -1,4 +1,4 @@
-"""Job statuses and the transitions between them."""
+"""Job statuses, the transitions between them, and why a running job stops before its end."""
 
 from __future__ import annotations
 
@@ -20,6 +20,27 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     # Stopped at the user's request.
     CANCELLED = "cancelled"
+
+
+class StopReason(StrEnum):
+    """Why a running job stops before its end. The job process's reporter decides the first
+    four (`JobReporter.stop_reason`); the worker, when it has to kill the process, says which
+    of them (or MACHINE_LOST) it acted on."""
+
+    # The user asked to cancel: no checkpoint; the job ends cancelled.
+    CANCELLED = "cancelled"
+    # The user asked to pause: checkpoint, then paused until resumed.
+    PAUSED = "paused"
+    # timeout_seconds ran out: checkpoint, then the job fails with code "timeout".
+    TIMEOUT = "timeout"
+    # The worker is stopping (SIGTERM): checkpoint and go back to the queue.
+    SHUTDOWN = "shutdown"
+    # Another machine of a multi-machine run was lost; the worker kills the process.
+    MACHINE_LOST = "machine_lost"
+
+
+# Stop reasons after which the run writes a checkpoint to continue from.
+CHECKPOINTING_STOPS = frozenset({StopReason.PAUSED, StopReason.TIMEOUT, StopReason.SHUTDOWN})
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})

@@ -36,7 +36,7 @@ from typing import Any
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidStateError, LeaseLostError
-from tuneforge.jobs.status import JobStatus
+from tuneforge.jobs.status import JobStatus, StopReason
 from tuneforge.net import free_port
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class Worker:
         )
         cancel_seen: float | None = None
         shutdown_seen: float | None = None
-        killed_for: str | None = None
+        killed_for: StopReason | None = None
         trouble: tuple[str, str] | None = None  # a machine of the run that left or failed
         for now in self._heartbeats(process):
             try:
@@ -194,7 +194,7 @@ class Worker:
                 trouble = self._machine_trouble(job_id, lease)
                 if trouble and trouble[0] == "lost":
                     log.warning("job %s: %s", job_id, trouble[1])
-                    killed_for = "machine_lost"
+                    killed_for = StopReason.MACHINE_LOST
                     _kill(process)
                     break
             leaving = trouble is not None and trouble[0] == "leaving"
@@ -208,11 +208,11 @@ class Worker:
             if cancel_seen is None and self.store.job_controls(job_id)["cancel_requested"]:
                 cancel_seen = now
             if shutdown_seen and now - shutdown_seen > self.settings.shutdown_grace_seconds:
-                killed_for = "shutdown"
+                killed_for = StopReason.SHUTDOWN
             elif cancel_seen and now - cancel_seen > self.settings.cancel_grace_seconds:
-                killed_for = "cancelled"
+                killed_for = StopReason.CANCELLED
             elif hard_deadline and now > hard_deadline:
-                killed_for = "timeout"
+                killed_for = StopReason.TIMEOUT
             if killed_for:
                 _kill(process)
         self.store.worker_alive(self.worker_id, None)
@@ -440,7 +440,7 @@ class Worker:
         job_id: str,
         lease: int,
         returncode: int,
-        killed_for: str | None,
+        killed_for: StopReason | None,
         timeout: int | None,
         detail: str | None = None,
     ) -> None:
@@ -449,7 +449,7 @@ class Worker:
         if job["status"] != JobStatus.RUNNING.value or job["lease"] != lease:
             return
         try:
-            if killed_for == "cancelled" or job["cancel_requested"]:
+            if killed_for == StopReason.CANCELLED or job["cancel_requested"]:
                 self.store.transition(
                     job_id,
                     JobStatus.CANCELLED,
@@ -457,12 +457,12 @@ class Worker:
                     expected={JobStatus.RUNNING},
                     lease=lease,
                 )
-            elif killed_for == "machine_lost":
+            elif killed_for == StopReason.MACHINE_LOST:
                 message = f"A machine of this multi-machine run was lost: {detail}"
                 self.store.retry_or_fail(
                     job_id, lease, {"code": "machine_lost", "message": message}
                 )
-            elif killed_for == "shutdown" or self.stop.is_set() or detail:
+            elif killed_for == StopReason.SHUTDOWN or self.stop.is_set() or detail:
                 self.store.transition(
                     job_id,
                     JobStatus.QUEUED,
@@ -473,7 +473,7 @@ class Worker:
                     level="warning",
                     worker_id=None,
                 )
-            elif killed_for == "timeout":
+            elif killed_for == StopReason.TIMEOUT:
                 message = f"The job ran longer than timeout_seconds={timeout} and was stopped."
                 self.store.retry_or_fail(
                     job_id, lease, {"code": "timeout", "message": message}, retry=False

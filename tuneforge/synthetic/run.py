@@ -12,7 +12,7 @@ from tuneforge.config import Settings
 from tuneforge.datasets.dedup import clean
 from tuneforge.datasets.prepare import write_dataset
 from tuneforge.db.store import Row, Store
-from tuneforge.errors import InvalidDatasetError, JobCancelledError, TuneforgeError
+from tuneforge.errors import EndpointError, InvalidDatasetError, JobCancelledError
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus
 from tuneforge.synthetic.endpoint_keys import endpoint_key
@@ -20,12 +20,6 @@ from tuneforge.synthetic.quality import answer_problem, duplicate_answers
 from tuneforge.synthetic.service import SyntheticCreate, fill_prompts
 
 EXAMPLES_PER_REASON = 5
-
-
-class EndpointError(TuneforgeError):
-    """The OpenAI-compatible server could not be reached or refused a request."""
-
-    code = "endpoint_error"
 
 
 class EndpointAnswers:

@@ -7,6 +7,8 @@ from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
+from tuneforge.jobs.status import CHECKPOINTING_STOPS, StopReason
+
 
 class Reporter(Protocol):
     """What a running job reports to, and asks whether to stop."""
@@ -14,18 +16,16 @@ class Reporter(Protocol):
     def progress(self, step: int, total_steps: int, epoch: float) -> None: ...
     def metrics(self, step: int, values: dict[str, float]) -> None: ...
     def checkpoint(self, step: int, epoch: float, path: str) -> None: ...
-    def stop_reason(self) -> str | None: ...
-    def adopt_stop(self, reason: str) -> None: ...
+    def stop_reason(self) -> StopReason | None: ...
+    def adopt_stop(self, reason: StopReason) -> None: ...
     def ensure_lease(self) -> None: ...
     def note(
         self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
     ) -> None: ...
 
 
-# Stop reasons after which the run writes a checkpoint to continue from (see JobReporter).
-CHECKPOINTING_STOPS = frozenset({"paused", "timeout", "shutdown"})
 # Stop reasons as the number rank 0 broadcasts to the other ranks (0: go on).
-STOP_CODES = ("", "cancelled", "paused", "timeout", "shutdown")
+STOP_CODES: tuple[StopReason | None, ...] = (None, *StopReason)
 
 
 class ReportingCallback(TrainerCallback):
@@ -43,7 +43,7 @@ class ReportingCallback(TrainerCallback):
         self._last_step = state.global_step
         self.reporter.progress(state.global_step, state.max_steps, 0.0)
 
-    def _stop_reason(self, args: Any) -> str | None:
+    def _stop_reason(self, args: Any) -> StopReason | None:
         reason = self.reporter.stop_reason()
         if args.world_size > 1:
             # All ranks must stop (and save) at the same step, or the next collective hangs:
@@ -51,9 +51,9 @@ class ReportingCallback(TrainerCallback):
             import torch
             import torch.distributed as dist
 
-            code = torch.tensor([STOP_CODES.index(reason or "")], device=args.device)
+            code = torch.tensor([STOP_CODES.index(reason)], device=args.device)
             dist.broadcast(code, src=0)
-            reason = STOP_CODES[int(code.item())] or None
+            reason = STOP_CODES[int(code.item())]
             if reason is not None:
                 self.reporter.adopt_stop(reason)
         return reason

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuneforge.errors import InvalidRequestError, TuneforgeError
+from tuneforge.errors import InvalidRequestError, QuantizationUnavailableError
 from tuneforge.training.base import TrainResult, batch_arguments
 from tuneforge.training.spec import DPOMethod, SupervisedMethod, hub_id_of
 
@@ -43,13 +43,6 @@ CHATML = (
 MODEL_INFO = "tuneforge.json"
 MERGED = "merged"
 IGNORED = -100  # the label of a token the loss skips
-
-
-class QuantizationUnavailableError(TuneforgeError):
-    """4-bit or 8-bit loading was asked for where it cannot run: no CUDA GPU, or no
-    bitsandbytes. A request error (422), told at job creation."""
-
-    code = "validation_error"
 
 
 # -- tokenizer ---------------------------------------------------------------------------------
