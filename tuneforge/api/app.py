@@ -5,12 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
 from tuneforge import __version__
-from tuneforge.api import errors
+from tuneforge.api import errors, openapi
 from tuneforge.api.event_watch import EventWatcher
 from tuneforge.api.limits import BodySizeLimit
 from tuneforge.api.routes import (
@@ -31,6 +30,7 @@ from tuneforge.api.routes import (
     training_seed,
     workers,
 )
+from tuneforge.api.schemas.system import HealthPublic
 from tuneforge.api.security import ApiGuard
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
@@ -89,6 +89,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         description="Self-hosted fine-tuning: files, datasets, jobs, models.",
     )
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(
         BodySizeLimit,
         limit=JSON_BODY_LIMIT,
@@ -118,13 +119,12 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         app.include_router(module.router)
 
     @app.get("/health", tags=["system"])
-    def health() -> dict[str, Any]:
+    def health() -> HealthPublic:
         worker = app.state.worker
-        return {
-            "status": "ok",
-            "version": __version__,
-            "worker": worker.worker_id if worker else None,
-            "jobs": app.state.store.count_jobs(),
-        }
+        return HealthPublic(
+            version=__version__,
+            worker=worker.worker_id if worker else None,
+            jobs=app.state.store.count_jobs(),
+        )
 
     return app

@@ -1,4 +1,5 @@
-"""The one place where errors become HTTP responses, in OpenAI's error shape."""
+"""The one place where errors become HTTP responses, in OpenAI's error shape, and the schema
+that the OpenAPI document declares for them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import MISSING, Field
+from starlette.exceptions import HTTPException
 
+from tuneforge.api.schemas.base import Public
 from tuneforge.errors import TuneforgeError
 
 STATUS_BY_CODE = {
@@ -25,6 +29,45 @@ STATUS_BY_CODE = {
     "file_too_large": 413,
     "validation_error": 422,
 }
+# The router's own answers (no route, or not that method) in the same shape.
+CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}
+
+# What each error status means, as the OpenAPI document says it.
+DESCRIPTIONS = {
+    400: "Invalid request (or a Host header this server does not answer to).",
+    401: "No valid API key.",
+    403: "The API key's scope does not allow this.",
+    404: "Not found.",
+    409: "Not in a state that allows this.",
+    413: "The request body is larger than the limit.",
+    422: "Validation error: every problem is listed in `details`.",
+    429: "Too many requests, or too many queued jobs; see `Retry-After`.",
+}
+
+
+class Error(Public):
+    message: str
+    type: str = Field(
+        ...,
+        description="invalid_request_error, authentication_error, permission_error or "
+        "server_error.",
+    )
+    param: str | None = Field(..., description="The field at fault, when one is.")
+    code: str = Field(..., description="Stable and machine-readable, e.g. file_not_found.")
+    details: Any = Field(
+        MISSING, description="Every problem found (validation errors: param, message, type)."
+    )
+
+
+class ErrorResponse(Public):
+    """Every error answer of the API, as OpenAI's."""
+
+    error: Error
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that can answer these error statuses."""
+    return {s: {"model": ErrorResponse, "description": DESCRIPTIONS[s]} for s in statuses}
 
 
 def error_body(
@@ -74,3 +117,22 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             error_body("validation_error", message, first["param"], errors), status_code=422
         )
+
+    @app.exception_handler(HTTPException)
+    async def _router_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Raised by the router itself: no route for the path (404), or none for the method
+        # (405, with the methods the path allows in `Allow`).
+        route = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            message = f"No route {route}."
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{route}: the method is not allowed here (allowed: {allowed})."
+        else:
+            message = str(exc.detail)
+        server_error = exc.status_code >= 500
+        default_code = "internal" if server_error else "invalid_request"
+        body = error_body(CODE_BY_HTTP_STATUS.get(exc.status_code, default_code), message)
+        if server_error:
+            body["error"]["type"] = "server_error"
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

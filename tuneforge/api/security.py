@@ -49,6 +49,33 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 AUDIT_BODY_BYTES = 64 * 1024
 
 
+def is_write(method: str, path: str) -> bool:
+    """A request that changes something: it needs an admin key, and it is audited."""
+    return method not in READ_METHODS and path not in INFERENCE_PATHS
+
+
+def needs_admin(method: str, path: str) -> bool:
+    return is_write(method, path) or path.startswith(ADMIN_ONLY_PREFIXES)
+
+
+def is_rate_limited(method: str, path: str) -> bool:
+    return method == "POST" and path in RATE_LIMITED_PATHS
+
+
+def guard_statuses(method: str, path: str) -> list[int]:
+    """The error statuses the guard may answer a request with before any route sees it, for
+    the OpenAPI document. `path` may be a route's template: the prefixes and paths above hold
+    no parameters."""
+    statuses = [400]  # a Host this server does not answer to
+    if path.startswith(API_PREFIXES):
+        statuses.append(401)
+        if needs_admin(method, path):
+            statuses.append(403)
+        if is_rate_limited(method, path):
+            statuses.append(429)
+    return statuses
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() in LOOPBACK_NAMES:
         return True
@@ -112,8 +139,7 @@ class ApiGuard:
         if identity is None:
             return
         method: str = scope["method"]
-        is_write = method not in READ_METHODS and path not in INFERENCE_PATHS
-        if identity.scope != KeyScope.ADMIN and (is_write or path.startswith(ADMIN_ONLY_PREFIXES)):
+        if identity.scope != KeyScope.ADMIN and needs_admin(method, path):
             await _reply(
                 send, 403, "insufficient_scope",
                 f"This API key is {identity.scope.value}-only; {method} {path} needs an "
@@ -121,7 +147,7 @@ class ApiGuard:
             )
             return
         scope.setdefault("state", {})["identity"] = identity
-        if method == "POST" and path in RATE_LIMITED_PATHS:
+        if is_rate_limited(method, path):
             client = identity.actor if self.keyring.configured else _client_address(scope)
             wait = self.limiter.take(client)
             if wait > 0:
@@ -145,7 +171,7 @@ class ApiGuard:
                         headers=((b"retry-after", b"30"),),
                     )
                     return
-        if not is_write:
+        if not is_write(method, path):
             await self.app(scope, receive, send)
             return
         await self._audited(scope, receive, send, store, identity)

@@ -164,7 +164,7 @@ def _work_until_ended(worker: Worker, job_id: str, errors: list[BaseException]) 
 
 def _store_poll(store: Store, job_id: str, worker_errors: list[BaseException]) -> Poll:
     """Job and new message events from the local database."""
-    from tuneforge.jobs.service import public_event, public_job
+    from tuneforge.api.schemas.fine_tuning import public_event, public_job
 
     seen = 0
 
@@ -172,13 +172,13 @@ def _store_poll(store: Store, job_id: str, worker_errors: list[BaseException]) -
         nonlocal seen
         if worker_errors:
             fail(f"The worker stopped: {worker_errors[0]!r}")
-        job = public_job(store.require_job(job_id))
+        job = public_job(store.require_job(job_id)).model_dump(mode="json")
         fresh: list[dict[str, Any]] = []
         while True:
             rows, has_more = store.list_events(
                 job_id, after=seen, limit=500, type="message", newest_first=False
             )
-            fresh.extend(public_event(r) for r in rows)
+            fresh.extend(public_event(r).model_dump(mode="json") for r in rows)
             seen = rows[-1]["id"] if rows else seen
             if not has_more:
                 return job, fresh

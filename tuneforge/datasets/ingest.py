@@ -110,25 +110,3 @@ def delete_file(store: Store, settings: Settings, file_id: str) -> None:
         )
     store.delete_file(file_id)
     file_path(settings, file_id).unlink(missing_ok=True)
-
-
-def public_file(row: Row) -> dict[str, Any]:
-    """The OpenAI file object, with tuneforge's validation summary beside it."""
-    report = row["report"]
-    return {
-        "id": row["id"],
-        "object": "file",
-        "bytes": row["bytes"],
-        "created_at": int(row["created_at"]),
-        "filename": row["filename"],
-        "purpose": row["purpose"],
-        "status": "processed" if report["valid"] else "error",
-        "status_details": None
-        if report["valid"]
-        else (
-            f"{report['problem_count']} problem(s): "
-            + ", ".join(f"{code} x{n}" for code, n in report["problems_by_code"].items())
-        ),
-        "sha256": row["sha256"],
-        "format": row["format"],
-    }

@@ -7,7 +7,7 @@ out (its validation file, or the 90/10 split its seed chose).
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -102,22 +102,3 @@ def create_evaluation(store: Store, settings: Settings, request: EvaluationCreat
     return store.transition(
         job_id, JobStatus.QUEUED, f"Evaluation of {request.model} queued ({kind} data)."
     )
-
-
-def public_evaluation(job: Row) -> dict[str, Any]:
-    spec = job["spec"]
-    return {
-        "id": job["id"],
-        "object": "evaluation",
-        "status": job["status"],
-        "kind": spec.get("kind"),
-        "model": spec["model"],
-        "baseline_model": spec.get("baseline_model"),
-        "file_id": spec.get("file_id"),
-        "training_job": spec.get("training_job"),
-        "metadata": spec.get("metadata"),
-        "created_at": int(job["created_at"]),
-        "finished_at": int(job["finished_at"]) if job.get("finished_at") else None,
-        "error": job.get("error"),
-        "result": job.get("result"),
-    }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -156,24 +156,3 @@ def file_stem(model: str) -> str:
     """A file name for a model id: `ft:tiny-qwen2:sts:abc` -> `tiny-qwen2-sts-abc`."""
     name = model.removeprefix("ft:").split("/")[-1]
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
-
-
-def public_export(job: Row) -> dict[str, Any]:
-    spec = job["spec"]
-    result = job.get("result") or {}
-    return {
-        "id": job["id"],
-        "object": "export",
-        "status": job["status"],
-        "model": spec["model"],
-        "format": spec["format"],
-        "quantization": spec.get("quantization"),
-        "metadata": spec.get("metadata"),
-        "created_at": int(job["created_at"]),
-        "finished_at": int(job["finished_at"]) if job.get("finished_at") else None,
-        "error": job.get("error"),
-        "files": result.get("files", []),
-        "primary_file": result.get("primary_file"),
-        "verification": result.get("verification"),
-        "details": {k: v for k, v in result.items() if k not in ("files", "verification")},
-    }

@@ -9,7 +9,7 @@ exported and retrained on whichever version the answers came from.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -117,18 +117,3 @@ def require_feedback(store: Store, feedback_id: str) -> Row:
     if row is None:
         raise NotFoundError(f"No feedback with id {feedback_id!r}.", param="feedback_id")
     return row
-
-
-def public_feedback(row: Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "object": "feedback",
-        "model": row["model"],
-        "registered_model": row["registered_model"],
-        "messages": row["messages"],
-        "output": row["output"],
-        "rating": row["rating"],
-        "corrected_output": row["corrected"],
-        "metadata": row["metadata"],
-        "created_at": int(row["created_at"]),
-    }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store, new_id
@@ -74,64 +73,3 @@ def require_fine_tuning_job(store: Store, job_id: str) -> Row:
             f"No fine-tuning job with id {job_id!r} (it is an {job['kind']}).", param="id"
         )
     return job
-
-
-def public_job(job: Row) -> dict[str, Any]:
-    """The OpenAI fine-tuning job object, with tuneforge's progress and metrics."""
-    spec = job["spec"]
-    method = spec["method"]
-    params = method.get(method["type"], {})
-    progress = job.get("progress") or None
-    estimated_finish = None
-    if progress and progress.get("eta_seconds") is not None and job["status"] == "running":
-        estimated_finish = int(time.time() + progress["eta_seconds"])
-    result = job.get("result") or {}
-    return {
-        "id": job["id"],
-        "object": "fine_tuning.job",
-        "model": job["model"],
-        "created_at": int(job["created_at"]),
-        "finished_at": int(job["finished_at"]) if job.get("finished_at") else None,
-        "status": job["status"],
-        "fine_tuned_model": job.get("fine_tuned_model"),
-        "organization_id": "org-tuneforge",
-        "training_file": spec["training_file"],
-        "training_files": spec["training_files"],
-        "validation_file": spec.get("validation_file"),
-        "hyperparameters": params.get("hyperparameters", {}),
-        "method": method,
-        "seed": spec["seed"],
-        "suffix": spec.get("suffix"),
-        "metadata": spec.get("metadata"),
-        "timeout_seconds": spec.get("timeout_seconds"),
-        "error": job.get("error"),
-        "result_files": [],
-        "trained_tokens": None,
-        "estimated_finish": estimated_finish,
-        "integrations": [],
-        "user_provided_suffix": spec.get("suffix"),
-        "progress": progress,
-        "metrics": job.get("metrics"),
-        "evaluation": result.get("evaluation"),
-        "registered_model": result.get("registered_model"),
-        "promotion": result.get("promotion"),
-        # Everything the run reported: losses, steps, and what its kind adds.
-        "result": result or None,
-        "attempts": job.get("attempts", 0),
-        "failures": job.get("failures", 0),
-        "max_attempts": job.get("max_attempts"),
-        "pause_requested": bool(job.get("pause_requested")),
-        "worker_id": job.get("worker_id") if job["status"] == "running" else None,
-    }
-
-
-def public_event(row: Row) -> dict[str, Any]:
-    return {
-        "id": f"ftevent-{row['id']}",
-        "object": "fine_tuning.job.event",
-        "created_at": int(row["created_at"]),
-        "level": row["level"],
-        "message": row["message"],
-        "type": row["type"],
-        "data": row["data"],
-    }

@@ -1,7 +1,7 @@
 """Following a job in a terminal: a live progress bar and the job's message events.
 
 `tuneforge jobs watch` feeds it over HTTP and `tuneforge train` from the local database; both
-hand over a `Poll`, which returns the public job object (`service.public_job`) and the
+hand over a `Poll`, which returns the public job object (`api.schemas.fine_tuning`) and the
 message events that it has not returned before, oldest first.
 """
 

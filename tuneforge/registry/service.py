@@ -8,7 +8,6 @@ from typing import Any
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidRequestError, ModelNotFoundError
-from tuneforge.registry.versions import public_version
 from tuneforge.training.spec import ALIAS_NAME
 
 
@@ -34,27 +33,6 @@ def aliases_by_version(store: Store, name: str) -> dict[int, list[str]]:
     return found
 
 
-def version_view(store: Store, row: Row) -> dict[str, Any]:
-    return public_version(row, aliases_by_version(store, row["name"]).get(row["version"], []))
-
-
-def registered_view(store: Store, row: Row) -> dict[str, Any]:
-    """A registered model with its aliases and latest version."""
-    versions = store.list_versions(row["name"])
-    return {
-        "object": "registered_model",
-        "name": row["name"],
-        "kind": row["kind"],
-        "description": row["description"],
-        "tags": row["tags"] or [],
-        "created_at": int(row["created_at"]),
-        "updated_at": int(row["updated_at"]),
-        "aliases": {a["alias"]: a["version"] for a in store.aliases(row["name"])},
-        "versions": len(versions),
-        "latest_version": version_view(store, versions[0]) if versions else None,
-    }
-
-
 def metric_of(row: Row, metric: str) -> float | None:
     """A version's value of `metric` on its job's validation split."""
     tuned = (row.get("evaluation") or {}).get("fine_tuned_model") or {}
@@ -73,14 +51,15 @@ def search_versions(
     metric: str | None = None,
     min_value: float | None = None,
     max_value: float | None = None,
-) -> list[dict[str, Any]]:
-    """Versions matching every filter given; `name` matches any part of the name."""
+) -> list[tuple[Row, list[str]]]:
+    """Versions matching every filter given, each with the aliases that point at it; `name`
+    matches any part of the name."""
     if (min_value is not None or max_value is not None) and not metric:
         raise InvalidRequestError("min_value and max_value need a metric.", param="metric")
     all_aliases: dict[tuple[str, int], list[str]] = {}
     for a in store.aliases():
         all_aliases.setdefault((a["name"], a["version"]), []).append(a["alias"])
-    found = []
+    found: list[tuple[Row, list[str]]] = []
     for row in store.list_versions():
         key = (row["name"], row["version"])
         if name and name.lower() not in row["name"].lower():
@@ -101,7 +80,7 @@ def search_versions(
                 continue
             if max_value is not None and value > max_value:
                 continue
-        found.append(public_version(row, all_aliases.get(key, [])))
+        found.append((row, all_aliases.get(key, [])))
     return found
 
 
@@ -115,7 +94,8 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def compare_versions(store: Store, name: str, versions: list[int]) -> dict[str, Any]:
-    """Metrics side by side and the spec fields in which the versions differ."""
+    """Metrics side by side and the spec fields in which the versions differ (the fields of
+    `ModelComparisonPublic`)."""
     if len(versions) < 2:
         raise InvalidRequestError("Name at least two versions to compare.", param="versions")
     rows = [require_version(store, name, v) for v in versions]
@@ -128,7 +108,6 @@ def compare_versions(store: Store, name: str, versions: list[int]) -> dict[str, 
         k: [s.get(k) for s in specs] for k in keys if len({repr(s.get(k)) for s in specs}) > 1
     }
     return {
-        "object": "model.comparison",
         "name": name,
         "versions": versions,
         "metrics": {m: [metric_of(r, m) for r in rows] for m in metrics},
@@ -140,14 +119,14 @@ def compare_versions(store: Store, name: str, versions: list[int]) -> dict[str, 
     }
 
 
-def set_alias(store: Store, name: str, alias: str, version: int) -> dict[str, Any]:
+def set_alias(store: Store, name: str, alias: str, version: int) -> None:
+    """Point `alias` at a version of `name`; moves it if set."""
     if not ALIAS_NAME.match(alias):
         raise InvalidRequestError(
             "An alias has letters, digits, '_' and '-', starting with a letter.", param="alias"
         )
     require_version(store, name, version)
     store.set_alias(name, alias, version)
-    return {"object": "model.alias", "name": name, "alias": alias, "version": version}
 
 
 def delete_version(store: Store, settings: Settings, name: str, version: int) -> None:

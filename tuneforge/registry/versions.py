@@ -169,24 +169,3 @@ def model_card(row: Row, files: list[dict[str, Any]], result: dict[str, Any]) ->
     return "\n".join(lines) + "\n"
 
 
-def public_version(row: Row, aliases: list[str]) -> dict[str, Any]:
-    return {
-        "object": "model.version",
-        "id": row["id"],
-        "name": row["name"],
-        "version": row["version"],
-        "model": row["model_id"],
-        "kind": row["kind"],
-        "job_id": row["job_id"],
-        "base_model": row["base_model"],
-        "created_at": int(row["created_at"]),
-        "aliases": aliases,
-        "description": row["description"],
-        "tags": row["tags"] or [],
-        "metrics": row["metrics"] or {},
-        "evaluation": row["evaluation"],
-        "data_files": row["data_files"],
-        "library_versions": row["library_versions"],
-        "artefacts": row["artefacts"],
-        "spec": row["spec"],
-    }

@@ -1,4 +1,4 @@
-"""Creating, showing, cancelling and promoting studies: what the REST API and the CLI share.
+"""Creating, cancelling and promoting studies: what the REST API and the CLI share.
 
 The search itself runs in a `StudyDriver` (tuneforge.studies.driver) beside the workers.
 """
@@ -6,7 +6,6 @@ The search itself runs in a `StudyDriver` (tuneforge.studies.driver) beside the 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.records import Trial
@@ -67,77 +66,6 @@ def best_trial(study: Row, trials: list[Trial]) -> Trial | None:
     return max(done, key=lambda t: (sign * t["value"], -t["number"]))
 
 
-def public_study(store: Store, study: Row) -> dict[str, Any]:
-    """The study with its trials table, the best trial so far, and (once ended) parameter
-    importances and the registered best model."""
-    spec = study["spec"]
-    trials = store.list_trials(study["id"])
-    jobs: dict[str, Row | None] = {
-        t["job_id"]: store.get_job(t["job_id"]) for t in trials if t["job_id"]
-    }
-    rows = []
-    for t in trials:
-        job = jobs.get(t["job_id"]) or {}
-        intermediate = t["intermediate"] or {}
-        last_step = max((int(s) for s in intermediate), default=None)
-        rows.append(
-            {
-                "number": t["number"],
-                "job_id": t["job_id"],
-                "state": t["state"],
-                "job_status": job.get("status"),
-                "params": t["params"],
-                "value": t["value"],
-                "intermediate_values": {str(k): v for k, v in sorted(
-                    intermediate.items(), key=lambda kv: int(kv[0]))},
-                "last_step": last_step,
-                "fine_tuned_model": job.get("fine_tuned_model"),
-                "error": t["error"] or (job.get("error") if t["state"] == "failed" else None),
-            }
-        )
-    best = best_trial(study, trials)
-    result = study.get("result") or {}
-    counts = {s: sum(1 for t in trials if t["state"] == s) for s in TRIAL_STATES}
-    return {
-        "id": study["id"],
-        "object": "study",
-        "name": study["name"],
-        "status": study["status"],
-        "created_at": int(study["created_at"]),
-        "finished_at": int(study["finished_at"]) if study.get("finished_at") else None,
-        "cancel_requested": bool(study.get("cancel_requested")),
-        "objective": {
-            "metric": spec["objective"]["metric"],
-            "direction": StudyCreate.model_validate(spec).objective.resolved_direction,
-        },
-        "n_trials": spec["n_trials"],
-        "parallelism": spec["parallelism"],
-        "search_space": spec["search_space"],
-        "pruner": spec["pruner"],
-        "sampler": spec["sampler"],
-        "job": spec["job"],
-        "metadata": spec.get("metadata"),
-        "trial_counts": counts,
-        "trials": rows,
-        "best_trial": (
-            {
-                "number": best["number"],
-                "value": best["value"],
-                "params": best["params"],
-                "job_id": best["job_id"],
-                "fine_tuned_model": (jobs.get(best["job_id"]) or {}).get("fine_tuned_model"),
-            }
-            if best
-            else None
-        ),
-        "param_importances": result.get("param_importances"),
-        "param_importances_note": result.get("param_importances_note"),
-        "registered_model": result.get("registered_model"),
-        "promotion": result.get("promotion"),
-        "error": study.get("error"),
-    }
-
-
 def best_version(store: Store, study: Row) -> tuple[str, int]:
     """The registry name and version of the study's best trial's model."""
     best = best_trial(study, store.list_trials(study["id"]))
@@ -150,12 +78,13 @@ def best_version(store: Store, study: Row) -> tuple[str, int]:
     return str(registered["name"]), int(registered["version"])
 
 
-def promote_study(store: Store, study_id: str, alias: str) -> dict[str, Any]:
-    """Point `alias` at the best trial's model version."""
+def promote_study(store: Store, study_id: str, alias: str) -> tuple[str, int]:
+    """Point `alias` at the best trial's model version; returns its registry name and
+    version."""
     study = store.require_study(study_id)
     name, version = best_version(store, study)
     store.set_alias(name, alias, version)
-    return {"object": "study.promotion", "name": name, "version": version, "alias": alias}
+    return name, version
 
 
 def study_registry_name(spec: StudyCreate) -> str:

@@ -193,24 +193,3 @@ def create_synthetic(store: Store, settings: Settings, request: SyntheticCreate)
     except BaseException:
         key_path(settings, job_id).unlink(missing_ok=True)
         raise
-
-
-def public_synthetic(job: Row) -> dict[str, Any]:
-    spec = dict(job["spec"])
-    if spec.get("endpoint"):
-        # The stored request holds REDACTED, never the key; shown the same way.
-        spec["endpoint"] = dict(
-            spec["endpoint"], api_key=REDACTED if spec["endpoint"].get("api_key") else None
-        )
-    return {
-        "id": job["id"],
-        "object": "synthetic_data",
-        "status": job["status"],
-        "created_at": int(job["created_at"]),
-        "finished_at": int(job["finished_at"]) if job.get("finished_at") else None,
-        "request": spec,
-        "progress": job.get("progress"),
-        "error": job.get("error"),
-        "result": job.get("result"),
-        "dataset_id": (job.get("result") or {}).get("dataset_id"),
-    }

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from tuneforge.api.deps import StoreDep
+from tuneforge.api.schemas.audit import AuditEntriesPublic, AuditEntryPublic
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 MAX_PAGE = 1000
-
-
-class AuditEntry(BaseModel):
-    id: int
-    object: Literal["audit.entry"] = "audit.entry"
-    created_at: float
-    actor: str  # an API key's id, or "local" on the open loopback API
-    method: str
-    path: str
-    status: int
-    resource_id: str | None
-    client: str | None
-
-
-class AuditList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[AuditEntry]
-    has_more: bool
-    last_id: int | None
 
 
 @router.get("")
@@ -41,9 +22,9 @@ def list_audit_entries(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     actor: Annotated[str | None, Query(max_length=64)] = None,
-) -> AuditList:
+) -> AuditEntriesPublic:
     """Writes, newest first: who (key id or `local`), method, path, status, when, and the id
     of what was created or changed when known."""
     rows, has_more = store.list_audit_entries(after=after, limit=limit, actor=actor)
-    data = [AuditEntry(**row) for row in rows]
-    return AuditList(data=data, has_more=has_more, last_id=data[-1].id if data else None)
+    data = [AuditEntryPublic(**row) for row in rows]
+    return AuditEntriesPublic(data=data, has_more=has_more, last_id=data[-1].id if data else None)

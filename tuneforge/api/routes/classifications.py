@@ -3,12 +3,19 @@ OpenAI has none)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.errors import error_responses
+from tuneforge.api.schemas.classifications import (
+    Classification,
+    ClassificationsPublic,
+    ClassificationUsage,
+    ClassScore,
+)
 from tuneforge.registry.models import local_model
 from tuneforge.serving.classifier import MAX_INPUTS, loaded_classifier
 
@@ -34,10 +41,10 @@ class ClassificationRequest(BaseModel):
         return [self.input] if isinstance(self.input, str) else self.input
 
 
-@router.post("")
+@router.post("", responses=error_responses(400, 404))
 def classify(
     store: StoreDep, settings: SettingsDep, request: ClassificationRequest
-) -> dict[str, Any]:
+) -> ClassificationsPublic:
     """Label each text: `label` is the highest-scoring class; `labels` the predicted classes
     (that one, or for a multi-label model every class scoring at least 0.5); `scores` the
     classes with their probabilities, highest first."""
@@ -46,19 +53,17 @@ def classify(
     classifier = loaded_classifier(request.model, location)
     predictions = classifier.predict(texts, request.top_k)
     tokens = sum(p.tokens for p in predictions)
-    return {
-        "object": "list",
-        "model": request.model,
-        "multi_label": classifier.multi_label,
-        "data": [
-            {
-                "object": "classification",
-                "index": i,
-                "label": p.label,
-                "labels": p.labels,
-                "scores": [{"label": name, "score": score} for name, score in p.scores],
-            }
+    return ClassificationsPublic(
+        model=request.model,
+        multi_label=classifier.multi_label,
+        data=[
+            Classification(
+                index=i,
+                label=p.label,
+                labels=p.labels,
+                scores=[ClassScore(label=name, score=score) for name, score in p.scores],
+            )
             for i, p in enumerate(predictions)
         ],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+        usage=ClassificationUsage(prompt_tokens=tokens, total_tokens=tokens),
+    )

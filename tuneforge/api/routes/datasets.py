@@ -2,53 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
 from tuneforge.api.deps import SettingsDep, StoreDep
-from tuneforge.datasets.ingest import file_path, public_file, require_file
+from tuneforge.api.errors import error_responses
+from tuneforge.api.schemas.datasets import (
+    DatasetPreparationPublic,
+    DatasetPublic,
+    DatasetRowsPublic,
+    DatasetsPublic,
+    public_dataset,
+)
+from tuneforge.datasets.ingest import file_path, require_file
 from tuneforge.datasets.prepare import PrepareRequest, prepare_dataset
 from tuneforge.datasets.preview import preview_rows
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
-def public_dataset(row: dict[str, Any]) -> dict[str, Any]:
-    report = row["report"]
-    return {
-        "id": row["id"],
-        "object": "dataset",
-        "file": public_file(row),
-        "created_at": int(row["created_at"]),
-        **report,
-    }
-
-
 @router.get("")
-def list_datasets(store: StoreDep) -> dict[str, Any]:
+def list_datasets(store: StoreDep) -> DatasetsPublic:
     rows, has_more = store.list_files(limit=1000)
-    return {"object": "list", "data": [public_dataset(r) for r in rows], "has_more": has_more}
+    return DatasetsPublic(data=[public_dataset(r) for r in rows], has_more=has_more)
 
 
-@router.get("/{dataset_id}")
-def get_dataset(store: StoreDep, dataset_id: str) -> dict[str, Any]:
+@router.get("/{dataset_id}", responses=error_responses(404))
+def get_dataset(store: StoreDep, dataset_id: str) -> DatasetPublic:
     """Validation report: every problem (first 100 listed, all counted by code) and stats."""
     return public_dataset(require_file(store, dataset_id, "dataset_id"))
 
 
-@router.get("/{dataset_id}/rows")
+@router.get("/{dataset_id}/rows", responses=error_responses(404))
 async def get_rows(
     store: StoreDep,
     settings: SettingsDep,
     dataset_id: str,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
-) -> dict[str, Any]:
+) -> DatasetRowsPublic:
     """A page of the file's records as read, each with its line (read-only preview)."""
     row = require_file(store, dataset_id, "dataset_id")
-    return await run_in_threadpool(
+    page = await run_in_threadpool(
         preview_rows,
         file_path(settings, dataset_id),
         row["format"],
@@ -56,24 +53,24 @@ async def get_rows(
         offset=offset,
         limit=limit,
     )
+    return DatasetRowsPublic.model_validate(page)
 
 
-@router.post("/{dataset_id}/prepare")
+@router.post("/{dataset_id}/prepare", responses=error_responses(400, 404))
 async def prepare(
     store: StoreDep,
     settings: SettingsDep,
     dataset_id: str,
     request: PrepareRequest | None = None,
-) -> dict[str, Any]:
+) -> DatasetPreparationPublic:
     """Clean, de-duplicate, filter, merge (`merge`) and split into new datasets; the report
     says what was removed and why (see tuneforge.datasets.prepare)."""
     done = await run_in_threadpool(
         prepare_dataset, store, settings, dataset_id, request or PrepareRequest()
     )
-    return {
-        "object": "dataset.preparation",
-        "kind": done["kind"],
-        "train": public_dataset(done["train"]),
-        "validation": public_dataset(done["validation"]) if done["validation"] else None,
-        "report": done["report"],
-    }
+    return DatasetPreparationPublic(
+        kind=done["kind"],
+        train=public_dataset(done["train"]),
+        validation=public_dataset(done["validation"]) if done["validation"] else None,
+        report=done["report"],
+    )

@@ -6,29 +6,36 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.errors import error_responses
+from tuneforge.api.schemas.exports import ExportPublic, ExportsPublic, public_export
 from tuneforge.errors import InvalidRequestError
 from tuneforge.export.service import (
     KIND,
     ExportCreate,
     create_export,
     export_folder,
-    public_export,
     require_export,
 )
 from tuneforge.security.paths import inside
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
+# A single file, or a folder export as one tar stream.
+DOWNLOAD = {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+}
 
-@router.post("")
-async def create(store: StoreDep, settings: SettingsDep, request: ExportCreate) -> dict[str, Any]:
+
+@router.post("", responses=error_responses(400, 404))
+async def create(store: StoreDep, settings: SettingsDep, request: ExportCreate) -> ExportPublic:
     """Queue an export. Its events are at `/v1/fine_tuning/jobs/{id}/events` like a job's."""
     return public_export(await run_in_threadpool(create_export, store, settings, request))
 
@@ -38,23 +45,28 @@ def list_exports(
     store: StoreDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> dict[str, Any]:
+) -> ExportsPublic:
     rows, has_more = store.list_jobs(after=after, limit=limit, kind=KIND)
-    return {"object": "list", "data": [public_export(r) for r in rows], "has_more": has_more}
+    return ExportsPublic(data=[public_export(r) for r in rows], has_more=has_more)
 
 
-@router.get("/{export_id}")
-def get_export(store: StoreDep, export_id: str) -> dict[str, Any]:
+@router.get("/{export_id}", responses=error_responses(404))
+def get_export(store: StoreDep, export_id: str) -> ExportPublic:
     return public_export(require_export(store, export_id))
 
 
-@router.post("/{export_id}/cancel")
-def cancel_export(store: StoreDep, export_id: str) -> dict[str, Any]:
+@router.post("/{export_id}/cancel", responses=error_responses(404, 409))
+def cancel_export(store: StoreDep, export_id: str) -> ExportPublic:
     require_export(store, export_id)
     return public_export(store.request_cancel(export_id))
 
 
-@router.get("/{export_id}/content", response_model=None)
+@router.get(
+    "/{export_id}/content",
+    response_model=None,
+    response_class=FileResponse,
+    responses={200: {"content": DOWNLOAD}, **error_responses(400, 404)},
+)
 def download(
     store: StoreDep,
     settings: SettingsDep,

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from tuneforge.api.deps import SettingsDep, StoreDep
-from tuneforge.datasets.ingest import (
-    delete_file,
-    file_path,
-    ingest_file,
+from tuneforge.api.errors import error_responses
+from tuneforge.api.schemas.files import (
+    FileDeleted,
+    FilePublic,
+    FilesPublic,
+    files_page,
     public_file,
-    require_file,
 )
+from tuneforge.datasets.ingest import delete_file, file_path, ingest_file, require_file
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
+BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
-@router.post("")
+
+@router.post("", responses=error_responses(400, 413))
 async def upload_file(
     store: StoreDep,
     settings: SettingsDep,
     file: UploadFile,
     purpose: Annotated[str, Form()] = "fine-tune",
-) -> dict[str, Any]:
+) -> FilePublic:
     """Upload a JSONL, CSV or Parquet file; it is validated at once (see /v1/datasets/{id})."""
     row = await run_in_threadpool(
         ingest_file, store, settings, file.filename or "upload", file.file, purpose=purpose
@@ -40,24 +44,21 @@ def list_files(
     purpose: str | None = None,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-) -> dict[str, Any]:
+) -> FilesPublic:
     rows, has_more = store.list_files(purpose=purpose, after=after, limit=limit)
-    data = [public_file(r) for r in rows]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": has_more,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
+    return files_page(rows, has_more)
 
 
-@router.get("/{file_id}")
-def get_file(store: StoreDep, file_id: str) -> dict[str, Any]:
+@router.get("/{file_id}", responses=error_responses(404))
+def get_file(store: StoreDep, file_id: str) -> FilePublic:
     return public_file(require_file(store, file_id))
 
 
-@router.get("/{file_id}/content")
+@router.get(
+    "/{file_id}/content",
+    response_class=FileResponse,
+    responses={200: {"content": BINARY}, **error_responses(404)},
+)
 def get_file_content(store: StoreDep, settings: SettingsDep, file_id: str) -> FileResponse:
     row = require_file(store, file_id)
     return FileResponse(
@@ -67,7 +68,8 @@ def get_file_content(store: StoreDep, settings: SettingsDep, file_id: str) -> Fi
     )
 
 
-@router.delete("/{file_id}")
-def remove_file(store: StoreDep, settings: SettingsDep, file_id: str) -> dict[str, Any]:
+@router.delete("/{file_id}", responses=error_responses(400, 404))
+def remove_file(store: StoreDep, settings: SettingsDep, file_id: str) -> FileDeleted:
+    """Refused (400) while unfinished jobs use the file."""
     delete_file(store, settings, file_id)
-    return {"id": file_id, "object": "file", "deleted": True}
+    return FileDeleted(id=file_id, deleted=True)

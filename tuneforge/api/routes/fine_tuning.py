@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from tuneforge.api.deps import EventWatcherDep, SettingsDep, StoreDep
+from tuneforge.api.errors import error_responses
 from tuneforge.api.event_watch import EventWatcher
-from tuneforge.db.store import Store
-from tuneforge.jobs.service import (
-    create_job,
+from tuneforge.api.schemas.fine_tuning import (
+    CheckpointsPublic,
+    FineTuningJobPublic,
+    FineTuningJobsPublic,
+    JobEventsPublic,
+    public_checkpoint,
     public_event,
     public_job,
-    require_fine_tuning_job,
 )
+from tuneforge.db.store import Store
+from tuneforge.jobs.service import create_job, require_fine_tuning_job
 from tuneforge.jobs.status import SERVICE_KINDS, TERMINAL, JobStatus
 from tuneforge.training.spec import JobCreate
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 
 
 def _event_number(event_id: str | None) -> int | None:
@@ -32,10 +39,10 @@ def _event_number(event_id: str | None) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-@router.post("")
+@router.post("", responses=error_responses(400, 404))
 async def create_fine_tuning_job(
     store: StoreDep, settings: SettingsDep, request: JobCreate
-) -> dict[str, Any]:
+) -> FineTuningJobPublic:
     job = await run_in_threadpool(create_job, store, settings, request)
     return public_job(job)
 
@@ -46,41 +53,45 @@ def list_fine_tuning_jobs(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
-) -> dict[str, Any]:
+) -> FineTuningJobsPublic:
     rows, has_more = store.list_jobs(
         after=after, limit=limit, status=status.value if status else None, not_kinds=SERVICE_KINDS
     )
-    return {"object": "list", "data": [public_job(r) for r in rows], "has_more": has_more}
+    return FineTuningJobsPublic(data=[public_job(r) for r in rows], has_more=has_more)
 
 
-@router.get("/{job_id}")
-def get_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
+@router.get("/{job_id}", responses=error_responses(404))
+def get_fine_tuning_job(store: StoreDep, job_id: str) -> FineTuningJobPublic:
     return public_job(require_fine_tuning_job(store, job_id))
 
 
-@router.post("/{job_id}/cancel")
-def cancel_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
+@router.post("/{job_id}/cancel", responses=error_responses(404, 409))
+def cancel_fine_tuning_job(store: StoreDep, job_id: str) -> FineTuningJobPublic:
     require_fine_tuning_job(store, job_id)
     return public_job(store.request_cancel(job_id))
 
 
-@router.post("/{job_id}/pause")
-def pause_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
+@router.post("/{job_id}/pause", responses=error_responses(404, 409))
+def pause_fine_tuning_job(store: StoreDep, job_id: str) -> FineTuningJobPublic:
     """A queued job pauses at once; a running one writes a checkpoint at its next step and
     stops (status `paused`), freeing its device."""
     require_fine_tuning_job(store, job_id)
     return public_job(store.request_pause(job_id))
 
 
-@router.post("/{job_id}/resume")
-def resume_fine_tuning_job(store: StoreDep, job_id: str) -> dict[str, Any]:
+@router.post("/{job_id}/resume", responses=error_responses(404, 409))
+def resume_fine_tuning_job(store: StoreDep, job_id: str) -> FineTuningJobPublic:
     """Queue a paused job again; it continues from its checkpoint with model, optimizer,
     scheduler, random state and data position restored."""
     require_fine_tuning_job(store, job_id)
     return public_job(store.resume(job_id))
 
 
-@router.get("/{job_id}/events/stream", response_model=None)
+@router.get(
+    "/{job_id}/events/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": SSE}, **error_responses(404)},
+)
 def stream_events(
     store: StoreDep,
     watcher: EventWatcherDep,
@@ -102,7 +113,11 @@ def stream_events(
     )
 
 
-@router.get("/{job_id}/events", response_model=None)
+@router.get(
+    "/{job_id}/events",
+    response_model=JobEventsPublic,
+    responses={200: {"content": SSE}, **error_responses(404)},
+)
 def list_events(
     store: StoreDep,
     watcher: EventWatcherDep,
@@ -113,7 +128,7 @@ def list_events(
     type: Literal["message", "metrics"] | None = None,
     stream: bool = False,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> dict[str, Any] | StreamingResponse:
+) -> JobEventsPublic | StreamingResponse:
     """Newest first, as OpenAI lists them; `stream=true` is the same as `/events/stream`."""
     if stream:
         return stream_events(store, watcher, job_id, level, type, after, last_event_id)
@@ -121,7 +136,7 @@ def list_events(
     rows, has_more = store.list_events(
         job_id, after=_event_number(after), limit=limit, level=level, type=type
     )
-    return {"object": "list", "data": [public_event(r) for r in rows], "has_more": has_more}
+    return JobEventsPublic(data=[public_event(r) for r in rows], has_more=has_more)
 
 
 # A comment line this often keeps proxies from closing an idle stream.
@@ -158,7 +173,7 @@ async def _sse(
                 after = row["id"]
                 yield (
                     f"id: ftevent-{row['id']}\nevent: {row['type']}\n"
-                    f"data: {json.dumps(public_event(row))}\n\n"
+                    f"data: {json.dumps(public_event(row).model_dump(mode='json'))}\n\n"
                 ).encode()
             if more:
                 continue
@@ -171,33 +186,20 @@ async def _sse(
         watcher.close(watch)
 
 
-@router.get("/{job_id}/checkpoints")
+@router.get("/{job_id}/checkpoints", responses=error_responses(404))
 def list_checkpoints(
     store: StoreDep,
     job_id: str,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
-) -> dict[str, Any]:
+) -> CheckpointsPublic:
     job = store.require_job(job_id)
     model = job.get("fine_tuned_model") or job_id
     rows, has_more = store.list_checkpoints(job_id, after=after, limit=limit)
-    data = [
-        {
-            "id": r["id"],
-            "object": "fine_tuning.job.checkpoint",
-            "created_at": int(r["created_at"]),
-            "fine_tuning_job_id": job_id,
-            "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{r['step']}",
-            "step_number": r["step"],
-            "epoch": r["epoch"],
-            "metrics": r["metrics"] or {},
-        }
-        for r in rows
-    ]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": has_more,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
+    data = [public_checkpoint(r, job_id, model) for r in rows]
+    return CheckpointsPublic(
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )

@@ -8,6 +8,19 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.errors import error_responses
+from tuneforge.api.schemas.registry import (
+    ModelAliasPublic,
+    ModelComparisonPublic,
+    ModelVersionDeleted,
+    ModelVersionPublic,
+    ModelVersionsPublic,
+    RegisteredModelPublic,
+    RegisteredModelsPublic,
+    public_registered_model,
+    public_version,
+    version_with_aliases,
+)
 from tuneforge.errors import NotFoundError
 from tuneforge.registry import service
 
@@ -34,12 +47,12 @@ def _changes(update: RegistryUpdate) -> dict[str, Any]:
 
 
 @router.get("/v1/registered_models")
-def list_registered_models(store: StoreDep) -> dict[str, Any]:
-    data = [service.registered_view(store, r) for r in store.list_registered_models()]
-    return {"object": "list", "data": data}
+def list_registered_models(store: StoreDep) -> RegisteredModelsPublic:
+    data = [public_registered_model(store, r) for r in store.list_registered_models()]
+    return RegisteredModelsPublic(data=data)
 
 
-@router.get("/v1/model_versions")
+@router.get("/v1/model_versions", responses=error_responses(400))
 def search_model_versions(
     store: StoreDep,
     name: str | None = None,
@@ -50,10 +63,10 @@ def search_model_versions(
     metric: str | None = None,
     min_value: float | None = None,
     max_value: float | None = None,
-) -> dict[str, Any]:
+) -> ModelVersionsPublic:
     """Versions by name (substring), kind, base model, tag, alias and metric thresholds
     (on the version's validation metrics)."""
-    data = service.search_versions(
+    found = service.search_versions(
         store,
         name=name,
         kind=kind,
@@ -64,58 +77,69 @@ def search_model_versions(
         min_value=min_value,
         max_value=max_value,
     )
-    return {"object": "list", "data": data}
+    return ModelVersionsPublic(data=[public_version(row, aliases) for row, aliases in found])
 
 
-@router.get("/v1/registered_models/{name}")
-def get_registered_model(store: StoreDep, name: str) -> dict[str, Any]:
-    return service.registered_view(store, service.require_registered(store, name))
+@router.get("/v1/registered_models/{name}", responses=error_responses(404))
+def get_registered_model(store: StoreDep, name: str) -> RegisteredModelPublic:
+    return public_registered_model(store, service.require_registered(store, name))
 
 
-@router.patch("/v1/registered_models/{name}")
-def update_registered_model(store: StoreDep, name: str, update: RegistryUpdate) -> dict[str, Any]:
+@router.patch("/v1/registered_models/{name}", responses=error_responses(404))
+def update_registered_model(
+    store: StoreDep, name: str, update: RegistryUpdate
+) -> RegisteredModelPublic:
     service.require_registered(store, name)
     store.update_registered_model(name, **_changes(update))
-    return service.registered_view(store, service.require_registered(store, name))
+    return public_registered_model(store, service.require_registered(store, name))
 
 
-@router.get("/v1/registered_models/{name}/versions")
-def list_versions(store: StoreDep, name: str) -> dict[str, Any]:
+@router.get("/v1/registered_models/{name}/versions", responses=error_responses(404))
+def list_versions(store: StoreDep, name: str) -> ModelVersionsPublic:
     service.require_registered(store, name)
-    data = [service.version_view(store, r) for r in store.list_versions(name)]
-    return {"object": "list", "data": data}
+    return ModelVersionsPublic(
+        data=[version_with_aliases(store, r) for r in store.list_versions(name)]
+    )
 
 
-@router.get("/v1/registered_models/{name}/versions/{version}")
-def get_version(store: StoreDep, name: str, version: int) -> dict[str, Any]:
-    return service.version_view(store, service.require_version(store, name, version))
+@router.get("/v1/registered_models/{name}/versions/{version}", responses=error_responses(404))
+def get_version(store: StoreDep, name: str, version: int) -> ModelVersionPublic:
+    return version_with_aliases(store, service.require_version(store, name, version))
 
 
-@router.patch("/v1/registered_models/{name}/versions/{version}")
+@router.patch("/v1/registered_models/{name}/versions/{version}", responses=error_responses(404))
 def update_version(
     store: StoreDep, name: str, version: int, update: RegistryUpdate
-) -> dict[str, Any]:
+) -> ModelVersionPublic:
     service.require_version(store, name, version)
     store.update_version(name, version, **_changes(update))
-    return service.version_view(store, service.require_version(store, name, version))
+    return version_with_aliases(store, service.require_version(store, name, version))
 
 
-@router.delete("/v1/registered_models/{name}/versions/{version}")
+@router.delete(
+    "/v1/registered_models/{name}/versions/{version}", responses=error_responses(404, 409)
+)
 def delete_version(
     store: StoreDep, settings: SettingsDep, name: str, version: int
-) -> dict[str, Any]:
+) -> ModelVersionDeleted:
     """Refused with 409 while an alias points at the version."""
     service.delete_version(store, settings, name, version)
-    return {"object": "model.version.deleted", "name": name, "version": version, "deleted": True}
+    return ModelVersionDeleted(name=name, version=version, deleted=True)
 
 
-@router.put("/v1/registered_models/{name}/aliases/{alias}")
-def set_alias(store: StoreDep, name: str, alias: str, update: AliasUpdate) -> dict[str, Any]:
+@router.put("/v1/registered_models/{name}/aliases/{alias}", responses=error_responses(400, 404))
+def set_alias(store: StoreDep, name: str, alias: str, update: AliasUpdate) -> ModelAliasPublic:
     """Point an alias (`production`, `staging`, any name) at a version; moves it if set."""
-    return service.set_alias(store, name, alias, update.version)
+    service.set_alias(store, name, alias, update.version)
+    return ModelAliasPublic(name=name, alias=alias, version=update.version)
 
 
-@router.delete("/v1/registered_models/{name}/aliases/{alias}", status_code=204)
+@router.delete(
+    "/v1/registered_models/{name}/aliases/{alias}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(404),
+)
 def delete_alias(store: StoreDep, name: str, alias: str) -> Response:
     service.require_registered(store, name)
     if not store.delete_alias(name, alias):
@@ -123,9 +147,9 @@ def delete_alias(store: StoreDep, name: str, alias: str) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/registered_models/{name}/compare")
+@router.get("/v1/registered_models/{name}/compare", responses=error_responses(400, 404))
 def compare(
     store: StoreDep, name: str, versions: Annotated[list[int], Query(min_length=2)]
-) -> dict[str, Any]:
+) -> ModelComparisonPublic:
     """Two or more versions: metrics side by side, and the spec fields that differ."""
-    return service.compare_versions(store, name, versions)
+    return ModelComparisonPublic(**service.compare_versions(store, name, versions))

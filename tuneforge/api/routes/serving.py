@@ -23,6 +23,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep
+from tuneforge.api.errors import error_responses
+from tuneforge.api.schemas.serving import (
+    ChatCompletion,
+    ChatCompletionChoice,
+    ChatCompletionMessage,
+    Completion,
+    CompletionChoice,
+    CompletionUsage,
+    CreateEmbeddingResponse,
+)
 from tuneforge.errors import InvalidRequestError
 from tuneforge.serving.embeddings import MAX_INPUTS
 from tuneforge.serving.generation import Finish, Generator, Sampling
@@ -35,6 +45,9 @@ log = logging.getLogger(__name__)
 # another (OpenAI allows n up to 128).
 MAX_CHOICES = 16
 MAX_STOPS = 4  # as OpenAI
+
+# `stream: true` answers with Server-Sent Events of OpenAI's chunk objects.
+SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 
 Text = Annotated[str, Field(min_length=1)]
 TokenIds = Annotated[list[int], Field(min_length=1)]
@@ -161,7 +174,9 @@ class CompletionRequest(GenerationRequest):
 # -- routes ------------------------------------------------------------------------------------
 
 
-@router.post("/embeddings", response_model=None)
+@router.post(
+    "/embeddings", response_model=CreateEmbeddingResponse, responses=error_responses(400, 404)
+)
 def create_embeddings(
     store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: EmbeddingRequest
 ) -> JSONResponse:
@@ -185,10 +200,14 @@ def create_embeddings(
     )
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={200: {"content": SSE}, **error_responses(400, 404)},
+)
 def create_chat_completion(
     store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: ChatCompletionRequest
-) -> dict[str, Any] | StreamingResponse:
+) -> ChatCompletion | StreamingResponse:
     """Answer a conversation with a causal LM; the prompt is the conversation as the model's
     chat template writes it, followed by the start of the assistant's turn."""
     request.refuse_unsupported()
@@ -205,20 +224,23 @@ def create_chat_completion(
         answer = generator.answer(prompt, _choice_sampling(sampling, i))
         completion_tokens += answer.finish.tokens
         choices.append(
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": answer.text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": answer.finish.reason,
-            }
+            ChatCompletionChoice(
+                index=i,
+                message=ChatCompletionMessage(content=answer.text),
+                finish_reason=answer.finish.reason,
+            )
         )
-    return head | {"choices": choices, "usage": _usage(len(prompt), completion_tokens)}
+    return ChatCompletion(**head, choices=choices, usage=_usage(len(prompt), completion_tokens))
 
 
-@router.post("/completions", response_model=None)
+@router.post(
+    "/completions",
+    response_model=Completion,
+    responses={200: {"content": SSE}, **error_responses(400, 404)},
+)
 def create_completion(
     store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: CompletionRequest
-) -> dict[str, Any] | StreamingResponse:
+) -> Completion | StreamingResponse:
     """Continue each prompt with a causal LM (no chat template: the text as it is, with the
     special tokens the tokenizer adds). Choice `i * n + j` is prompt i's answer j."""
     request.refuse_unsupported()
@@ -244,14 +266,9 @@ def create_completion(
         answer = generator.answer(prompt, _choice_sampling(sampling, j))
         completion_tokens += answer.finish.tokens
         choices.append(
-            {
-                "index": index,
-                "text": answer.text,
-                "logprobs": None,
-                "finish_reason": answer.finish.reason,
-            }
+            CompletionChoice(index=index, text=answer.text, finish_reason=answer.finish.reason)
         )
-    return head | {"choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
+    return Completion(**head, choices=choices, usage=_usage(prompt_tokens, completion_tokens))
 
 
 # -- parts -------------------------------------------------------------------------------------
@@ -309,12 +326,12 @@ def _head(prefix: str, kind: str, model: str) -> dict[str, Any]:
     }
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+def _usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
 
 
 def _chat_chunks(
@@ -344,7 +361,8 @@ def _chat_chunks(
             else:
                 yield chunk(i, {"content": piece})
     if request.include_usage():
-        yield head | {"choices": [], "usage": _usage(len(prompt), completion_tokens)}
+        usage = _usage(len(prompt), completion_tokens)
+        yield head | {"choices": [], "usage": usage.model_dump()}
 
 
 def _completion_chunks(
@@ -367,7 +385,8 @@ def _completion_chunks(
             choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
             yield head | {"choices": [choice]} | extra
     if request.include_usage():
-        yield head | {"choices": [], "usage": _usage(prompt_tokens, completion_tokens)}
+        usage = _usage(prompt_tokens, completion_tokens)
+        yield head | {"choices": [], "usage": usage.model_dump()}
 
 
 def _event_stream(chunks: Iterator[dict[str, Any]]) -> StreamingResponse:

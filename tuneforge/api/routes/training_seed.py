@@ -7,7 +7,6 @@ Its dataset ids are UUIDs: `0b30b284-f7fe-...` is the file `file-0b30b284f7fe...
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Response
@@ -15,6 +14,17 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.errors import error_responses
+from tuneforge.api.schemas.training_seed import (
+    STATUS,
+    EvaluationAccepted,
+    SeedEvaluationStatus,
+    TrainAccepted,
+    TrainCancelled,
+    TrainStatus,
+    evaluation_status,
+    train_status,
+)
 from tuneforge.errors import InvalidRequestError, JobNotFoundError
 from tuneforge.evaluation.service import EvaluationCreate, create_evaluation
 from tuneforge.jobs.service import create_job
@@ -22,16 +32,6 @@ from tuneforge.training.spec import JobCreate
 
 router = APIRouter(tags=["seed-000 training"])
 
-# Seed 000 names no paused state; PAUSED is the plain word for tuneforge's own.
-STATUS = {
-    "validating_files": "QUEUED",
-    "queued": "QUEUED",
-    "running": "RUNNING",
-    "paused": "PAUSED",
-    "succeeded": "DONE",
-    "failed": "FAILED",
-    "cancelled": "CANCELED",
-}
 # sentence-transformers' old `fit` scheduler names -> transformers' schedule names.
 SCHEDULERS = {
     "constantlr": "constant",
@@ -121,40 +121,23 @@ def to_job(request: TrainRequest) -> JobCreate:
     )
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 async def _train(
     store: StoreDep, settings: SettingsDep, request: TrainRequest, response: Response
-) -> dict[str, Any]:
+) -> TrainAccepted:
     job = await run_in_threadpool(create_job, store, settings, to_job(request))
     task_id = str(uuid.UUID(job["id"].removeprefix("ftjob-")))
     response.status_code = 202
     response.headers["Location"] = f"/training/{task_id}/status"
-    return {"task_id": task_id, "status": STATUS[job["status"]], "message": "Training queued"}
+    return TrainAccepted(task_id=task_id, status=STATUS[job["status"]], message="Training queued")
 
 
-def _status(store: StoreDep, task_id: str) -> dict[str, Any]:
-    job = store.require_job(job_id_of(task_id))
-    error = job.get("error")
-    return {
-        "task_id": task_id,
-        "status": STATUS[job["status"]],
-        "created_at": _iso(job["created_at"]),
-        "end_date": _iso(job.get("finished_at")),
-        "error_msg": error["message"] if error else None,
-        "error_code": error["code"] if error else None,
-        "trained_model_id": job.get("fine_tuned_model"),
-        "progress": job.get("progress"),
-    }
+def _status(store: StoreDep, task_id: str) -> TrainStatus:
+    return train_status(task_id, store.require_job(job_id_of(task_id)))
 
 
-def _cancel(store: StoreDep, task_id: str) -> dict[str, Any]:
+def _cancel(store: StoreDep, task_id: str) -> TrainCancelled:
     job = store.request_cancel(job_id_of(task_id))
-    return {"status_code": 200, "task_id": task_id, "status": STATUS[job["status"]]}
+    return TrainCancelled(status_code=200, task_id=task_id, status=STATUS[job["status"]])
 
 
 class EvaluateRequest(BaseModel):
@@ -169,7 +152,7 @@ class EvaluateRequest(BaseModel):
 
 async def _evaluate(
     store: StoreDep, settings: SettingsDep, request: EvaluateRequest, response: Response
-) -> dict[str, Any]:
+) -> EvaluationAccepted:
     try:
         evaluation = EvaluationCreate(
             model=request.model_tag,
@@ -191,10 +174,10 @@ async def _evaluate(
     evaluation_id = str(uuid.UUID(job["id"].removeprefix("evaljob-")))
     response.status_code = 202
     response.headers["Location"] = f"/evaluation/{evaluation_id}"
-    return {"evaluation_id": evaluation_id, "status": STATUS[job["status"]]}
+    return EvaluationAccepted(evaluation_id=evaluation_id, status=STATUS[job["status"]])
 
 
-def _evaluation_status(store: StoreDep, evaluation_id: str) -> dict[str, Any]:
+def _evaluation_status(store: StoreDep, evaluation_id: str) -> SeedEvaluationStatus:
     try:
         job_id = f"evaljob-{uuid.UUID(evaluation_id).hex}"
     except ValueError:
@@ -204,29 +187,27 @@ def _evaluation_status(store: StoreDep, evaluation_id: str) -> dict[str, Any]:
     job = store.get_job(job_id)
     if job is None or job["kind"] != "evaluation":
         raise JobNotFoundError(f"No evaluation with id {evaluation_id!r}.", param="evaluation_id")
-    result = job.get("result") or {}
-    error = job.get("error")
-    return {
-        "evaluation_id": evaluation_id,
-        "status": STATUS[job["status"]],
-        "created_at": _iso(job["created_at"]),
-        "end_date": _iso(job.get("finished_at")),
-        "error_msg": error["message"] if error else None,
-        "primary_metric": result.get("primary_metric"),
-        "model_tag": job["spec"]["model"],
-        "model_results": (result.get("model") or {}).get("metrics"),
-        "baseline_model_tag": job["spec"].get("baseline_model"),
-        "baseline_results": (result.get("baseline") or {}).get("metrics"),
-        "delta": result.get("delta"),
-        "rows": result.get("rows"),
-    }
+    return evaluation_status(evaluation_id, job)
 
 
-router.add_api_route("/evaluation/evaluate", _evaluate, methods=["POST"], status_code=202)
-router.add_api_route("/evaluation/{evaluation_id}", _evaluation_status, methods=["GET"])
+router.add_api_route(
+    "/evaluation/evaluate",
+    _evaluate,
+    methods=["POST"],
+    status_code=202,
+    responses=error_responses(400, 404),
+)
+router.add_api_route(
+    "/evaluation/{evaluation_id}",
+    _evaluation_status,
+    methods=["GET"],
+    responses=error_responses(404),
+)
 for prefix in ("/training/train", "/train"):
-    router.add_api_route(prefix, _train, methods=["POST"], status_code=202)
-router.add_api_route("/training/{task_id}/status", _status, methods=["GET"])
-router.add_api_route("/train/status/{task_id}", _status, methods=["GET"])
-router.add_api_route("/training/{task_id}/cancel", _cancel, methods=["POST"])
-router.add_api_route("/train/cancel/{task_id}", _cancel, methods=["POST"])
+    router.add_api_route(
+        prefix, _train, methods=["POST"], status_code=202, responses=error_responses(400, 404)
+    )
+for path in ("/training/{task_id}/status", "/train/status/{task_id}"):
+    router.add_api_route(path, _status, methods=["GET"], responses=error_responses(404))
+for path in ("/training/{task_id}/cancel", "/train/cancel/{task_id}"):
+    router.add_api_route(path, _cancel, methods=["POST"], responses=error_responses(404, 409))

@@ -1,0 +1,171 @@
+"""The answers of `/v1/fine_tuning/jobs`: OpenAI's fine-tuning job, event and checkpoint
+objects, with tuneforge's progress, metrics and results beside OpenAI's fields."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tuneforge.api.schemas.base import Public
+from tuneforge.db.store import Row
+from tuneforge.jobs.status import JobStatus
+
+
+class FineTuningJobPublic(Public):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    model: str
+    created_at: int
+    finished_at: int | None
+    status: JobStatus
+    fine_tuned_model: str | None
+    organization_id: str
+    training_file: str
+    training_files: list[str] = Field(..., description="Every training file, in order.")
+    validation_file: str | None
+    hyperparameters: dict[str, Any]
+    method: dict[str, Any] = Field(..., description="The method as stored, with its defaults.")
+    seed: int
+    suffix: str | None
+    metadata: dict[str, str] | None
+    timeout_seconds: int | None
+    error: dict[str, Any] | None = Field(..., description="code, message and param.")
+    result_files: list[str]
+    trained_tokens: int | None
+    estimated_finish: int | None
+    integrations: list[dict[str, Any]]
+    user_provided_suffix: str | None
+    progress: dict[str, Any] | None = Field(
+        ..., description="Steps, epochs, percent and ETA while it trains."
+    )
+    metrics: dict[str, Any] | None = Field(..., description="The newest training metrics.")
+    evaluation: dict[str, Any] | None = Field(
+        ..., description="The base and the fine-tuned model on the validation data."
+    )
+    registered_model: dict[str, Any] | None = Field(
+        ..., description="The registry version it made (name, version)."
+    )
+    promotion: dict[str, Any] | None = Field(..., description="The promotion gate's verdict.")
+    result: dict[str, Any] | None = Field(
+        ..., description="Everything the run reported: losses, steps, and what its kind adds."
+    )
+    attempts: int
+    failures: int
+    max_attempts: int | None
+    pause_requested: bool
+    worker_id: str | None = Field(..., description="The worker running it, while it runs.")
+
+
+class FineTuningJobsPublic(Public):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobPublic]
+    has_more: bool
+
+
+class JobEventPublic(Public):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warning", "error"]
+    message: str
+    type: Literal["message", "metrics"]
+    data: dict[str, Any] | None
+
+
+class JobEventsPublic(Public):
+    object: Literal["list"] = "list"
+    data: list[JobEventPublic]
+    has_more: bool
+
+
+class CheckpointPublic(Public):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuning_job_id: str
+    fine_tuned_model_checkpoint: str
+    step_number: int
+    epoch: float | None
+    metrics: dict[str, Any]
+
+
+class CheckpointsPublic(Public):
+    object: Literal["list"] = "list"
+    data: list[CheckpointPublic]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+def public_job(job: Row) -> FineTuningJobPublic:
+    """The OpenAI fine-tuning job object, with tuneforge's progress and metrics."""
+    spec = job["spec"]
+    method = spec["method"]
+    params = method.get(method["type"], {})
+    progress = job.get("progress") or None
+    estimated_finish = None
+    if progress and progress.get("eta_seconds") is not None and job["status"] == "running":
+        estimated_finish = int(time.time() + progress["eta_seconds"])
+    result = job.get("result") or {}
+    return FineTuningJobPublic(
+        id=job["id"],
+        model=job["model"],
+        created_at=int(job["created_at"]),
+        finished_at=int(job["finished_at"]) if job.get("finished_at") else None,
+        status=job["status"],
+        fine_tuned_model=job.get("fine_tuned_model"),
+        organization_id="org-tuneforge",
+        training_file=spec["training_file"],
+        training_files=spec["training_files"],
+        validation_file=spec.get("validation_file"),
+        hyperparameters=params.get("hyperparameters", {}),
+        method=method,
+        seed=spec["seed"],
+        suffix=spec.get("suffix"),
+        metadata=spec.get("metadata"),
+        timeout_seconds=spec.get("timeout_seconds"),
+        error=job.get("error"),
+        result_files=[],
+        trained_tokens=None,
+        estimated_finish=estimated_finish,
+        integrations=[],
+        user_provided_suffix=spec.get("suffix"),
+        progress=progress,
+        metrics=job.get("metrics"),
+        evaluation=result.get("evaluation"),
+        registered_model=result.get("registered_model"),
+        promotion=result.get("promotion"),
+        result=result or None,
+        attempts=job.get("attempts", 0),
+        failures=job.get("failures", 0),
+        max_attempts=job.get("max_attempts"),
+        pause_requested=bool(job.get("pause_requested")),
+        worker_id=job.get("worker_id") if job["status"] == "running" else None,
+    )
+
+
+def public_event(row: Row) -> JobEventPublic:
+    return JobEventPublic(
+        id=f"ftevent-{row['id']}",
+        created_at=int(row["created_at"]),
+        level=row["level"],
+        message=row["message"],
+        type=row["type"],
+        data=row["data"],
+    )
+
+
+def public_checkpoint(row: Row, job_id: str, model: str) -> CheckpointPublic:
+    """A checkpoint of `job_id`; `model` is the job's fine-tuned model (or its id before it
+    has one), the stem of the checkpoint's name."""
+    return CheckpointPublic(
+        id=row["id"],
+        created_at=int(row["created_at"]),
+        fine_tuning_job_id=job_id,
+        fine_tuned_model_checkpoint=f"{model}:ckpt-step-{row['step']}",
+        step_number=row["step"],
+        epoch=row["epoch"],
+        metrics=row["metrics"] or {},
+    )
