@@ -1,6 +1,7 @@
-"""The package's layout: no module imports, directly or through others, a module that imports
-it back. Read from the source with `ast` (nothing is imported): imports inside functions count
-as much as those at the top, since they run too; imports under `if TYPE_CHECKING:` do not."""
+"""The package's layout: no module over 600 lines, and no module that imports, directly or
+through others, a module that imports it back. Read from the source with `ast` (nothing is
+imported): imports inside functions count as much as those at the top, since they run too;
+imports under `if TYPE_CHECKING:` do not."""
 
 from __future__ import annotations
 
@@ -156,3 +157,15 @@ def test_imports_are_read_at_every_depth() -> None:
 def test_no_import_cycles() -> None:
     found = cycles(import_graph())
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+# A module longer than this has outgrown one subject: split it along its seams.
+MAX_LINES = 600
+
+
+def test_no_module_is_over_600_lines() -> None:
+    lengths = {name: len(path.read_text(encoding="utf-8").splitlines())
+               for name, path in module_names().items()}
+    assert max(lengths.values()) > 300  # the count reads real files
+    over = {name: n for name, n in lengths.items() if n > MAX_LINES}
+    assert not over, f"modules over {MAX_LINES} lines: {over}"
