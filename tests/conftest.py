@@ -36,8 +36,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Under pytest-xdist (`make test` runs two test processes on two cores), every process this
 # one starts (servers, workers, job processes) and torch in this one compute on one thread:
 # two trainings at once then share the cores instead of fighting over them.
+# xdist's workers also get COLUMNS=80 and LINES=24, which would narrow the CLI's tables.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
