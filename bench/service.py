@@ -23,7 +23,12 @@ fresh schema in PostgreSQL with `--database-url`) and, from the second part on, 
 
 Results: a summary on stdout and `bench/results/service-<time>.{json,md}`.
 
+`--warm-start RUNS` measures part 2 alone, with job processes started cold
+(TUNEFORGE_WARM_START=0) and forked from the worker's warm job process, on a worker started
+for each: RUNS jobs each after one not counted (`bench/results/service-warm-<time>.*`).
+
     python bench/service.py [--database-url postgresql+psycopg://...] [--jobs 200] ...
+    python bench/service.py --warm-start 3
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import csv
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -254,6 +260,53 @@ def first_step(service: Service, file_id: str) -> dict[str, Any]:
     }
 
 
+def measure_warm_start(service: Service, file_id: str, runs: int) -> dict[str, Any]:
+    """`first_step` with job processes started cold (TUNEFORGE_WARM_START=0) and forked from
+    the worker's warm job process: `runs` of each, on a worker started for each. Each worker's
+    first job is not counted (a warm worker's job process may still be importing then), only
+    shown."""
+    result: dict[str, Any] = {}
+    for way, flag in (("cold", "0"), ("warm", "1")):
+        service.env["TUNEFORGE_WARM_START"] = flag
+        service.start_worker()
+        print(f"warm start: {way}, first job and {runs} runs", flush=True)
+        first = first_step(service, file_id)
+        timed = [first_step(service, file_id) for _ in range(runs)]
+        assert service.worker is not None
+        service.worker.send_signal(signal.SIGTERM)
+        service.worker.wait(timeout=120)
+        service.worker = None
+        result[way] = {
+            "first_job_s": first["first_step_s"],
+            "runs_s": [r["first_step_s"] for r in timed],
+            "median_s": round(statistics.median(r["first_step_s"] for r in timed), 3),
+            "median_phases_s": {
+                name: round(statistics.median(r["phases_s"][name] for r in timed), 3)
+                for name, _ in FIRST_STEP_PHASES
+                if all(name in r["phases_s"] for r in timed)
+            },
+        }
+    return result
+
+
+def warm_start_markdown(result: dict[str, Any]) -> str:
+    """The comparison as a Markdown table: way | first job | median | runs | phases."""
+    lines = [
+        f"## POST to first training step, cold and warm job processes, {result['date']}",
+        "",
+        f"{result['machine']['cpu']}, {result['machine']['cores']} cores; other processes "
+        f"used {result['other_load_cores']} cores during the run.",
+        "",
+        "| job process | worker's first job | median | runs | phases (medians) |",
+        "|---|---|---|---|---|",
+    ]
+    for way, r in result["warm_start"].items():
+        phases = ", ".join(f"{k} {v}" for k, v in r["median_phases_s"].items())
+        runs = " / ".join(str(v) for v in r["runs_s"])
+        lines.append(f"| {way} | {r['first_job_s']} s | {r['median_s']} s | {runs} | {phases} |")
+    return "\n".join(lines) + "\n"
+
+
 # -- 3. fan-out -----------------------------------------------------------------------------
 
 
@@ -455,11 +508,19 @@ def main(argv: list[str] | None = None) -> int:
         help="first wait up to this many seconds for other processes to leave the CPUs idle",
     )
     parser.add_argument("--out", type=Path, default=report.RESULTS)
+    parser.add_argument(
+        "--warm-start",
+        type=int,
+        metavar="RUNS",
+        help="only compare POST to first step with cold and warm job processes, RUNS each",
+    )
     args = parser.parse_args(argv)
 
     load = round(wait_until_quiet(args.quiet_wait, QUIET_CORES), 2)
     if load >= QUIET_CORES:
         print(f"Warning: other processes use {load} cores; the timings will not be clean.")
+    if args.warm_start:
+        return warm_start_main(args)
 
     # This process's CPU includes its children's once they have exited: server, worker, jobs.
     started = time.time()
@@ -553,6 +614,39 @@ def main(argv: list[str] | None = None) -> int:
     stem.with_suffix(".md").write_text(table)
     print(f"Results: {stem}.json, {stem}.md")
     return 0 if fan_out["all_received_in_order"] else 1
+
+
+def warm_start_main(args: argparse.Namespace) -> int:
+    """`--warm-start`: the cold and warm comparison alone."""
+    started, busy_before, own_before = time.time(), machine_busy_seconds(), own_cpu_seconds()
+    with (
+        tempfile.TemporaryDirectory(prefix="tuneforge-bench-warm-") as tmp,
+        database(args.database_url) as db_url,
+    ):
+        workdir = Path(tmp)
+        service = Service(workdir, db_url)
+        try:
+            file_id = service.upload(write_pairs(workdir / "pairs.jsonl", args.data, args.pairs))
+            comparison = measure_warm_start(service, file_id, args.warm_start)
+        finally:
+            service.stop()
+    wall = time.time() - started
+    other = (machine_busy_seconds() - busy_before - (own_cpu_seconds() - own_before)) / wall
+    result = {
+        "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "commit": _commit(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "other_load_cores": round(max(other, 0.0), 2),
+        "warm_start": comparison,
+    }
+    table = warm_start_markdown(result)
+    print("\n" + table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"service-warm-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(table)
+    print(f"Results: {stem}.json, {stem}.md")
+    return 0
 
 
 def _commit() -> str:

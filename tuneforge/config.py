@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         description="Module a worker runs each job with (`python -m MODULE JOB_ID LEASE "
         "SETTINGS`); tests swap in a quick one.",
     )
+    warm_start: bool = Field(
+        True,
+        description="Fork single-process jobs from a warm job process that has imported the "
+        "training libraries once (saves seconds per job; it holds their memory meanwhile).",
+    )
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

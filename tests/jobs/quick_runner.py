@@ -21,7 +21,8 @@ def main() -> None:
     store = Store(settings.db_url)
     rank = int(os.environ.get("RANK", "0")) if launched else 0
     store.add_event(job_id, f"ran in process {os.getpid()}", lease=int(lease),
-                    data={"ran": True, "rank": rank, "world_size": os.environ.get("WORLD_SIZE")})
+                    data={"ran": True, "rank": rank, "world_size": os.environ.get("WORLD_SIZE"),
+                          "parent": os.getppid()})
     if rank != 0:
         store.dispose()
         return

@@ -1,7 +1,9 @@
 """The job process: runs one claimed job until it ends, pauses or goes back to the queue.
 
 Started by the worker as `python -m tuneforge.jobs.runner JOB_ID LEASE SETTINGS_JSON` in a
-process of its own, so that a crash, a kill or the end of the job frees all of its memory.
+process of its own, so that a crash, a kill or the end of the job frees all of its memory (or
+forked as if so started from a warm job process that has imported PRELOAD; see
+tuneforge.jobs.forkserver).
 Every change it makes to the job is fenced by LEASE: once another worker has taken the job
 over, this process stops without touching it.
 
@@ -46,6 +48,19 @@ from tuneforge.training.checkpoints import discard_incomplete, newest_complete
 from tuneforge.training.kinds import KINDS
 from tuneforge.training.spec import JobCreate
 
+# What the kinds import as they start, beyond this module's own imports (the kinds' modules
+# import their libraries only when they train): a warm job process imports it all once,
+# before it forks jobs (tuneforge.jobs.forkserver).
+PRELOAD = (
+    "torch",
+    "transformers",
+    "transformers.trainer",
+    "peft",
+    "sentence_transformers",
+    "datasets",
+    "trl",
+    "sklearn.metrics",
+)
 # Errors worth another attempt from the last checkpoint; the others would fail again.
 RETRYABLE = frozenset({"out_of_memory", "internal"})
 

@@ -5,6 +5,9 @@ the process may not manage itself: a cancel or timeout that it does not honour w
 grace period ends in a kill. When the process is gone and left the job `running`, the run
 crashed: the job is retried from its last checkpoint, or failed at `max_attempts`.
 
+A single-process job's process is forked from the worker's warm job process, which has
+imported the training libraries already (tuneforge.jobs.forkserver; `warm_start`).
+
 On shutdown (SIGTERM) the worker asks its job to checkpoint and waits for it; the job goes
 back to the queue and continues on the next start, on this or any other worker.
 
@@ -36,6 +39,7 @@ from typing import Any
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidStateError, LeaseLostError
+from tuneforge.jobs.forkserver import ForkServer, JobProcess, start_process
 from tuneforge.jobs.status import JobStatus, StopReason
 from tuneforge.net import free_port
 
@@ -73,6 +77,7 @@ class Worker:
         self.stop = threading.Event()
         self.hostname = socket.gethostname()
         self._refused: set[tuple[str, int]] = set()  # runs whose folder this worker lacks
+        self._forkserver = ForkServer(settings.runner_module, len(settings.model_dump_json()) + 100)
 
     def run_forever(self) -> None:
         self.store.register_worker(
@@ -85,6 +90,8 @@ class Worker:
             }
         )
         last_recovery = last_beat = 0.0
+        if self.settings.warm_start:
+            self._forkserver.start()  # it imports while the worker waits for work
         try:
             while not self.stop.is_set():
                 try:
@@ -101,6 +108,7 @@ class Worker:
                 if not ran:
                     self.stop.wait(self.settings.poll_seconds)
         finally:
+            self._forkserver.close()
             with contextlib.suppress(Exception):
                 self.store.worker_stopped(self.worker_id)
 
@@ -118,7 +126,7 @@ class Worker:
         self._supervise(job)
         return True
 
-    def _heartbeats(self, process: subprocess.Popen[bytes]) -> Iterator[float]:
+    def _heartbeats(self, process: JobProcess) -> Iterator[float]:
         """The time at each heartbeat interval while `process` runs; ends when it exits."""
         while process.poll() is None:
             try:
@@ -126,9 +134,7 @@ class Worker:
             except subprocess.TimeoutExpired:
                 yield time.time()
 
-    def _launch(
-        self, job_id: str, lease: int, spec: dict[str, Any], node: Node
-    ) -> subprocess.Popen[bytes]:
+    def _launch(self, job_id: str, lease: int, spec: dict[str, Any], node: Node) -> JobProcess:
         """Start this machine's share of a job: its runner, or a launcher of its ranks."""
         log_path = (
             self.settings.jobs_dir
@@ -141,18 +147,10 @@ class Worker:
             # The ranks are the launcher's children: they watch this worker's pid themselves.
             command, extra = launch_command(spec, self.settings.runner_module, runner_args, node)
             command.append(str(os.getpid()))
-            env: dict[str, str] | None = {**os.environ, **extra}
-        else:
-            command = [sys.executable, "-m", self.settings.runner_module, *runner_args]
-            env = None
-        with log_path.open("ab") as log_file:
-            return subprocess.Popen(
-                command,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            return start_process(command, log_path, {**os.environ, **extra})
+        command = [sys.executable, "-m", self.settings.runner_module, *runner_args]
+        # Forked from the warm job process once the worker has started it (run_forever).
+        return self._forkserver.start_job(command, log_path)
 
     def _supervise(self, job: Row) -> None:
         job_id, lease = job["id"], job["lease"]
@@ -439,7 +437,7 @@ class Worker:
         self,
         job_id: str,
         lease: int,
-        returncode: int,
+        returncode: int | None,
         killed_for: StopReason | None,
         timeout: int | None,
         detail: str | None = None,
@@ -567,12 +565,12 @@ def launch_command(
     return [*command, "-m", runner_module, *runner_args], env
 
 
-def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
+def _signal(process: JobProcess, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
 
 
-def _signal_ranks(process: subprocess.Popen[bytes], signum: int) -> None:
+def _signal_ranks(process: JobProcess, signum: int) -> None:
     # A launcher's ranks run in sessions of their own (torch's elastic agent starts them so).
     import psutil
 
@@ -582,7 +580,7 @@ def _signal_ranks(process: subprocess.Popen[bytes], signum: int) -> None:
                 os.killpg(child.pid, signum)
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
+def _kill(process: JobProcess) -> None:
     _signal_ranks(process, signal.SIGKILL)
     _signal(process, signal.SIGKILL)
     process.wait()
