@@ -88,6 +88,10 @@ def test_the_routers_own_errors_have_our_shape(client: TestClient) -> None:
     error = wrong.json()["error"]
     assert error["code"] == "method_not_allowed" and error["param"] is None
     assert "DELETE /v1/models" in error["message"]
+    # A path served by two routes (list and upload) names both methods.
+    both = client.delete("/v1/files")
+    assert both.status_code == 405 and both.headers["allow"] == "GET, POST"
+    assert both.json()["error"]["message"].endswith("(allowed: GET, POST).")
     assert client.get("/nowhere").json()["error"]["code"] == "not_found"
 
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import MISSING, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from tuneforge.api.schemas.base import Public
 from tuneforge.errors import TuneforgeError
@@ -126,7 +127,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = f"No route {route}."
         elif exc.status_code == 405:
-            allowed = (exc.headers or {}).get("Allow", "")
+            # The router names the methods of the first route whose path matched; the path
+            # may have others (GET and POST /v1/files are two routes).
+            allowed = ", ".join(_allowed_methods(request))
+            exc.headers = {**(exc.headers or {}), "Allow": allowed}
             message = f"{route}: the method is not allowed here (allowed: {allowed})."
         else:
             message = str(exc.detail)
@@ -136,3 +140,13 @@ def install(app: FastAPI) -> None:
         if server_error:
             body["error"]["type"] = "server_error"
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
