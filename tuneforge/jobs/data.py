@@ -73,29 +73,22 @@ def _read_classification(inputs: JobInputs, path: Path, fmt: str) -> FileData:
     )
 
 
-def _read_supervised(inputs: JobInputs, path: Path, fmt: str) -> FileData:
-    # The base model's tokenizer and max_seq_length: too long examples are found here.
-    params = method_params(inputs.spec)
-    assert params is not None
-    return read_chat_file(
-        path,
-        fmt,
-        min_rows=inputs.settings.min_rows,
-        tokenizer=inputs.tokenizer,
-        max_seq_length=params.hyperparameters.max_seq_length,
-    )
+def _llm_reader(read: Callable[..., FileData]) -> JobReader:
+    """A chat kind's reader (`read`: chat or preference rows), with the base model's
+    tokenizer and max_seq_length: too long examples are found here."""
 
+    def reader(inputs: JobInputs, path: Path, fmt: str) -> FileData:
+        params = method_params(inputs.spec)
+        assert params is not None
+        return read(
+            path,
+            fmt,
+            min_rows=inputs.settings.min_rows,
+            tokenizer=inputs.tokenizer,
+            max_seq_length=params.hyperparameters.max_seq_length,
+        )
 
-def _read_preference(inputs: JobInputs, path: Path, fmt: str) -> FileData:
-    params = method_params(inputs.spec)
-    assert params is not None
-    return read_preference_file(
-        path,
-        fmt,
-        min_rows=inputs.settings.min_rows,
-        tokenizer=inputs.tokenizer,
-        max_seq_length=params.hyperparameters.max_seq_length,
-    )
+    return reader
 
 
 def _read_classification_validation(inputs: JobInputs, path: Path, fmt: str) -> FileData:
@@ -121,8 +114,8 @@ VALIDATION_READERS: dict[str, JobReader] = {
 JOB_READERS: dict[str, JobReader] = {
     "embedding": _read_embedding,
     "classification": _read_classification,
-    "supervised": _read_supervised,
-    "dpo": _read_preference,
+    "supervised": _llm_reader(read_chat_file),
+    "dpo": _llm_reader(read_preference_file),
 }
 
 
