@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         512 * 1024 * 1024,
         description="Largest accepted upload; larger ones get 413 while streaming.",
     )
+    max_model_upload_bytes: int = Field(
+        64 * 1024**3,
+        description="Largest accepted upload of purpose `model` (a GGUF file to import).",
+    )
+    import_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders on this machine from which `POST /v1/model_imports` may import a "
+        "GGUF file or model folder by path (default: HOME/imports). Paths outside are refused.",
+    )
     min_rows: int = Field(2, ge=1, description="Fewest rows a training file may have.")
     model_dirs: list[Path] = Field(
         default_factory=list,
@@ -119,7 +128,7 @@ class Settings(BaseSettings):
             return [h.strip() for h in text.split(",") if h.strip()]
         return value
 
-    @field_validator("home", "model_dirs")
+    @field_validator("home", "model_dirs", "import_roots")
     @classmethod
     def _absolute(cls, value: Path | list[Path]) -> Path | list[Path]:
         # Job processes and workers may run elsewhere: paths must not depend on their cwd.
@@ -142,6 +151,11 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.home / "jobs"
+
+    @property
+    def import_dirs(self) -> list[Path]:
+        """The folders models may be imported from by path (`import_roots`, or HOME/imports)."""
+        return self.import_roots or [self.home / "imports"]
 
     def ensure_dirs(self) -> None:
         for path in (self.home, self.files_dir, self.models_dir, self.jobs_dir):

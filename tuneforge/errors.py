@@ -75,6 +75,18 @@ class UnsupportedModelError(InvalidRequestError):
     """The model cannot be written as GGUF (architecture, tokenizer or rope scaling)."""
 
 
+class UnsupportedArchitectureError(InvalidRequestError):
+    """A model to import whose architecture the installed transformers cannot read."""
+
+    code = "unsupported_architecture"
+
+
+class ModelExistsError(TuneforgeError):
+    """A model (or an import under way) already has the name asked for."""
+
+    code = "model_exists"
+
+
 class TemplateError(InvalidRequestError):
     """The chat template cannot be written as an Ollama TEMPLATE (not jinja2's error of the
     same name)."""

@@ -22,6 +22,7 @@ from tuneforge.api.routes import (
     feedback,
     files,
     fine_tuning,
+    model_imports,
     models,
     registry,
     serving,
@@ -30,6 +31,7 @@ from tuneforge.api.routes import (
     training_seed,
     workers,
 )
+from tuneforge.api.routes.model_imports import MODEL_UPLOAD_PATH
 from tuneforge.api.schemas.system import HealthPublic
 from tuneforge.api.security import ApiGuard
 from tuneforge.config import Settings
@@ -93,8 +95,11 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         limit=JSON_BODY_LIMIT,
-        upload_limit=settings.max_upload_bytes + 64 * 1024,
-        upload_paths=("/v1/files",),
+        # Room for the multipart framing around the file.
+        upload_limits={
+            "/v1/files": settings.max_upload_bytes + 64 * 1024,
+            MODEL_UPLOAD_PATH: settings.max_model_upload_bytes + 64 * 1024,
+        },
     )
     # Added last, so outermost: Host, key and rate checks come before the body is read.
     app.add_middleware(ApiGuard, settings=settings)
@@ -108,6 +113,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         feedback,
         synthetic_data,
         models,
+        model_imports,
         classifications,
         registry,
         serving,

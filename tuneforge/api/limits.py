@@ -11,22 +11,20 @@ from tuneforge.api.errors import error_body
 
 
 class BodySizeLimit:
-    """ASGI middleware: refuse bodies over `upload_limit` on upload paths, `limit` elsewhere."""
+    """ASGI middleware: refuse bodies over the limit `upload_limits` gives an upload path (by
+    exact path), `limit` elsewhere."""
 
-    def __init__(
-        self, app: ASGIApp, *, limit: int, upload_limit: int, upload_paths: tuple[str, ...]
-    ):
+    def __init__(self, app: ASGIApp, *, limit: int, upload_limits: dict[str, int]):
         self.app = app
         self.limit = limit
-        self.upload_limit = upload_limit
-        self.upload_paths = upload_paths
+        self.upload_limits = upload_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        limit = self.upload_limit if path.startswith(self.upload_paths) else self.limit
+        limit = self.upload_limits.get(path.rstrip("/") or "/", self.limit)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(send, limit)

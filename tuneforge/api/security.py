@@ -39,7 +39,8 @@ INFERENCE_PATHS = frozenset(
 # POSTs that queue work for a worker: bounded per key.
 JOB_CREATION_PATHS = frozenset(
     {"/v1/fine_tuning/jobs", "/v1/exports", "/v1/evaluations", "/training/train",
-     "/evaluation/evaluate", "/v1/synthetic-data", "/v1/feedback/retrain"}
+     "/evaluation/evaluate", "/v1/synthetic-data", "/v1/feedback/retrain",
+     "/v1/model_imports"}
 )
 # A study queues its trial jobs itself, later: its creation is rate-limited, not bounded.
 RATE_LIMITED_PATHS = JOB_CREATION_PATHS | INFERENCE_PATHS | {"/v1/studies"}

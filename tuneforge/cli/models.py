@@ -1,7 +1,10 @@
-"""`tuneforge models`: base and fine-tuned models, and the registry's versions and aliases."""
+"""`tuneforge models`: base and fine-tuned models, imports of base models, and the registry's
+versions and aliases."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +13,7 @@ from rich.markup import escape
 from tuneforge.cli.client import ApiClient
 from tuneforge.cli.console import console, fail, table, when
 from tuneforge.cli.options import DEFAULT_URL, Url
+from tuneforge.jobs.status import TERMINAL, JobStatus
 
 app = typer.Typer(
     help="Models: base, fine-tuned, and the registry's versions and aliases.",
@@ -19,14 +23,14 @@ app = typer.Typer(
 
 @app.command("list")
 def list_models(url: Url = DEFAULT_URL) -> None:
-    """List base models in use and the fine-tuned models made here."""
+    """List base models (imported or in use) and the fine-tuned models made here."""
     models = ApiClient(url).get("/v1/models")["data"]
-    shown = table("id", "kind", "base_model", "job_id", "created")
+    shown = table("id", "kind", "base_model / source", "job_id", "created")
     for m in models:
         shown.add_row(
             escape(m["id"]),
             m["kind"],
-            escape(m["base_model"] or ""),
+            escape(m["base_model"] or _source(m["provenance"])),
             m["job_id"] or "",
             when(m["created"]),
         )
@@ -44,6 +48,82 @@ def list_models(url: Url = DEFAULT_URL) -> None:
                 _primary(latest),
             )
         console.print(shown)
+
+
+def _source(provenance: dict[str, Any] | None) -> str:
+    """An imported model's source in a few words: `file.gguf (Q4_1 -> bfloat16)`."""
+    if not provenance:
+        return ""
+    was = provenance["quantization"] or provenance["format"]
+    return f"{provenance['file_name']} ({was} -> {provenance['dtype'] or 'as stored'})"
+
+
+@app.command("import")
+def import_model(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A GGUF file here (uploaded to the server), or a Hugging Face model folder "
+            "on the server, inside its import roots (TUNEFORGE_IMPORT_ROOTS, default "
+            "HOME/imports)."
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(help="The model's name (default: the file's name without .gguf)."),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the import to finish.")] = True,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Import a base model: a GGUF file (de-quantized to bf16, or kept in f32/f16/bf16) or a
+    Hugging Face folder, written as safetensors with its tokenizer and chat template. Prints
+    the model's name once the import has succeeded; exits 1 if it failed."""
+    api = ApiClient(url)
+    body: dict[str, Any] = {"name": name} if name else {}
+    if source.is_file():
+        with source.open("rb") as f:
+            uploaded = api.request(
+                "POST",
+                "/v1/model_imports/files",
+                files={"file": (source.name, f)},
+                timeout=None,
+            )
+        console.print(f"Uploaded {escape(source.name)} as {uploaded['id']}.", soft_wrap=True)
+        body["file"] = uploaded["id"]
+    else:
+        # A folder (or a file only the server has) is named by its path on the server.
+        body["path"] = str(source.expanduser().absolute()) if source.exists() else str(source)
+    job = api.post("/v1/model_imports", json=body)
+    console.print(
+        f"Import {job['id']} of {escape(job['source_name'])} as {escape(job['name'])} "
+        f"{job['status']}.",
+        soft_wrap=True,
+    )
+    if not wait:
+        return
+    job = _follow_import(api, job)
+    if job["status"] != JobStatus.SUCCEEDED:
+        error = job.get("error") or {}
+        fail(f"Import {job['status']}: {error.get('message', '')}")
+    console.print(job["name"], soft_wrap=True)
+
+
+def _follow_import(api: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
+    """Print the import's events as they come, until it ends; the ended import."""
+    from tuneforge.jobs.watch import format_event
+
+    seen: set[str] = set()
+    while True:
+        done = job["status"] in TERMINAL
+        events = api.get(f"/v1/fine_tuning/jobs/{job['id']}/events", limit=100)["data"]
+        for event in reversed(events):
+            if event["id"] not in seen:
+                seen.add(event["id"])
+                console.print(format_event(event), soft_wrap=True)
+        if done:
+            return job
+        time.sleep(1)
+        job = api.get(f"/v1/model_imports/{job['id']}")
 
 
 def _primary(version: dict[str, Any]) -> str:

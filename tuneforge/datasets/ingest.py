@@ -12,11 +12,20 @@ from tuneforge.datasets.kinds import FileData, read_upload
 from tuneforge.datasets.readers import detect_format
 from tuneforge.datasets.statistics import load_tokenizer
 from tuneforge.db.store import Row, Store, new_id
-from tuneforge.errors import FileNotFoundInStoreError, FileTooLargeError, InvalidRequestError
+from tuneforge.errors import (
+    FileNotFoundInStoreError,
+    FileTooLargeError,
+    InvalidRequestError,
+    UnsupportedFileError,
+)
 from tuneforge.security.paths import inside
 from tuneforge.security.uploads import refuse_archive
 
-PURPOSES = ("fine-tune",)
+# `model`: a GGUF file to import as a base model (tuneforge.imports); stored, never parsed
+# as data.
+MODEL_PURPOSE = "model"
+PURPOSES = ("fine-tune", MODEL_PURPOSE)
+GGUF_MAGIC = b"GGUF"
 CHUNK = 1024 * 1024
 
 
@@ -44,6 +53,8 @@ def ingest_file(
         raise InvalidRequestError(
             f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.", param="purpose"
         )
+    is_model = purpose == MODEL_PURPOSE
+    limit = settings.max_model_upload_bytes if is_model else settings.max_upload_bytes
     file_id = file_id or new_id("file")
     settings.ensure_dirs()
     dest = file_path(settings, file_id)
@@ -53,13 +64,14 @@ def ingest_file(
     try:
         with partial.open("wb") as out:
             while chunk := source.read(CHUNK):
-                if size == 0:
+                if size == 0 and is_model:
+                    refuse_model(chunk)
+                elif size == 0:
                     refuse_archive(chunk)
                 size += len(chunk)
-                if size > settings.max_upload_bytes:
+                if size > limit:
                     raise FileTooLargeError(
-                        f"The file is larger than the limit of {settings.max_upload_bytes} bytes.",
-                        param="file",
+                        f"The file is larger than the limit of {limit} bytes.", param="file"
                     )
                 digest.update(chunk)
                 out.write(chunk)
@@ -67,9 +79,12 @@ def ingest_file(
     finally:
         partial.unlink(missing_ok=True)
     safe_name = Path(filename or "upload").name[:255] or "upload"
-    fmt = detect_format(safe_name, dest)
-    data = check_file(settings, dest, fmt)
-    data.report.update(annotations or {})
+    if is_model:
+        fmt, report = "gguf", {"valid": True, "kind": MODEL_PURPOSE}
+    else:
+        fmt = detect_format(safe_name, dest)
+        report = check_file(settings, dest, fmt).report
+    report.update(annotations or {})
     row = {
         "id": file_id,
         "filename": safe_name,
@@ -78,13 +93,23 @@ def ingest_file(
         "sha256": digest.hexdigest(),
         "format": fmt,
         "created_at": time.time(),
-        "report": data.report,
+        "report": report,
     }
     try:
         return store.insert_file(row)
     except Exception:
         dest.unlink(missing_ok=True)
         raise
+
+
+def refuse_model(head: bytes) -> None:
+    """UnsupportedFileError unless `head` starts a GGUF file (the one model upload taken)."""
+    if not head.startswith(GGUF_MAGIC):
+        raise UnsupportedFileError(
+            "A file of purpose model must be a GGUF file (it starts with the bytes 'GGUF'); "
+            "import a Hugging Face folder by its path instead.",
+            param="file",
+        )
 
 
 def check_file(settings: Settings, path: Path, fmt: str) -> FileData:
@@ -98,6 +123,16 @@ def require_file(store: Store, file_id: str, param: str = "file_id") -> Row:
     row = store.get_file(file_id)
     if row is None:
         raise FileNotFoundInStoreError(f"No file with id {file_id!r}.", param=param)
+    return row
+
+
+def require_dataset(store: Store, file_id: str, param: str = "file_id") -> Row:
+    """A file of data: a model file (purpose model) is no dataset to read or train on."""
+    row = require_file(store, file_id, param)
+    if row["purpose"] == MODEL_PURPOSE:
+        raise FileNotFoundInStoreError(
+            f"File {file_id} is a model to import (purpose model), not a dataset.", param=param
+        )
     return row
 
 

@@ -33,7 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tuneforge.config import Settings
 from tuneforge.datasets.classification import row_labels, stratified_split
 from tuneforge.datasets.dedup import clean, find_duplicates
-from tuneforge.datasets.ingest import check_file, file_path, ingest_file, require_file
+from tuneforge.datasets.ingest import (
+    check_file,
+    file_path,
+    ingest_file,
+    require_dataset,
+    require_file,
+)
 from tuneforge.datasets.languages import detect_language
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidDatasetError, InvalidRequestError
@@ -168,7 +174,7 @@ def read_dataset(
     store: Store, settings: Settings, dataset_id: str, param: str
 ) -> tuple[str, Row, list[Row]]:
     """(kind, file row, canonical rows) of a valid dataset; InvalidDatasetError otherwise."""
-    row = require_file(store, dataset_id, param)
+    row = require_dataset(store, dataset_id, param)
     if not row["report"]["valid"]:
         raise InvalidDatasetError(
             f"Dataset {dataset_id} has {row['report']['problem_count']} problem(s); see "

@@ -41,7 +41,7 @@ class FileStore(Database):
             return conn.execute(t.files.delete().where(t.files.c.id == file_id)).rowcount == 1
 
     def files_in_use(self, file_id: str) -> list[str]:
-        """Ids of unfinished jobs that train or validate on this file."""
+        """Ids of unfinished jobs that train or validate on this file, or import it."""
         with self._tx() as conn:
             rows = conn.execute(
                 select(t.jobs.c.id, t.jobs.c.spec).where(
@@ -53,4 +53,5 @@ class FileStore(Database):
             for r in rows
             if file_id in r.spec.get("training_files", [])
             or file_id == r.spec.get("validation_file")
+            or file_id == r.spec.get("file")  # a model import's GGUF
         ]

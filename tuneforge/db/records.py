@@ -192,6 +192,7 @@ class Model(Record):
     base_model: str | None
     job_id: str | None
     path: str | None
+    provenance: dict[str, Any] | None  # imported models: where from (see tuneforge.imports)
 
 
 class RegisteredModel(Record):

@@ -32,10 +32,13 @@ class RegistryStore(Database):
         else:
             conn.execute(t.models.insert().values(**row))
 
-    def get_model(self, model_id: str) -> Model | None:
-        with self._tx() as conn:
-            found = conn.execute(select(t.models).where(t.models.c.id == model_id)).first()
-        return one(Model, found)
+    def get_model(self, model_id: str, *, conn: Connection | None = None) -> Model | None:
+        """The model row `model_id` (read inside `conn`'s transaction when given)."""
+        query = select(t.models).where(t.models.c.id == model_id)
+        if conn is not None:
+            return one(Model, conn.execute(query).first())
+        with self._tx() as own:
+            return one(Model, own.execute(query).first())
 
     def list_models(self) -> list[Model]:
         with self._tx() as conn:

@@ -126,8 +126,11 @@ models = Table(
     Column("created_at", Float, nullable=False),
     Column("base_model", String(255)),
     Column("job_id", String(64)),
-    # Relative to the data folder for fine-tuned models; the resolved source for base models.
+    # Relative to the data folder for fine-tuned and imported models; the resolved source
+    # for the other base models.
     Column("path", Text),
+    # Imported base models: the file or folder they came from (tuneforge.imports.convert).
+    Column("provenance", JSON),
 )
 
 workers = Table(

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuneforge.config import Settings
-from tuneforge.datasets.ingest import require_file
+from tuneforge.datasets.ingest import require_dataset
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import InvalidDatasetError, InvalidRequestError
 from tuneforge.jobs.status import JobStatus
@@ -59,7 +59,7 @@ def kind_of(store: Store, request: EvaluationCreate) -> str:
             )
         return str(job["kind"])
     assert request.file_id is not None
-    report = require_file(store, request.file_id, "file_id")["report"]
+    report = require_dataset(store, request.file_id, "file_id")["report"]
     if not report["valid"]:
         raise InvalidDatasetError(
             f"File {request.file_id} has {report['problem_count']} problem(s); see "

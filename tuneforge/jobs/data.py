@@ -19,7 +19,7 @@ from tuneforge.datasets.classification import (
     stratified_split,
 )
 from tuneforge.datasets.embedding import read_embedding_file
-from tuneforge.datasets.ingest import file_path, require_file
+from tuneforge.datasets.ingest import file_path, require_dataset
 from tuneforge.datasets.kinds import FileData
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidDatasetError
@@ -138,7 +138,7 @@ def read_job_file(
     kind, as an evaluation measures on it)."""
     spec = inputs.spec
     kind = spec.method.type
-    row = require_file(inputs.store, file_id, param)
+    row = require_dataset(inputs.store, file_id, param)
     uploaded_as = row["report"].get("kind")
     # Uploads are checked for the kind their column names suggest; a classification job that
     # names its columns reads any file that has them.

@@ -36,6 +36,8 @@ from tuneforge.evaluation.run import run_evaluation
 from tuneforge.evaluation.service import KIND as EVALUATION
 from tuneforge.export.run import run_export
 from tuneforge.export.service import KIND as EXPORT
+from tuneforge.imports.run import run_import
+from tuneforge.imports.service import KIND as MODEL_IMPORT
 from tuneforge.jobs.data import JobInputs, load_job_data
 from tuneforge.jobs.publish import promotion_gate, publish
 from tuneforge.jobs.reporting import JobReporter
@@ -214,6 +216,7 @@ def _synthesize(store: Store, settings: Settings, job: Row, reporter: JobReporte
 # every training kind (`training.kinds.KINDS`, by `method.type`), training.
 RUNS: dict[str, Callable[[Store, Settings, Row, JobReporter], None]] = {
     EXPORT: run_export,
+    MODEL_IMPORT: run_import,
     EVALUATION: _evaluate,
     SYNTHETIC: _synthesize,
     **dict.fromkeys(KINDS, _train),

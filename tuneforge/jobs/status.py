@@ -74,7 +74,8 @@ def sources_of(target: JobStatus) -> frozenset[JobStatus]:
     """Statuses from which `target` may be reached."""
     return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
 
+
 # Job kinds that are not fine-tuning: they run on the same engine but are listed under their
-# own endpoints (/v1/evaluations, /v1/exports, /v1/synthetic-data), not under
+# own endpoints (/v1/evaluations, /v1/exports, /v1/synthetic-data, /v1/model_imports), not under
 # /v1/fine_tuning/jobs.
-SERVICE_KINDS = ("evaluation", "export", "synthetic")
+SERVICE_KINDS = ("evaluation", "export", "synthetic", "model_import")

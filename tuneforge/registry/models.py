@@ -1,8 +1,9 @@
 """Finding base models: our fine-tuned models, configured model folders, the Hub cache, the Hub.
 
 A request names a model; it never gives a path. Names resolve, in order, to a fine-tuned model
-of ours, a folder of that name in `settings.model_dirs`, a model in the local Hugging Face
-cache, and (when the Hub is reachable) a Hub id.
+of ours or a base model imported here (tuneforge.imports), a folder of that name in
+`settings.model_dirs`, a model in the local Hugging Face cache, and (when the Hub is
+reachable) a Hub id.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
     if "@" in name:
         name = resolve_reference(store, name)
     row = store.get_model(name)
-    if row is not None and row["kind"] == "fine-tuned":
+    if row is not None and (row["kind"] == "fine-tuned" or row["provenance"] is not None):
+        # Ours, in the data folder: a fine-tuned model, or a base model imported here.
         return _checked(ModelSource(name, str(inside(settings.home, row["path"])), True))
     for folder in settings.model_dirs:
         candidate = folder / name  # MODEL_NAME has no `..`; the operator's links are theirs
         if candidate.is_dir():
-            return _checked(ModelSource(name, str(_snapshot_or_self(candidate)), True))
+            return _checked(ModelSource(name, str(snapshot_or_self(candidate)), True))
     hub_id = hub_id_of(name)
     if name.startswith("ft:") or "/" not in hub_id and ":" in hub_id:
         raise ModelNotFoundError(f"No fine-tuned model named {name!r}.", param="model")
@@ -78,7 +80,7 @@ def cached_snapshot(hub_id: str) -> Path | None:
         return None
 
 
-def _snapshot_or_self(folder: Path) -> Path:
+def snapshot_or_self(folder: Path) -> Path:
     """A Hub-cache style folder (`refs/main` + `snapshots/<rev>`) loads from its snapshot."""
     ref = folder / "refs" / "main"
     if ref.is_file():

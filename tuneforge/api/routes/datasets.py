@@ -16,7 +16,7 @@ from tuneforge.api.schemas.datasets import (
     DatasetsPublic,
     public_dataset,
 )
-from tuneforge.datasets.ingest import file_path, require_file
+from tuneforge.datasets.ingest import file_path, require_dataset
 from tuneforge.datasets.prepare import PrepareRequest, prepare_dataset
 from tuneforge.datasets.preview import preview_rows
 
@@ -25,14 +25,14 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 @router.get("")
 def list_datasets(store: StoreDep) -> DatasetsPublic:
-    rows, has_more = store.list_files(limit=1000)
+    rows, has_more = store.list_files(purpose="fine-tune", limit=1000)
     return DatasetsPublic(data=[public_dataset(r) for r in rows], has_more=has_more)
 
 
 @router.get("/{dataset_id}", responses=error_responses(404))
 def get_dataset(store: StoreDep, dataset_id: str) -> DatasetPublic:
     """Validation report: every problem (first 100 listed, all counted by code) and stats."""
-    return public_dataset(require_file(store, dataset_id, "dataset_id"))
+    return public_dataset(require_dataset(store, dataset_id, "dataset_id"))
 
 
 @router.get("/{dataset_id}/rows", responses=error_responses(404))
@@ -44,7 +44,7 @@ async def get_rows(
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> DatasetRowsPublic:
     """A page of the file's records as read, each with its line (read-only preview)."""
-    row = require_file(store, dataset_id, "dataset_id")
+    row = require_dataset(store, dataset_id, "dataset_id")
     page = await run_in_threadpool(
         preview_rows,
         file_path(settings, dataset_id),

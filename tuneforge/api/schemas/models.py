@@ -10,6 +10,30 @@ from tuneforge.api.schemas.base import Public
 from tuneforge.db.store import Row
 
 
+class ModelProvenance(Public):
+    """Where an imported base model came from (tuneforge.imports.convert)."""
+
+    format: Literal["gguf", "huggingface"] = Field(..., description="What was imported.")
+    file_name: str = Field(..., description="The GGUF file's or the folder's name.")
+    sha256: str | None = Field(..., description="SHA-256 of the GGUF file.")
+    bytes: int = Field(..., description="Size of the GGUF file, or of the copied folder.")
+    quantization: str | None = Field(
+        ..., description="The GGUF file's type (general.file_type), e.g. Q4_1, Q4_K_M, F16."
+    )
+    tensor_types: dict[str, int] | None = Field(
+        ..., description="GGUF tensor types and how many tensors have each."
+    )
+    architecture: str | None = Field(
+        ..., description="GGUF general.architecture, or the folder's config architecture."
+    )
+    model_type: str | None = Field(..., description="transformers' model_type.")
+    dtype: str | None = Field(..., description="The dtype of the written safetensors.")
+    parameters: int = Field(..., description="Parameters of the written model.")
+    files: list[dict[str, str | int]] | None = Field(
+        None, description="A folder's weight files (name, bytes, sha256)."
+    )
+
+
 class ModelPublic(Public):
     id: str
     object: Literal["model"] = "model"
@@ -17,7 +41,10 @@ class ModelPublic(Public):
     owned_by: str
     kind: str = Field(..., description="`base`, or the kind of a fine-tuned model.")
     base_model: str | None
-    job_id: str | None = Field(..., description="The job that made it.")
+    job_id: str | None = Field(..., description="The job that made (or imported) it.")
+    provenance: ModelProvenance | None = Field(
+        ..., description="An imported model's source: file, SHA-256, quantization, dtype."
+    )
 
 
 class ModelsPublic(Public):
@@ -33,4 +60,5 @@ def public_model(row: Row) -> ModelPublic:
         kind=row["kind"],
         base_model=row.get("base_model"),
         job_id=row.get("job_id"),
+        provenance=row.get("provenance"),
     )
