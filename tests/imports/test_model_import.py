@@ -187,6 +187,7 @@ def test_bad_sources_and_names_are_refused_at_once_and_nothing_is_written(
     (roots / "cut.gguf").write_bytes(data[: len(data) // 3])
     (roots / "notes.txt").write_text("not a model\n")
     write_gguf(roots / "rwkv.gguf", "rwkv6")
+    write_gguf(roots / "probe.gguf", "llama")  # a sound header: only its name is wrong below
     outside = write_gguf(tmp_path / "outside.gguf", "llama")
 
     def refused(body: dict, status: int, code: str, words: str) -> None:
@@ -202,9 +203,9 @@ def test_bad_sources_and_names_are_refused_at_once_and_nothing_is_written(
     refused({"path": "../models/imported/smollm2"}, 400, "invalid_request",
             "outside the import roots")
     refused({"path": "/etc/passwd"}, 400, "invalid_request", "outside the import roots")
-    refused({"path": "tiny-qwen2", "name": "smollm2"}, 409, "model_exists", "'smollm2' exists")
-    refused({"path": "tiny-qwen2", "file": "file-abc"}, 422, "validation_error", "exactly one")
-    refused({"path": "tiny-qwen2", "name": "../x"}, 422, "validation_error", "name")
+    refused({"path": "probe.gguf", "name": "smollm2"}, 409, "model_exists", "'smollm2' exists")
+    refused({"path": "probe.gguf", "file": "file-abc"}, 422, "validation_error", "exactly one")
+    refused({"path": "probe.gguf", "name": "../x"}, 422, "validation_error", "name")
     # Uploads: a model upload must be GGUF; a truncated one is refused when imported.
     notes = server.client.post("/v1/model_imports/files",
                                files={"file": ("notes.gguf", b"hello, not a model")})
