@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.dashboard.test_dashboard import browser, page  # noqa: F401 (fixtures used)
 from tests.offline_models import smollm2_gguf
 from tests.server import Server
 from tests.tiny_llm import build_tiny_llm
@@ -146,6 +147,19 @@ def test_the_imported_gguf_answers_as_the_instruct_model_and_says_where_it_came_
     )
     assert "smollm2" in shown.stdout and "SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1 -> bfloat16)" in (
         shown.stdout)
+
+
+def test_the_dashboard_shows_where_the_imported_model_came_from(
+    smollm2_import: tuple[dict, subprocess.CompletedProcess[str]], request: pytest.FixtureRequest
+) -> None:
+    from playwright.sync_api import expect
+
+    sha256 = smollm2_import[0]["provenance"]["sha256"]
+    tab = request.getfixturevalue("page")  # the dashboard tests' tab, on this module's server
+    tab.goto("/#/models")
+    row = tab.get_by_role("region", name="All models").locator("tr").filter(has_text="smollm2")
+    expect(row).to_contain_text("SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1 → bfloat16, 134,515,008")
+    expect(row).to_contain_text(f"sha256 {sha256[:16]}")
 
 
 def test_a_folder_inside_the_import_roots_is_copied_in_its_dtype_and_serves(

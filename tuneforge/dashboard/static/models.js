@@ -33,6 +33,19 @@ function aliasChips(aliases) {
     h("li", {}, h("code", {}, alias), version === null ? "" : ` → v${version}`)));
 }
 
+// An imported base model's source: the file, what it was stored as and what was written, and
+// its SHA-256 (shortened; whole in the title).
+function sourceCell(provenance) {
+  if (!provenance) return "–";
+  const stored = provenance.quantization || provenance.format;
+  return h("span", { class: "source" }, short(provenance.file_name, 60),
+    h("span", { class: "muted" }, ` (${stored} → ${provenance.dtype || "as stored"}, `
+      + `${fmtNum(provenance.parameters)} parameters)`),
+    provenance.sha256
+      ? h("div", {}, h("code", { title: provenance.sha256 }, `sha256 ${provenance.sha256.slice(0, 16)}…`))
+      : null);
+}
+
 export async function list(main, ctx) {
   main.append(h("h1", {}, "Models"));
   const registeredBox = h("div", {}, message("Loading…"));
@@ -54,9 +67,10 @@ export async function list(main, ctx) {
         primaryCell(r.latest_version),
       ]))
     : message("No registered models yet: every job that succeeds adds a version."));
-  fill(allBox, table(["Model", "Kind", "Owner", "Base model", "Job"],
+  fill(allBox, table(["Model", "Kind", "Owner", "Base model or source", "Job"],
     models.data.map((m) => [
-      h("code", {}, m.id), m.kind, m.owned_by, m.base_model ? short(m.base_model, 60) : "–",
+      h("code", {}, m.id), m.kind, m.owned_by,
+      m.base_model ? short(m.base_model, 60) : sourceCell(m.provenance),
       m.job_id ? h("a", { href: `#/jobs/${m.job_id}` }, m.job_id) : "–",
     ])));
 }
