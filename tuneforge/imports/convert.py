@@ -86,7 +86,7 @@ def _dequantize(gguf: Path, staging: Path, label: str, note: Note) -> dict[str, 
         linked = source_dir / "model.gguf"
         linked.symlink_to(gguf.resolve())
         tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=linked.name)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             source_dir, gguf_file=linked.name, dtype=getattr(torch, header.dtype)
         )
     finally:
