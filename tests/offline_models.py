@@ -63,7 +63,7 @@ def smollm2_folder() -> Path:
     with FileLock(str(root / "smollm2.lock")):
         if not (folder / "model.safetensors").is_file():
             shutil.rmtree(folder, ignore_errors=True)
-            import_model(gguf, folder, note=lambda _: None)
+            import_model(gguf, folder)
     return folder
 
 

@@ -32,8 +32,12 @@ NOT_COPIED = ("*.py", ".*", "checkpoint-*", "*.gguf", *(f"*{s}" for s in PICKLE_
 Note = Callable[[str], None]
 
 
+def _quiet(message: str) -> None:
+    """A `note` that keeps the stages to itself."""
+
+
 def import_model(
-    source: Path, target: Path, *, label: str | None = None, note: Note = print
+    source: Path, target: Path, *, label: str | None = None, note: Note = _quiet
 ) -> dict[str, Any]:
     """Write the model at `source` (a GGUF file, or a Hugging Face folder) as a model folder at
     `target`, which must not exist; returns its provenance. `label`: the source's name as the
