@@ -30,9 +30,10 @@ from queue import Queue
 from typing import Any
 
 from tuneforge.errors import InvalidRequestError
+from tuneforge.serving.adapters import AdapterHost
 from tuneforge.serving.cache import parameter_bytes
 from tuneforge.training.generation_checks import turn_end
-from tuneforge.training.llm import load_causal_lm, load_chat_tokenizer, render_ids
+from tuneforge.training.llm import compute_dtype, load_causal_lm, load_chat_tokenizer, render_ids
 
 # What the token queue carries after the last token.
 _END = None
@@ -66,14 +67,29 @@ class Answer:
 
 
 class Generator:
-    """A loaded causal LM with its chat tokenizer. One answer is written at a time (`lock`):
-    concurrent requests for the same model wait for each other."""
+    """A loaded causal LM with its chat tokenizer. One answer is written at a time (the
+    host's lock): concurrent requests for the same model, or for models sharing its base,
+    wait for each other.
 
-    def __init__(self, location: Path, device: str):
+    With `base`, `location` is one of our LoRA models whose base `base` has loaded: it loads
+    its tokenizer and its adapters only, and answers with the base's weights and its adapters
+    (see `serving.adapters`); `nbytes` counts the adapters alone."""
+
+    def __init__(self, location: Path, device: str, base: Generator | None = None):
+        self.location = location
         self.tokenizer = load_chat_tokenizer(str(location))
-        self.model = load_causal_lm(str(location), device=device).to(device)
-        self.model.eval()
         self.device = device
+        if base is None:
+            model = load_causal_lm(str(location), device=device, dtype=serving_dtype(device))
+            model.to(device).eval()
+            self.host = AdapterHost(model)
+            self.adapter: str | None = None
+            self.nbytes = parameter_bytes(model)
+        else:
+            self.host = base.host
+            self.adapter = self.host.attach(location)
+            self.nbytes = self.host.adapter_bytes(self.adapter)
+        self.model = self.host.model
         end = turn_end(self.tokenizer)
         end_ids = self.tokenizer(end, add_special_tokens=False)["input_ids"] if end else []
         # A marker the tokenizer splits into several tokens (ChatML on a model without it)
@@ -83,8 +99,13 @@ class Generator:
         self.context_length: int | None = getattr(
             self.model.config, "max_position_embeddings", None
         )
-        self.nbytes = parameter_bytes(self.model)
-        self.lock = threading.Lock()
+
+    def unload(self) -> None:
+        """Free this model's adapters on the shared base (the cache unloads it); a request
+        still holding it loads them again for its own answer. A whole model is freed by
+        being let go instead."""
+        if self.adapter is not None:
+            self.host.detach(self.adapter)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of `messages` as the chat template writes them, followed by the start of
@@ -160,11 +181,12 @@ class Generator:
         from transformers import StoppingCriteriaList
 
         try:
-            with self.lock, torch.inference_mode():
+            using = self.host.using(self.adapter, self.location)
+            with using as model, torch.inference_mode():
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
                 ids = torch.tensor([prompt_ids], device=self.device)
-                self.model.generate(
+                model.generate(
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
                     generation_config=self._config(sampling),
@@ -223,6 +245,11 @@ class Generator:
         if len(text) > sent:
             yield text[sent:]
         yield Finish("length", len(ids))
+
+
+def serving_dtype(device: str) -> Any:
+    """The dtype models are served in: the training compute dtype (`compute_dtype`)."""
+    return compute_dtype(device)
 
 
 def end_token_ids(tokenizer: Any, model: Any, end_ids: list[int]) -> list[int]:
