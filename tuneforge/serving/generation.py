@@ -22,9 +22,11 @@ reproducible when no other sampled answer is written at the same time.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from queue import Queue
 from typing import Any
@@ -73,14 +75,19 @@ class Generator:
 
     With `base`, `location` is one of our LoRA models whose base `base` has loaded: it loads
     its tokenizer and its adapters only, and answers with the base's weights and its adapters
-    (see `serving.adapters`); `nbytes` counts the adapters alone."""
+    (see `serving.adapters`); `nbytes` counts the adapters alone. `dtype`: the weights'
+    dtype, `serving_dtype(device)` unless given."""
 
-    def __init__(self, location: Path, device: str, base: Generator | None = None):
+    def __init__(
+        self, location: Path, device: str, base: Generator | None = None, dtype: Any = None
+    ):
         self.location = location
         self.tokenizer = load_chat_tokenizer(str(location))
         self.device = device
         if base is None:
-            model = load_causal_lm(str(location), device=device, dtype=serving_dtype(device))
+            model = load_causal_lm(
+                str(location), device=device, dtype=dtype or serving_dtype(device, location)
+            )
             model.to(device).eval()
             self.host = AdapterHost(model)
             self.adapter: str | None = None
@@ -247,9 +254,38 @@ class Generator:
         yield Finish("length", len(ids))
 
 
-def serving_dtype(device: str) -> Any:
-    """The dtype models are served in: the training compute dtype (`compute_dtype`)."""
-    return compute_dtype(device)
+def serving_dtype(device: str, location: Path | None = None) -> Any:
+    """The dtype a model is served in: on a GPU the training compute dtype; on a CPU bfloat16
+    for a model stored in bfloat16 when the CPU computes in it natively (AVX512-BF16 or AMX:
+    on SmolLM2-135M it writes the prompt 2x faster and each token 1.2x faster than float32,
+    see bench/README.md), else float32."""
+    import torch
+
+    if device != "cpu":
+        return compute_dtype(device)
+    if location is not None and _stored_dtype(location) == "bfloat16" and _cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _stored_dtype(location: Path) -> str | None:
+    config_file = location / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    return config.get("dtype") or config.get("torch_dtype")
+
+
+@lru_cache(maxsize=1)
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU has bfloat16 instructions (Linux: its flags in /proc/cpuinfo)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return False
+    flags = next(
+        (line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), ""
+    )
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def end_token_ids(tokenizer: Any, model: Any, end_ids: list[int]) -> list[int]:
