@@ -7,6 +7,12 @@ until it fits. A model larger than the whole budget still loads, and is then the
 The new model is measured after it has loaded (its size is only known then), so for a
 moment the process holds the budget plus that model.
 
+A LoRA model served on its base's weights (`serving.adapters`) is an entry of its own that
+costs its adapters' bytes, beside its base's entry: N fine-tunes of one base cost the base
+once plus N adapters. Using such a model uses its base too (both become the most recently
+used); a base goes with all of its adapters; an adapter that goes alone is unloaded from its
+base (`unload`), which may wait for the generation under way, outside the table's lock.
+
 Requests arrive on many threads (FastAPI runs sync routes in a thread pool): the table is
 guarded by one lock, and each model loads under a lock of its own, so that two requests for
 the same model load it once while requests for models already loaded are served meanwhile.
@@ -26,7 +32,16 @@ class Servable(Protocol):
     nbytes: int
 
 
+class Adapter(Protocol):
+    """Adapters loaded into a base's weights: `nbytes` of their own, freed by `unload()`."""
+
+    nbytes: int
+
+    def unload(self) -> None: ...
+
+
 S = TypeVar("S", bound=Servable)
+A = TypeVar("A", bound=Adapter)
 
 
 def parameter_bytes(module: Any) -> int:
@@ -44,28 +59,67 @@ class ModelCache:
         self._models: OrderedDict[str, Servable] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._base_of: dict[str, str] = {}  # adapters' key -> their base's key
 
     def get(self, key: str, load: Callable[[], S]) -> S:
         """The model under `key`, loaded with `load()` if it is not loaded yet; it becomes
         the most recently used. Errors of `load` reach the caller and leave nothing behind."""
+        return self._get(key, lambda: (load(), None), None)  # type: ignore[return-value]
+
+    def get_adapter(
+        self, key: str, base_key: str, load_base: Callable[[], S], attach: Callable[[S], A]
+    ) -> A:
+        """The adapters under `key`, attached with `attach(base)` to the base under
+        `base_key` (itself loaded with `load_base()` when it is not loaded yet) if they are
+        not loaded yet; both become the most recently used."""
+
+        def load() -> tuple[A, S]:
+            base = self.get(base_key, load_base)
+            return attach(base), base
+
+        while True:
+            adapter = self._get(key, load, base_key)
+            if adapter is not None:
+                return adapter  # type: ignore[return-value]
+            # The base was unloaded while the adapters loaded into it: again, on a base in
+            # the table.
+
+    def _get(
+        self,
+        key: str,
+        load: Callable[[], tuple[Servable, Servable | None]],
+        base_key: str | None,
+    ) -> Servable | None:
+        """The model under `key`, loaded with `load()` ((model, its base or None)) if need
+        be; None when the base `load()` used is no longer the loaded one."""
         with self._lock:
             found = self._touch(key)
             if found is not None:
-                return found  # type: ignore[return-value]
+                return found
             loading = self._loading.setdefault(key, threading.Lock())
+        unload: list[Adapter] = []
         with loading:
             with self._lock:
                 found = self._touch(key)
             if found is not None:  # loaded by the request we waited for
-                return found  # type: ignore[return-value]
+                return found
             try:
-                model = load()
+                model, base = load()
                 with self._lock:
-                    self._models[key] = model
-                    self._evict()
+                    if base_key is not None:
+                        if self._models.get(base_key) is not base:
+                            unload = [model]  # type: ignore[list-item]
+                            model = None  # type: ignore[assignment]
+                        else:
+                            self._base_of[key] = base_key
+                    if model is not None:
+                        self._models[key] = model
+                        unload = self._evict(key)
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
+        for adapter in unload:
+            adapter.unload()
         return model
 
     def loaded(self) -> list[str]:
@@ -82,16 +136,36 @@ class ModelCache:
         """Unload every model (requests still running keep theirs until they end)."""
         with self._lock:
             self._models.clear()
+            self._base_of.clear()
 
     def _touch(self, key: str) -> Servable | None:
         model = self._models.get(key)
         if model is not None:
+            base_key = self._base_of.get(key)
+            if base_key is not None:
+                self._models.move_to_end(base_key)
             self._models.move_to_end(key)
         return model
 
-    def _evict(self) -> None:
-        # The newest model is last: it is never the one to go.
+    def _evict(self, newest: str) -> list[Adapter]:
+        """Unload the least recently used models until the rest fit the budget, never the
+        newest one nor its base; returns the adapters to unload from their bases."""
+        kept = {newest, self._base_of.get(newest)}
         total = sum(m.nbytes for m in self._models.values())
-        while total > self.budget_bytes and len(self._models) > 1:
-            _, oldest = self._models.popitem(last=False)
-            total -= oldest.nbytes
+        unload: list[Adapter] = []
+        for key in list(self._models):
+            if total <= self.budget_bytes:
+                break
+            if key in kept or key not in self._models:
+                continue
+            evicted = self._models.pop(key)
+            total -= evicted.nbytes
+            if key in self._base_of:
+                del self._base_of[key]
+                unload.append(evicted)  # type: ignore[arg-type]
+                continue
+            # A base goes with its adapters (they go with its weights).
+            for adapter in [a for a, b in self._base_of.items() if b == key]:
+                del self._base_of[adapter]
+                total -= self._models.pop(adapter).nbytes
+        return unload

@@ -11,6 +11,11 @@ The name resolves as everywhere else (`ft:` ids, `NAME@alias`, `NAME@vN`, base m
 |                  | `tuneforge.json`)                                 |                         |
 | `classification` | `config.json` naming a `…ForSequenceClassification` | `/v1/classifications` |
 
+One of our LoRA models loads as its adapters on its base's weights, which every LoRA model of
+that base shares (and the base itself, when asked for by its own name: see
+`serving.adapters`). A LoRA model whose base is itself one of our LoRA models, or whose base
+is not on this machine while its merged weights are, loads whole instead.
+
 Models run on the CUDA GPU when the machine has one, else on the CPU: the CPU always works,
 and a GPU makes generation fast enough for interactive use (a training job on the same GPU
 then shares its memory with the served models).
@@ -25,10 +30,10 @@ from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
-from tuneforge.errors import InvalidRequestError
-from tuneforge.registry.models import local_model
+from tuneforge.errors import InvalidRequestError, ModelNotFoundError
+from tuneforge.registry.models import cached_snapshot, check_model_files, local_model
 from tuneforge.serving.cache import ModelCache
-from tuneforge.training.llm import MODEL_INFO
+from tuneforge.training.llm import MERGED, MODEL_INFO, base_location
 
 ENDPOINTS = {
     "embedding": "/v1/embeddings",
@@ -90,10 +95,42 @@ def load_model(kind: str, location: Path) -> Any:
     return Generator(location, serving_device())
 
 
+def shared_base(location: Path) -> Path | None:
+    """The folder of the base whose weights the LoRA model at `location` is served on, or
+    None for a model that loads whole (see the module's docstring). ModelNotFoundError when
+    neither its base nor its merged weights are on this machine."""
+    if not (location / "adapter_config.json").is_file() or not (location / MODEL_INFO).is_file():
+        return None
+    base = base_location(location)
+    folder = Path(base) if Path(base).is_dir() else cached_snapshot(base)
+    if folder is None:
+        if (location / MERGED).is_dir():
+            return None
+        raise ModelNotFoundError(
+            f"The base model {base!r} of this LoRA model is not on this machine.", param="model"
+        )
+    if (folder / "adapter_config.json").is_file():
+        return None  # adapters over adapters: served merged
+    check_model_files(folder, base)
+    return folder.resolve()
+
+
 def served_model(store: Store, settings: Settings, cache: ModelCache, name: str, kind: str) -> Any:
-    """The loaded model `name` of `kind`, from `cache` or loaded into it. Raises
-    ModelNotFoundError for unknown models and models not on this machine (requests never
-    download), InvalidRequestError for models of another kind or needing remote code."""
-    location = local_model(store, settings, name)
+    """The loaded model `name` of `kind`, from `cache` or loaded into it; a LoRA model on its
+    base's shared weights. Raises ModelNotFoundError for unknown models and models not on
+    this machine (requests never download), InvalidRequestError for models of another kind
+    or needing remote code."""
+    location = local_model(store, settings, name).resolve()
     require_kind(name, location, kind)
-    return cache.get(str(location), lambda: load_model(kind, location))
+    base = shared_base(location) if kind == "causal_lm" else None
+    if base is None:
+        return cache.get(str(location), lambda: load_model(kind, location))
+    from tuneforge.serving.generation import Generator
+
+    device = serving_device()
+    return cache.get_adapter(
+        str(location),
+        str(base),
+        lambda: Generator(base, device),
+        lambda host: Generator(location, device, base=host),
+    )
