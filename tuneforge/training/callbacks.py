@@ -108,8 +108,10 @@ class ReportingCallback(TrainerCallback):
     def _prepare_checkpoint(
         self, args: Any, state: Any, control: Any, reason: StopReason | None, model: Any
     ) -> None:
-        """The trainer saves at this step (after its logging and evaluation): measure the
-        small validation batch on the weights it saves, and ask for the evaluation."""
+        """The trainer saves at this step (after its logging and evaluation): have it log
+        the training metrics up to here, ask for the evaluation, and measure the small
+        validation batch on the weights it saves."""
+        control.should_log = True
         evaluates = args.eval_strategy != "no"
         if self.evaluate_at_checkpoints and evaluates and reason is None:
             control.should_evaluate = True

@@ -3,8 +3,8 @@
 | metric                              | what                                                    |
 |-------------------------------------|---------------------------------------------------------|
 | `step`                              | the checkpoint's step                                   |
-| `train_loss`,                       | the mean of the training logs since the previous        |
-| `train_mean_token_accuracy`         | checkpoint (or the last log, when none came since)      |
+| `train_loss`,                       | the mean over the steps since the previous checkpoint   |
+| `train_mean_token_accuracy`         | (the trainer logs at every checkpoint's step)           |
 | `valid_loss`,                       | on a fixed small batch of validation rows, measured as  |
 | `valid_mean_token_accuracy`         | the checkpoint is written (kinds that give a measure)   |
 | `full_valid_loss`,                  | the trainer's evaluation of the whole validation split  |
@@ -52,15 +52,17 @@ class CheckpointMetrics:
 
     def __init__(self, start_step: int = 0) -> None:
         self._lock = threading.Lock()
-        self._train: list[tuple[int, dict[str, float]]] = []
+        # (step, steps the log covers, its values)
+        self._train: list[tuple[int, int, dict[str, float]]] = []
         self._evals: dict[int, dict[str, float]] = {}
         self._valid: dict[int, dict[str, float]] = {}
         self._last_checkpoint = start_step
+        self._last_log = start_step
 
     def restart(self, step: int) -> None:
         """Training (re)starts at `step`: the first checkpoint's window begins there."""
         with self._lock:
-            self._last_checkpoint = step
+            self._last_checkpoint = self._last_log = step
 
     def observe(self, step: int, logs: dict[str, float]) -> None:
         """A log of the trainer at `step`: training metrics or an evaluation's."""
@@ -72,7 +74,9 @@ class CheckpointMetrics:
                     if k.startswith("eval_") and not any(s in k for s in NOT_METRICS)
                 }
             elif any(k in TRAIN_NAMES for k in logs):
-                self._train.append((step, logs))
+                # A log gives the means over the steps since the one before it.
+                self._train.append((step, max(step - self._last_log, 1), logs))
+                self._last_log = step
 
     def evaluated(self, step: int) -> bool:
         """Whether the trainer has evaluated the model at `step` already."""
@@ -87,19 +91,19 @@ class CheckpointMetrics:
     def for_checkpoint(self, step: int) -> dict[str, float]:
         """The metrics of the checkpoint at `step` (see the module); starts the next window."""
         with self._lock:
-            window = [v for s, v in self._train if self._last_checkpoint < s <= step]
+            window = [(n, v) for s, n, v in self._train if self._last_checkpoint < s <= step]
             if not window:
-                window = [v for s, v in self._train if s <= step][-1:]
+                window = [(n, v) for s, n, v in self._train if s <= step][-1:]
             self._last_checkpoint = step
             metrics: dict[str, float] = {"step": step}
             for logged, name in TRAIN_NAMES.items():
-                values = [v[logged] for v in window if logged in v]
-                if values:
-                    metrics[name] = sum(values) / len(values)
+                covered = [(n, v[logged]) for n, v in window if logged in v]
+                if covered:
+                    metrics[name] = sum(n * x for n, x in covered) / sum(n for n, _ in covered)
             metrics |= self._valid.pop(step, {})
             metrics |= {full_valid_name(k): v for k, v in self._evals.get(step, {}).items()}
             # Older logs are done with (but the last, for a checkpoint with none since).
-            older = [(s, v) for s, v in self._train if s <= step][-1:]
-            self._train = older + [(s, v) for s, v in self._train if s > step]
+            older = [entry for entry in self._train if entry[0] <= step][-1:]
+            self._train = older + [entry for entry in self._train if entry[0] > step]
             self._evals = {s: v for s, v in self._evals.items() if s > step}
             return metrics
