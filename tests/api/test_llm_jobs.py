@@ -1,5 +1,6 @@
 """Supervised and DPO jobs end to end: a real server fine-tunes a tiny Qwen2 model, found by
-its Hub id in the offline Hugging Face cache, through the REST API."""
+its Hub id in the offline Hugging Face cache, through the REST API; the checkpoints' metrics
+are read with the official `openai` client."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from tests.conftest import Server
@@ -51,6 +53,25 @@ def chat_file(server: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
     uploaded = server.upload(path)
     assert uploaded["status"] == "processed", uploaded
     return str(uploaded["id"])
+
+
+# OpenAI's checkpoint metrics, every one of which a supervised job with validation rows gives.
+OPENAI_METRICS = (
+    "step",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
+
+
+def checkpoints(server: Server, job_id: str) -> list:
+    """The job's checkpoints as the official client reads them, oldest first."""
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="any", max_retries=0)
+    found = list(client.fine_tuning.jobs.checkpoints.list(job_id, limit=100))
+    return sorted(found, key=lambda c: c.step_number)
 
 
 def supervised_job(file_id: str, **supervised) -> dict:
@@ -100,6 +121,25 @@ def test_a_supervised_job_trains_and_saves_an_adapter(server: Server, chat_file:
     texts = [e["message"] for e in events if e["type"] == "message"]
     assert any("(supervised) on cpu" in t for t in texts)
     assert texts[-1].startswith("Job succeeded") and "loss: " in texts[-1]
+    # The generation checks say how long they took, for the base and the tuned model.
+    timed = [e["data"] for e in events if (e["data"] or {}).get("generation_checks")]
+    assert [t["generation_checks"] for t in timed] == ["base", "fine-tuned"]
+    assert all(t["answers"] == 2 and t["seconds"] > 0 for t in timed)
+    assert any(t.startswith("Generation checks of the base model: 2 answers in ") for t in texts)
+
+    # A checkpoint an epoch (60), each with all of OpenAI's metrics, as its client parses them.
+    saved = checkpoints(server, job["id"])
+    assert [c.step_number for c in saved] == list(range(1, 61))
+    for c in saved:
+        values = c.metrics.model_dump()
+        assert all(values[name] is not None for name in OPENAI_METRICS), values
+        assert c.metrics.step == c.step_number
+    first, last = saved[0].metrics, saved[-1].metrics
+    assert last.full_valid_loss < 1.0 < 4.0 < first.full_valid_loss
+    assert last.full_valid_mean_token_accuracy > 0.8 > 0.2 > first.full_valid_mean_token_accuracy
+    assert last.train_loss < first.train_loss
+    # The small batch is the whole validation file here (8 rows): the same measurement.
+    assert last.valid_loss == pytest.approx(last.full_valid_loss, rel=0.02, abs=0.01)
 
     folder = server.home / "models" / job["id"]
     assert (folder / "adapter_model.safetensors").is_file()
@@ -256,3 +296,16 @@ def test_a_dpo_job_on_openai_preference_data(
         if "rewards/margins" in e["data"]
     ]
     assert margins and margins[0] > 0  # newest first: the last margin is positive
+
+    # Every checkpoint (one an epoch) carries the reward accuracy and margin, of its
+    # training steps and of the validation split.
+    saved = checkpoints(server, job["id"])
+    assert [c.step_number for c in saved] == [1, 2, 3, 4, 5]
+    for c in saved:
+        values = c.metrics.model_dump()
+        for name in ("train_reward_accuracy", "train_reward_margin", "train_loss"):
+            assert isinstance(values[name], float), (name, values)
+        for name in ("full_valid_reward_accuracy", "full_valid_reward_margin", "full_valid_loss"):
+            assert isinstance(values[name], float), (name, values)
+    assert saved[-1].metrics.full_valid_reward_accuracy == 1.0
+    assert saved[-1].metrics.full_valid_reward_margin > saved[0].metrics.full_valid_reward_margin

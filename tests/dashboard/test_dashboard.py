@@ -318,3 +318,44 @@ def test_system_page_shows_workers_and_queue(server: Server, page) -> None:
     expect(row).to_contain_text("idle")
     expect(page.locator("#queue-depth")).to_have_text(str(workers["queued"]))
     shoot(page, "system")
+
+
+def test_job_page_lists_checkpoints_with_their_metrics(server: Server, page) -> None:
+    """A supervised job's checkpoints (written into the server's database as a job process
+    writes them) in a table with OpenAI's metrics, oldest first."""
+    from tuneforge.db.store import Store, new_id
+    from tuneforge.training.spec import JobCreate
+
+    spec = JobCreate.model_validate(
+        {"model": "m", "training_file": "file-x", "seed": 1, "method": {"type": "supervised"}}
+    ).model_dump(mode="json")
+    store = Store(f"sqlite:///{server.home / 'tuneforge.db'}")
+    job_id = new_id("ftjob")
+    store.insert_job(
+        {"id": job_id, "kind": "supervised", "model": "m", "status": "succeeded",
+         "spec": spec | {"training_files": ["file-x"]}, "created_at": time.time()},
+        "created",
+    )
+    for step, loss in ((27, 1.25), (54, 0.5)):
+        metrics = {"step": step, "train_loss": loss, "train_mean_token_accuracy": 0.75,
+                   "valid_loss": loss + 0.125, "valid_mean_token_accuracy": 0.625,
+                   "full_valid_loss": loss + 0.25, "full_valid_mean_token_accuracy": 0.6}
+        store.add_checkpoint(
+            {"id": new_id("ftckpt"), "job_id": job_id, "step": step, "epoch": step / 27,
+             "created_at": time.time(), "path": "x", "metrics": metrics},
+            f"Checkpoint saved at step {step}.",
+        )
+    store.dispose()
+
+    page.goto(f"/#/jobs/{job_id}")
+    checkpoints = page.locator("table.checkpoints")
+    expect(checkpoints.locator("tbody tr")).to_have_count(2)
+    headers = checkpoints.locator("thead th").all_inner_texts()
+    assert headers == ["Step", "Epoch", "Train loss", "Train acc", "Valid loss", "Valid acc",
+                       "Full valid loss", "Full valid acc", "Saved", "Name"]
+    first, last = (checkpoints.locator("tbody tr").nth(i).locator("td") for i in (0, 1))
+    assert first.all_inner_texts()[:8] == ["27", "1", "1.25", "0.75", "1.375", "0.625", "1.5",
+                                           "0.6"]
+    assert last.all_inner_texts()[2] == "0.5"
+    expect(last.locator("code")).to_have_text(f"{job_id}:ckpt-step-54")
+    shoot(page, "job-checkpoints")

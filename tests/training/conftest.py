@@ -77,6 +77,7 @@ class RecordingReporter:
         self.step = 0
         self.metrics_seen: list[tuple[int, dict[str, float]]] = []
         self.checkpoints: list[int] = []
+        self.checkpoint_metrics: dict[int, dict[str, float]] = {}
         self.notes: list[tuple[str, dict[str, Any] | None]] = []
 
     def progress(self, step: int, total_steps: int, epoch: float) -> None:
@@ -85,8 +86,9 @@ class RecordingReporter:
     def metrics(self, step: int, values: dict[str, float]) -> None:
         self.metrics_seen.append((step, values))
 
-    def checkpoint(self, step: int, epoch: float, path: str) -> None:
+    def checkpoint(self, step: int, epoch: float, path: str, metrics: dict[str, float]) -> None:
         self.checkpoints.append(step)
+        self.checkpoint_metrics[step] = metrics
 
     def stop_reason(self) -> StopReason | None:
         if self.stop_at_step is not None and self.step >= self.stop_at_step:

@@ -1,4 +1,5 @@
-"""`tuneforge jobs`: create, list, follow, pause, resume and cancel fine-tuning jobs."""
+"""`tuneforge jobs`: create, list, follow, pause, resume and cancel fine-tuning jobs, and list
+their checkpoints with their metrics."""
 
 from __future__ import annotations
 
@@ -163,6 +164,54 @@ def list_events(
     events = ApiClient(url).get(f"/v1/fine_tuning/jobs/{job_id}/events", limit=limit)["data"]
     for event in reversed(events):
         console.print(format_event(event), soft_wrap=True)
+
+
+# A checkpoint's metrics as columns (acc: mean token accuracy, reward acc: the share of pairs
+# whose chosen answer earns the higher reward): OpenAI's always, DPO's where a checkpoint has
+# them.
+CHECKPOINT_COLUMNS = {
+    "train_loss": "train_loss",
+    "train_mean_token_accuracy": "train_acc",
+    "valid_loss": "valid_loss",
+    "valid_mean_token_accuracy": "valid_acc",
+    "full_valid_loss": "full_valid_loss",
+    "full_valid_mean_token_accuracy": "full_valid_acc",
+}
+OPTIONAL_CHECKPOINT_COLUMNS = {
+    "train_reward_accuracy": "train_reward_acc",
+    "train_reward_margin": "train_margin",
+    "full_valid_reward_accuracy": "full_valid_reward_acc",
+    "full_valid_reward_margin": "full_valid_margin",
+}
+
+
+@app.command("checkpoints")
+def list_checkpoints(
+    job_id: str, limit: Annotated[int, typer.Option(min=1, max=100)] = 100, url: Url = DEFAULT_URL
+) -> None:
+    """List a job's checkpoints, oldest first, with their metrics: training means since the
+    previous checkpoint, a validation batch, the whole validation split (acc: mean token
+    accuracy; DPO: reward accuracy and margin)."""
+    found = ApiClient(url).get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", limit=limit)
+    checkpoints = list(reversed(found["data"]))
+    if not checkpoints:
+        console.print(f"Job {escape(job_id)} has no checkpoints yet.")
+        return
+    columns = CHECKPOINT_COLUMNS | {
+        name: header
+        for name, header in OPTIONAL_CHECKPOINT_COLUMNS.items()
+        if any(c["metrics"].get(name) is not None for c in checkpoints)
+    }
+    shown = table("step", "epoch", *columns.values(), "checkpoint")
+    for c in checkpoints:
+        values = [c["metrics"].get(name) for name in columns]
+        shown.add_row(
+            str(c["step_number"]),
+            f"{c['epoch']:.2f}" if c.get("epoch") is not None else "",
+            *(f"{v:.4f}" if isinstance(v, int | float) else "" for v in values),
+            escape(c["fine_tuned_model_checkpoint"]),
+        )
+    console.print(shown)
 
 
 @app.command("cancel")

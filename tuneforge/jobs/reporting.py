@@ -100,7 +100,8 @@ class JobReporter:
             self.lease,
         )
 
-    def checkpoint(self, step: int, epoch: float, path: str) -> None:
+    def checkpoint(self, step: int, epoch: float, path: str, metrics: dict[str, float]) -> None:
+        """Record a checkpoint in place with its metrics (see `training.checkpoint_metrics`)."""
         if not self.is_main:
             return
         relative = _relative_to(path, self.settings)
@@ -112,7 +113,7 @@ class JobReporter:
                 "epoch": epoch,
                 "created_at": time.time(),
                 "path": relative,
-                "metrics": dict(self.latest),
+                "metrics": metrics,
             },
             f"Checkpoint saved at step {step}.",
             lease=self.lease,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
 from tuneforge.jobs.status import CHECKPOINTING_STOPS, StopReason
+from tuneforge.training.checkpoint_metrics import CheckpointMetrics
 
 
 class Reporter(Protocol):
@@ -15,7 +17,7 @@ class Reporter(Protocol):
 
     def progress(self, step: int, total_steps: int, epoch: float) -> None: ...
     def metrics(self, step: int, values: dict[str, float]) -> None: ...
-    def checkpoint(self, step: int, epoch: float, path: str) -> None: ...
+    def checkpoint(self, step: int, epoch: float, path: str, metrics: dict[str, float]) -> None: ...
     def stop_reason(self) -> StopReason | None: ...
     def adopt_stop(self, reason: StopReason) -> None: ...
     def ensure_lease(self) -> None: ...
@@ -29,11 +31,27 @@ STOP_CODES: tuple[StopReason | None, ...] = (None, *StopReason)
 
 
 class ReportingCallback(TrainerCallback):
-    """Forwards progress, logged metrics and checkpoints; stops training when told to."""
+    """Forwards progress, logged metrics and checkpoints with their metrics (see
+    `checkpoint_metrics`); stops training when told to.
 
-    def __init__(self, reporter: Reporter, samples_per_step: int):
+    `measure_valid(model)` gives a checkpoint's `valid_` metrics (a small validation batch).
+    With `evaluate_at_checkpoints`, a checkpoint written at a step without a scheduled
+    evaluation gets one, so that it carries the `full_valid_` metrics too; a checkpoint
+    written because the job stops (pause, timeout, shutdown) does not wait for one."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        samples_per_step: int,
+        *,
+        measure_valid: Callable[[Any], dict[str, float]] | None = None,
+        evaluate_at_checkpoints: bool = False,
+    ):
         self.reporter = reporter
         self.samples_per_step = samples_per_step
+        self.measure_valid = measure_valid
+        self.evaluate_at_checkpoints = evaluate_at_checkpoints
+        self.checkpoint_metrics = CheckpointMetrics()
         self._last_time = 0.0
         self._last_step = 0
         self._saved_step: int | None = None
@@ -41,6 +59,7 @@ class ReportingCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._last_time = time.monotonic()
         self._last_step = state.global_step
+        self.checkpoint_metrics.restart(state.global_step)
         self.reporter.progress(state.global_step, state.max_steps, 0.0)
 
     def _stop_reason(self, args: Any) -> StopReason | None:
@@ -68,8 +87,12 @@ class ReportingCallback(TrainerCallback):
             control.should_evaluate = False
         if control.should_save:
             self.reporter.ensure_lease()
+            self._prepare_checkpoint(args, state, control, reason, kwargs.get("model"))
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_evaluate and self.checkpoint_metrics.evaluated(state.global_step):
+            # A checkpoint at the epoch's last step had its evaluation: the same weights.
+            control.should_evaluate = False
         reason = self._stop_reason(args)
         if reason is not None:
             # Stopped inside the epoch: no end-of-epoch evaluation, and no second checkpoint.
@@ -80,6 +103,21 @@ class ReportingCallback(TrainerCallback):
             )
         if control.should_save:
             self.reporter.ensure_lease()
+            self._prepare_checkpoint(args, state, control, reason, kwargs.get("model"))
+
+    def _prepare_checkpoint(
+        self, args: Any, state: Any, control: Any, reason: StopReason | None, model: Any
+    ) -> None:
+        """The trainer saves at this step (after its logging and evaluation): have it log
+        the training metrics up to here, ask for the evaluation, and measure the small
+        validation batch on the weights it saves."""
+        control.should_log = True
+        evaluates = args.eval_strategy != "no"
+        if self.evaluate_at_checkpoints and evaluates and reason is None:
+            control.should_evaluate = True
+        if self.measure_valid is not None and model is not None and state.is_world_process_zero:
+            values = self.measure_valid(model)
+            self.checkpoint_metrics.measured(state.global_step, values)
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
@@ -87,6 +125,7 @@ class ReportingCallback(TrainerCallback):
         if not logs:
             return
         values = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
+        self.checkpoint_metrics.observe(state.global_step, values)
         if "loss" in values:
             now = time.monotonic()
             steps = state.global_step - self._last_step
@@ -101,4 +140,4 @@ class ReportingCallback(TrainerCallback):
 
     def on_checkpoint_complete(self, step: int, epoch: float, path: str) -> None:
         """From `AtomicCheckpoints`' finishing thread, once the checkpoint is in place."""
-        self.reporter.checkpoint(step, epoch, path)
+        self.reporter.checkpoint(step, epoch, path, self.checkpoint_metrics.for_checkpoint(step))

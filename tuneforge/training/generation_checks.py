@@ -4,6 +4,13 @@ For each prompt the model answers greedily; the report gives the share of answer
 valid JSON (an object or an array), that carry the expected keys, that are written in the
 prompt's language (langdetect), and the answers' lengths, with a few examples to read.
 
+The checks run twice per job (base and fine-tuned model) and must stay a small part of it,
+on a CPU too. So the prompts are answered in batches of similar lengths (left-padded, with
+the KV cache), every answer stops at the model's end-of-turn marker and a batch ends once all
+of its answers have; and an answer gets as many tokens as the longest reference answer needs
+and half as many again (`answer_budget`), not a fixed allowance that a base model which
+never stops would use up in full.
+
 | check            | counted over                                                   |
 |------------------|----------------------------------------------------------------|
 | `json_valid`     | every answer                                                   |
@@ -16,13 +23,23 @@ prompt's language (langdetect), and the answers' lengths, with a few examples to
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from typing import Any
 
 from tuneforge.datasets.statistics import summary
 
 Message = dict[str, Any]
-GENERATION_BATCH = 8
+# Answers generated together: on a CPU, batches beyond 8 add no throughput (SmolLM2-135M,
+# one thread: about 45 tokens/s at 8, 16 and 32); a GPU does more at once.
+CPU_BATCH = 8
+GPU_BATCH = 32
+# The default longest answer: the longest reference answer's tokens times ANSWER_ROOM, plus
+# ANSWER_MARGIN (room for short references), and at most MAX_ANSWER_TOKENS.
+ANSWER_ROOM = 1.5
+ANSWER_MARGIN = 16
+MAX_ANSWER_TOKENS = 1024
 # Fewer letters than this make the language detector guess.
 MIN_LETTERS_FOR_LANGUAGE = 20
 SHOWN_EXAMPLES = 3
@@ -34,17 +51,28 @@ def check_generations(
     tokenizer: Any,
     examples: list[tuple[list[Message], str]],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | None = None,
     expected_keys: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Answer each (prompt messages, reference answer) and judge the answers (see above)."""
+    """Answer each (prompt messages, reference answer) and judge the answers (see above).
+    `max_new_tokens` None: the `answer_budget` of the reference answers. The report says
+    how long the generation took (`seconds`) and the limit it had (`max_new_tokens`)."""
     prompts = [prompt for prompt, _ in examples]
+    if max_new_tokens is None:
+        max_new_tokens = answer_budget(tokenizer, [reference for _, reference in examples])
+    started = time.perf_counter()
     answers, lengths = generate_answers(model, tokenizer, prompts, max_new_tokens)
+    seconds = time.perf_counter() - started
     judged = [
         judge(prompt, answer, reference, expected_keys)
         for (prompt, reference), answer in zip(examples, answers, strict=True)
     ]
-    report: dict[str, Any] = {"samples": len(judged)}
+    report: dict[str, Any] = {
+        "samples": len(judged),
+        "seconds": round(seconds, 2),
+        "tokens": sum(lengths),
+        "max_new_tokens": max_new_tokens,
+    }
     for check in ("json_valid", "expected_keys", "language_match"):
         verdicts = [bool(j[check]) for j in judged if j[check] is not None]
         report[f"{check}_checked"] = len(verdicts)
@@ -70,11 +98,23 @@ def shares(report: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def answer_budget(tokenizer: Any, references: list[str]) -> int:
+    """The longest answer the checks allow: ANSWER_ROOM times the longest reference answer's
+    tokens, plus ANSWER_MARGIN, at most MAX_ANSWER_TOKENS. An answer as long as its
+    reference, with its end-of-turn marker, always fits."""
+    longest = max(
+        (len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references), default=0
+    )
+    return min(math.ceil(ANSWER_ROOM * longest) + ANSWER_MARGIN, MAX_ANSWER_TOKENS)
+
+
 def generate_answers(
     model: Any, tokenizer: Any, prompts: list[list[Message]], max_new_tokens: int
 ) -> tuple[list[str], list[int]]:
-    """Greedy answers to chat prompts, and their lengths in tokens. An answer ends at the
-    model's end-of-turn marker (as the chat template writes it) or its eos token."""
+    """Greedy answers to chat prompts, and their lengths in tokens (the end-of-turn marker
+    included). An answer ends at the model's end-of-turn marker (as the chat template writes
+    it) or its eos token; a batch ends when all of its answers have. Prompts are batched by
+    length (less padding); the answers come back in the prompts' order."""
     import torch
     from transformers import GenerationConfig
 
@@ -90,31 +130,51 @@ def generate_answers(
         stop_strings=[end] if len(end_ids) > 1 else None,
     )
     device = next(model.parameters()).device
+    size = CPU_BATCH if device.type == "cpu" else GPU_BATCH
+    texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    answers: list[str] = []
-    lengths: list[int] = []
+    answers: dict[int, str] = {}
+    lengths: dict[int, int] = {}
     try:
-        for start in range(0, len(prompts), GENERATION_BATCH):
-            texts = [
-                tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                for p in prompts[start : start + GENERATION_BATCH]
-            ]
-            batch = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            batch = tokenizer(
+                [texts[i] for i in chunk],
+                add_special_tokens=False,
+                padding=True,
+                return_tensors="pt",
+            )
             with torch.no_grad():
                 output = model.generate(
                     **batch.to(device), generation_config=config, tokenizer=tokenizer
                 )
-            for row in output[:, batch["input_ids"].shape[1] :].tolist():
-                row = [t for t in row if t != tokenizer.pad_token_id]
+            new = output[:, batch["input_ids"].shape[1] :].tolist()
+            for i, row in zip(chunk, new, strict=True):
+                row = _until_end(row, config.eos_token_id, tokenizer.pad_token_id)
                 text = tokenizer.decode(row, skip_special_tokens=True)
-                answers.append((text.split(end)[0] if end else text).strip())
-                lengths.append(len(row))
+                answers[i] = (text.split(end)[0] if end else text).strip()
+                lengths[i] = len(row)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
-    return answers, lengths
+    return [answers[i] for i in range(len(prompts))], [lengths[i] for i in range(len(prompts))]
+
+
+def _until_end(row: list[int], stops: list[int], pad: int | None) -> list[int]:
+    """An answer's tokens up to and with its first stop token; without one, up to the
+    padding that fills the batch after it (a stop string) or the end."""
+    for n, token in enumerate(row):
+        if token in stops:
+            return row[: n + 1]
+    while row and row[-1] == pad:
+        row = row[:-1]
+    return row
 
 
 def turn_end(tokenizer: Any) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneforge.errors import InvalidRequestError, QuantizationUnavailableError
 from tuneforge.training.base import TrainResult, batch_arguments
+from tuneforge.training.checkpoint_metrics import VALID_BATCH_ROWS
 from tuneforge.training.spec import DPOMethod, SupervisedMethod, hub_id_of
 
 if TYPE_CHECKING:
@@ -326,15 +327,24 @@ def training_arguments(
     }
 
 
-def trainer_callbacks(ctx: RunContext, hp: LLMHyperparameters) -> list[Any]:
-    """Our reporting (progress, metrics, stop requests), and early stopping when asked for."""
+def trainer_callbacks(
+    ctx: RunContext,
+    hp: LLMHyperparameters,
+    measure_valid: Callable[[Any], dict[str, float]] | None = None,
+) -> list[Any]:
+    """Our reporting (progress, metrics, checkpoints with their metrics, stop requests), and
+    early stopping when asked for. Every checkpoint gets the trainer's evaluation of the
+    validation split; `measure_valid(model)` adds the small batch's `valid_` metrics."""
     from transformers import EarlyStoppingCallback
 
     from tuneforge.training.callbacks import ReportingCallback
 
     callbacks: list[Any] = [
         ReportingCallback(
-            ctx.reporter, hp.batch_size * hp.gradient_accumulation_steps * ctx.world_size
+            ctx.reporter,
+            hp.batch_size * hp.gradient_accumulation_steps * ctx.world_size,
+            measure_valid=measure_valid,
+            evaluate_at_checkpoints=True,
         )
     ]
     if hp.early_stopping_patience is not None and ctx.data.eval_rows:
@@ -364,7 +374,7 @@ def train_and_save(
 
     eval_rows = ctx.data.eval_rows
 
-    def measure() -> dict[str, Any]:
+    def measure(which: str) -> dict[str, Any]:
         metrics = metrics_of(trainer.model, tokenizer, eval_rows) if eval_rows else {}
         report = None
         if examples:
@@ -377,6 +387,19 @@ def train_and_save(
                 expected_keys=checks.expected_keys,
             )
             metrics |= shares(report)
+            tokens = report["tokens"]
+            ctx.reporter.note(
+                f"Generation checks of the {which} model: {report['samples']} answers in "
+                f"{report['seconds']:.1f} s ({tokens} tokens, at most "
+                f"{report['max_new_tokens']} each).",
+                data={
+                    "generation_checks": which,
+                    "answers": report["samples"],
+                    "seconds": report["seconds"],
+                    "tokens": tokens,
+                    "max_new_tokens": report["max_new_tokens"],
+                },
+            )
         return {"metrics": metrics, "generation": report}
 
     baseline_file = ctx.work_dir / "baseline.json"
@@ -386,14 +409,14 @@ def train_and_save(
     elif baseline_file.is_file():
         baseline = json.loads(baseline_file.read_text())
     else:
-        baseline = measure()
+        baseline = measure("base")
         baseline_file.write_text(json.dumps(baseline))
         ctx.reporter.metrics(0, {f"eval_{k}": v for k, v in baseline["metrics"].items()})
     result = TrainResult(primary_metric=primary_metric if eval_rows else None)
     result.baseline = baseline["metrics"]
     if not result.train(trainer, ctx.reporter, ctx.resume_from) or not main:
         return result
-    final = measure()
+    final = measure("fine-tuned")
     result.evaluation = final["metrics"]
     info = save_trained(
         trainer.model,
@@ -456,6 +479,25 @@ def chat_metrics(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict
         "perplexity": math.exp(min(loss, 50.0)),
         "token_accuracy": sum(c for _, _, c in scores) / tokens,
     }
+
+
+def valid_batch_measure(
+    tokenizer: Any, rows: list[dict[str, Any]]
+) -> Callable[[Any], dict[str, float]] | None:
+    """For chat rows: a checkpoint's `valid_loss` and `valid_mean_token_accuracy`, on the
+    first VALID_BATCH_ROWS validation rows (the same rows at every checkpoint; loss and token
+    accuracy on the answers as `chat_metrics` measures them); None without validation rows."""
+    batch = rows[:VALID_BATCH_ROWS]
+    if not batch:
+        return None
+
+    def measure(model: Any) -> dict[str, float]:
+        found = chat_metrics(model, tokenizer, batch)
+        if not found:
+            return {}
+        return {"valid_loss": found["loss"], "valid_mean_token_accuracy": found["token_accuracy"]}
+
+    return measure
 
 
 def preference_metrics(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, float]:

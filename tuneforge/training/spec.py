@@ -89,7 +89,13 @@ class GenerationChecks(Strict):
     samples: int = Field(
         16, ge=0, le=1000, description="Validation prompts to answer (0: no generation checks)."
     )
-    max_new_tokens: int = Field(256, ge=1, le=8192, description="Longest answer, in tokens.")
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=8192,
+        description="Longest answer, in tokens (default: 1.5 times the longest reference "
+        "answer of the checked prompts, plus 16, at most 1024).",
+    )
     expected_keys: list[str] | None = Field(
         None,
         max_length=100,

@@ -127,6 +127,8 @@ def build_trainer(ctx: RunContext, params: SupervisedMethodParams) -> tuple[Any,
         eval_dataset=tokenized(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=llm.trainer_callbacks(ctx, hp),
+        callbacks=llm.trainer_callbacks(
+            ctx, hp, measure_valid=llm.valid_batch_measure(tokenizer, eval_rows)
+        ),
     )
     return trainer, tokenizer, quantization

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from tuneforge.api.schemas.base import Public
 from tuneforge.db.store import Row
@@ -80,6 +80,33 @@ class JobEventsPublic(Public):
     has_more: bool
 
 
+class CheckpointMetrics(Public):
+    """OpenAI's checkpoint metrics (null where a job has none: `valid_` and `full_valid_`
+    need validation rows), and whatever else the kind measures: DPO's `train_reward_accuracy`,
+    `train_reward_margin` and their `full_valid_` counterparts, a classifier's
+    `full_valid_f1_macro` and so on (see `tuneforge.training.checkpoint_metrics`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: float | None = Field(None, description="The step of the checkpoint.")
+    train_loss: float | None = Field(
+        None, description="Mean training loss since the previous checkpoint."
+    )
+    train_mean_token_accuracy: float | None = Field(
+        None, description="Mean share of answer tokens predicted right, since the previous one."
+    )
+    valid_loss: float | None = Field(
+        None, description="Loss on a fixed small batch of validation rows."
+    )
+    valid_mean_token_accuracy: float | None = Field(
+        None, description="Token accuracy on that batch."
+    )
+    full_valid_loss: float | None = Field(None, description="Loss on the validation split.")
+    full_valid_mean_token_accuracy: float | None = Field(
+        None, description="Token accuracy on the validation split."
+    )
+
+
 class CheckpointPublic(Public):
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
@@ -88,7 +115,7 @@ class CheckpointPublic(Public):
     fine_tuned_model_checkpoint: str
     step_number: int
     epoch: float | None
-    metrics: dict[str, Any]
+    metrics: CheckpointMetrics
 
 
 class CheckpointsPublic(Public):
@@ -167,5 +194,5 @@ def public_checkpoint(row: Row, job_id: str, model: str) -> CheckpointPublic:
         fine_tuned_model_checkpoint=f"{model}:ckpt-step-{row['step']}",
         step_number=row["step"],
         epoch=row["epoch"],
-        metrics=row["metrics"] or {},
+        metrics=CheckpointMetrics.model_validate(row["metrics"] or {}),
     )

@@ -123,6 +123,31 @@ export function evaluationView(evaluation) {
       ] }))));
 }
 
+// A checkpoint's metrics as columns: OpenAI's always (acc: mean token accuracy), DPO's
+// reward accuracy and margin where a checkpoint has them.
+const CHECKPOINT_METRICS = [
+  ["train_loss", "Train loss"], ["train_mean_token_accuracy", "Train acc"],
+  ["valid_loss", "Valid loss"], ["valid_mean_token_accuracy", "Valid acc"],
+  ["full_valid_loss", "Full valid loss"], ["full_valid_mean_token_accuracy", "Full valid acc"],
+];
+const DPO_METRICS = [
+  ["train_reward_accuracy", "Train reward acc"], ["train_reward_margin", "Train margin"],
+  ["full_valid_reward_accuracy", "Valid reward acc"], ["full_valid_reward_margin", "Valid margin"],
+];
+
+/** Checkpoints, oldest first, with their metrics (see tuneforge.training.checkpoint_metrics). */
+function checkpointTable(checkpoints) {
+  const columns = CHECKPOINT_METRICS.concat(DPO_METRICS.filter(([key]) =>
+    checkpoints.some((c) => typeof c.metrics[key] === "number")));
+  return table(["Step", "Epoch", ...columns.map(([, title]) => title), "Saved", "Name"],
+    checkpoints.map((c) => [String(c.step_number), fmtNum(c.epoch),
+      ...columns.map(([key]) => fmtNum(c.metrics[key])), fmtTime(c.created_at),
+      h("code", {}, c.fine_tuned_model_checkpoint)]),
+    { caption: "Train: means since the previous checkpoint. Valid: a fixed batch of "
+      + "validation rows. Full valid: the whole validation split.",
+    className: "checkpoints" });
+}
+
 export async function detail(main, ctx, id) {
   let job = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}`, { signal: ctx.signal });
   const header = h("div", {});
@@ -200,10 +225,7 @@ export async function detail(main, ctx, id) {
   async function loadCheckpoints() {
     const { data } = await api(`/v1/fine_tuning/jobs/${job.id}/checkpoints?limit=100`,
       { signal: ctx.signal });
-    fill(checkpointBox, data.length
-      ? table(["Step", "Epoch", "Saved", "Loss", "Name"], data.map((c) => [
-        String(c.step_number), fmtNum(c.epoch), fmtTime(c.created_at), fmtNum(c.metrics.loss),
-        h("code", {}, c.fine_tuned_model_checkpoint)]))
+    fill(checkpointBox, data.length ? checkpointTable(data.slice().reverse())
       : message("No checkpoints yet."));
   }
 
