@@ -12,7 +12,13 @@ import pytest
 from tests.tiny_llm import CHATML, build_tiny_llm, train_tokenizer
 from tuneforge.errors import TemplateError, UnsupportedModelError, VerificationError
 from tuneforge.export import gguf_convert, llama, modelfile
-from tuneforge.export.verify import Reference, verify_gguf
+from tuneforge.export.verify import (
+    MIN_AGREEMENT,
+    Reference,
+    min_agreement,
+    repetition_loop,
+    verify_gguf,
+)
 
 PROMPT = [{"role": "user", "content": "Write a short post about our new product."}]
 
@@ -51,7 +57,7 @@ def test_llama_cpp_generates_what_transformers_generates(
         reference,
         [PROMPT, [{"role": "user", "content": "Guten Morgen! Danke schön."}]],
         modelfile.go_template(shape),
-        exact=True,
+        file_type=file_type,
         max_tokens=24,
     )
     assert report["identical"] and report["token_agreement"] == 1.0
@@ -89,29 +95,64 @@ def test_the_file_holds_the_tokenizer_and_hyperparameters(
     assert types["blk.0.attn_norm.weight"] == "F32" and types["blk.0.attn_q.weight"] == "F16"
 
 
-@pytest.mark.parametrize("quantization", ["q8_0", "q4_k_m"])
-def test_quantized_files_load_and_their_agreement_is_measured(
-    tiny: dict[str, Path], tmp_path: Path, quantization: str
-) -> None:
-    folder = tiny["llama"]
+def _quantized(folder: Path, tmp_path: Path, quantization: str) -> Path:
     source = _convert(folder, tmp_path / "f16.gguf", "f16")
     target = tmp_path / f"{quantization}.gguf"
     llama.quantize(source, target, quantization)
     assert target.stat().st_size < source.stat().st_size
     types = llama.tensor_types(target)
     assert set(types) - {"f32", "f16"}, types  # the weights really are quantized
+    return target
+
+
+def _verify_quantized(folder: Path, path: Path, quantization: str) -> dict:
     tokenizer = _tokenizer(folder)
     shape = modelfile.chat_shape(tokenizer)
-    report = verify_gguf(
-        target,
+    return verify_gguf(
+        path,
         Reference.load(folder, tokenizer, "f16", shape.stops),
-        [PROMPT],
+        [PROMPT, [{"role": "user", "content": "Guten Morgen! Danke schön."}]],
         modelfile.go_template(shape),
-        exact=False,
+        file_type=quantization,
         max_tokens=16,
     )
-    assert 0.0 <= report["token_agreement"] <= 1.0
-    assert report["samples"][0]["gguf"]  # it generates
+
+
+def test_a_q8_0_file_passes_with_its_agreement_measured(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tiny["llama"]
+    report = _verify_quantized(folder, _quantized(folder, tmp_path, "q8_0"), "q8_0")
+    assert report["min_agreement"] == MIN_AGREEMENT["q8_0"]
+    assert MIN_AGREEMENT["q8_0"] <= report["token_agreement"] <= 1.0
+    assert all(s["gguf"] for s in report["samples"])  # it generates
+
+
+def test_a_broken_quantized_file_fails_the_export(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """4-bit weights of a 64-wide random model: what llama.cpp generates loops or drifts
+    away at once, and the check says so instead of reporting a number."""
+    folder = tiny["llama"]
+    path = _quantized(folder, tmp_path, "q4_k_m")
+    with pytest.raises(VerificationError, match="repetition loop|below the"):
+        _verify_quantized(folder, path, "q4_k_m")
+
+
+def test_repetition_loops_are_recognised() -> None:
+    edition = [11, 12]  # "limited edition"
+    assert repetition_loop([5, 6, 7] + edition * 7)
+    assert repetition_loop([1] * 12)
+    assert repetition_loop([9, 8] + [1, 2, 3, 4, 5] * 3)
+    assert not repetition_loop([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
+    assert not repetition_loop([5, 6, 7] + edition * 2)  # twice is not a loop
+    assert not repetition_loop([1] * 8)  # too short to tell
+
+
+def test_thresholds_are_exact_for_16_bit_files_and_fall_with_the_bits() -> None:
+    assert min_agreement("f16") == min_agreement("bf16") == min_agreement("f32") == 1.0
+    order = ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"]
+    bounds = [min_agreement(q) for q in order]
+    assert bounds == sorted(bounds, reverse=True) and bounds[-1] > 0
+    assert set(MIN_AGREEMENT) == set(llama.QUANTIZED)
 
 
 def test_k_quants_apply_where_rows_are_multiples_of_256(tmp_path: Path) -> None:
@@ -139,7 +180,7 @@ def test_a_file_of_other_weights_fails_the_check(tiny: dict[str, Path], tmp_path
             Reference.load(folder, tokenizer, "f16", shape.stops),
             [PROMPT],
             modelfile.go_template(shape),
-            exact=True,
+            file_type="f16",
             max_tokens=24,
         )
 
@@ -158,7 +199,7 @@ def test_a_template_that_renders_differently_fails_the_check(
             Reference.load(folder, tokenizer, "f16", shape.stops),
             [PROMPT],
             broken,
-            exact=True,
+            file_type="f16",
             max_tokens=8,
         )
 

@@ -97,7 +97,9 @@ def convert(
     writer.add_name(name)
     _add_hyperparameters(writer, arch, config, file_type)
     add_vocabulary(writer, vocab)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], int(config["num_hidden_layers"]))
+    names = gguf.get_tensor_name_map(
+        gguf.MODEL_ARCH[arch.upper()], int(config["num_hidden_layers"])
+    )
     with _tensor_source(model_dir, tensors) as source:
         plan = list(_plan(arch, config, names, source))
         for entry in plan:
@@ -277,9 +279,7 @@ _Source = dict[str, tuple[tuple[int, ...], Callable[[], Any]]]
 @contextmanager
 def _tensor_source(model_dir: Path, tensors: Mapping[str, Any] | None) -> Iterator[_Source]:
     if tensors is not None:
-        yield {
-            name: (tuple(t.shape), (lambda t=t: t.detach())) for name, t in tensors.items()
-        }
+        yield {name: (tuple(t.shape), (lambda t=t: t.detach())) for name, t in tensors.items()}
         return
     from safetensors import safe_open
 

@@ -80,8 +80,7 @@ def read_vocabulary(
             types[index] = gguf_token_type("unused")
     if len(tokens) > n_rows:
         raise UnsupportedModelError(
-            f"The tokenizer has {len(tokens)} tokens but the model's embedding only "
-            f"{n_rows} rows.",
+            f"The tokenizer has {len(tokens)} tokens but the model's embedding only {n_rows} rows.",
             param="model",
         )
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]

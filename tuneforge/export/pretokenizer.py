@@ -43,15 +43,73 @@ PROBE = (
 # The pre-tokenizer names of llama.cpp's converter, as of the llama.cpp that llama-cpp-python
 # 0.3.36 bundles. Names the installed llama.cpp does not know fail to load and are skipped.
 NAMES = (
-    "llama-bpe", "qwen2", "smollm", "gpt-2", "deepseek-llm", "deepseek-coder", "deepseek-v3",
-    "deepseek-r1-qwen", "falcon", "falcon3", "mpt", "starcoder", "refact", "command-r", "dbrx",
-    "olmo", "jais", "jais-2", "tekken", "phi-2", "stablelm2", "gpt-4o", "chatglm-bpe", "glm4",
-    "viking", "bloom", "poro-chat", "exaone", "exaone4", "minerva-7b", "codeshell", "smaug-bpe",
-    "trillion", "superbpe", "gpt3-finnish", "chameleon", "megrez", "llama4", "pixtral",
-    "seed-coder", "hunyuan", "hunyuan-dense", "kimi-k2", "grok-2", "bailingmoe", "bailingmoe2",
-    "a.x-4.0", "midm-2.0", "lfm2", "mellum", "mellum2", "kormo", "youtu", "qwen35", "afmoe",
-    "solar-open", "minimax-m2", "granite-docling", "gigachat", "roberta-bpe", "jina-v1-en",
-    "jina-v2-en", "jina-v2-es", "jina-v2-de", "jina-v2-code", "tiny_aya", "kanana2",
+    "llama-bpe",
+    "qwen2",
+    "smollm",
+    "gpt-2",
+    "deepseek-llm",
+    "deepseek-coder",
+    "deepseek-v3",
+    "deepseek-r1-qwen",
+    "falcon",
+    "falcon3",
+    "mpt",
+    "starcoder",
+    "refact",
+    "command-r",
+    "dbrx",
+    "olmo",
+    "jais",
+    "jais-2",
+    "tekken",
+    "phi-2",
+    "stablelm2",
+    "gpt-4o",
+    "chatglm-bpe",
+    "glm4",
+    "viking",
+    "bloom",
+    "poro-chat",
+    "exaone",
+    "exaone4",
+    "minerva-7b",
+    "codeshell",
+    "smaug-bpe",
+    "trillion",
+    "superbpe",
+    "gpt3-finnish",
+    "chameleon",
+    "megrez",
+    "llama4",
+    "pixtral",
+    "seed-coder",
+    "hunyuan",
+    "hunyuan-dense",
+    "kimi-k2",
+    "grok-2",
+    "bailingmoe",
+    "bailingmoe2",
+    "a.x-4.0",
+    "midm-2.0",
+    "lfm2",
+    "mellum",
+    "mellum2",
+    "kormo",
+    "youtu",
+    "qwen35",
+    "afmoe",
+    "solar-open",
+    "minimax-m2",
+    "granite-docling",
+    "gigachat",
+    "roberta-bpe",
+    "jina-v1-en",
+    "jina-v2-en",
+    "jina-v2-es",
+    "jina-v2-de",
+    "jina-v2-code",
+    "tiny_aya",
+    "kanana2",
 )
 # Split regexes as the model families write them in tokenizer.json, by llama.cpp's name.
 KNOWN_SPLITS = {
@@ -109,12 +167,8 @@ def candidates(spec: dict[str, Any]) -> list[str]:
     in tokenizer.json's form) first."""
     pre = spec.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
-    patterns = [
-        s.get("pattern", {}).get("Regex") for s in steps if s.get("type") == "Split"
-    ]
-    single_digits = any(
-        s.get("type") == "Digits" and s.get("individual_digits") for s in steps
-    )
+    patterns = [s.get("pattern", {}).get("Regex") for s in steps if s.get("type") == "Split"]
+    single_digits = any(s.get("type") == "Digits" and s.get("individual_digits") for s in steps)
     gpt2_split = not patterns and any(
         s.get("type") == "ByteLevel" and s.get("use_regex", True) for s in steps
     )
