@@ -207,8 +207,11 @@ def test_a_template_that_renders_differently_fails_the_check(
 def test_unsupported_models_are_refused_with_the_reason(
     tiny: dict[str, Path], tmp_path: Path, offline_hub: Path
 ) -> None:
-    bert = next((offline_hub / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2").glob(
-        "snapshots/*"))
+    bert = next(
+        (offline_hub / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2").glob(
+            "snapshots/*"
+        )
+    )
     with pytest.raises(UnsupportedModelError, match="BertModel"):
         gguf_convert.gguf_architecture(bert)
     # A tokenizer that splits text in a way llama.cpp has no name for (a Llama-family one:
@@ -218,14 +221,21 @@ def test_unsupported_models_are_refused_with_the_reason(
     spec = json.loads((folder / "tokenizer.json").read_text())
     spec["pre_tokenizer"] = {"type": "Whitespace"}
     (folder / "tokenizer.json").write_text(json.dumps(spec))
-    with pytest.raises(UnsupportedModelError, match="no name for"):
+    with pytest.raises(UnsupportedModelError, match="no name for") as error:
         gguf_convert.convert(folder, tmp_path / "odd.gguf", "f16", name="odd", chat_template=None)
+    assert "no llama.cpp pre-tokenizer tokenizes a probe text" in str(error.value)
+    assert "closest" in str(error.value)
 
 
 def test_llama3_rope_scaling_becomes_rope_frequency_divisors() -> None:
     config = {"hidden_size": 128, "num_attention_heads": 2, "rope_theta": 500000.0}
-    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     factors = gguf_convert._llama3_rope_factors(config, scaling)
     assert factors.shape == (32,)
     assert factors[0] == 1.0  # the fastest rotation is kept
@@ -280,8 +290,12 @@ CONVERSATIONS = [
 
 @pytest.mark.parametrize(
     ("template", "arch", "stop"),
-    [(CHATML, "qwen2", "<|im_end|>"), (LLAMA3, "llama", "</s>"), (QWEN25, "qwen2", "<|im_end|>"),
-     (MISTRAL, "llama", "</s>")],
+    [
+        (CHATML, "qwen2", "<|im_end|>"),
+        (LLAMA3, "llama", "</s>"),
+        (QWEN25, "qwen2", "<|im_end|>"),
+        (MISTRAL, "llama", "</s>"),
+    ],
     ids=["chatml", "llama3", "qwen2.5-default-system", "mistral-no-system"],
 )
 def test_the_modelfile_template_renders_what_the_chat_template_renders(
@@ -303,7 +317,7 @@ def test_the_modelfile_template_renders_what_the_chat_template_renders(
     assert checked >= 2
     assert stop in shape.stops
     text = modelfile.modelfile("m.gguf", go, shape.stops, "Be nice.")
-    assert text.startswith("FROM ./m.gguf\nTEMPLATE \"\"\"")
+    assert text.startswith('FROM ./m.gguf\nTEMPLATE """')
     assert 'SYSTEM """Be nice."""' in text and f'PARAMETER stop "{stop}"' in text
 
 
@@ -320,6 +334,7 @@ def test_bos_left_to_llama_cpp_is_dropped_from_the_template() -> None:
     shape = modelfile.chat_shape(tokenizer)
     go = modelfile.go_template(shape, drop_bos="<s>")
     assert not go.startswith("<s>")
-    want = tokenizer.apply_chat_template(CONVERSATIONS[0], tokenize=False,
-                                         add_generation_prompt=True)
+    want = tokenizer.apply_chat_template(
+        CONVERSATIONS[0], tokenize=False, add_generation_prompt=True
+    )
     assert "<s>" + modelfile.render_template(go, CONVERSATIONS[0]) == want
