@@ -170,6 +170,7 @@ def _gguf(
         f"with transformers {report['token_agreement']:.1%} (minimum "
         f"{report['min_agreement']:.0%})"
         + (" (identical)" if report["identical"] else "")
+        + (f" (identical up to {report['near_ties']} near-tie(s))" if report["near_ties"] else "")
         + f"; tensor types {details['tensor_types']}.",
         data={"verification": {k: v for k, v in report.items() if k != "samples"}},
     )

@@ -5,7 +5,8 @@ the same tokens as the model's tokenizer, Ollama's TEMPLATE must render the same
 chat template, and llama.cpp's greedy continuation is compared with transformers' greedy
 continuation of the same weights (rounded to the file's 16-bit type, so that only the engines
 differ). llama.cpp must stop at every token the model stops at. f32/f16/bf16 files must
-generate identical tokens; a quantized file must reach its type's minimum agreement and must
+generate identical tokens, up to a near-tie (two next tokens within TIE_MARGIN logits, where
+rounding may pick either); a quantized file must reach its type's minimum agreement and must
 not fall into a repetition loop that the model does not.
 """
 
@@ -40,6 +41,14 @@ MIN_AGREEMENT = {
     "q3_k_s": 0.10,
     "q2_k": 0.05,
 }
+
+
+# Where the model's two best next tokens are this close (in logits), engines that round
+# differently may pick either: a 16-bit file that first differs from transformers at such a
+# near-tie still counts as identical (the continuations then part ways legitimately).
+# Measured: SmolLM2's bf16 file parted at a margin of 0.010 on 1 of 8 prompts, and at none
+# above 0.02 (bench/README.md).
+TIE_MARGIN = {"f32": 0.005, "f16": 0.05, "bf16": 0.05}
 
 
 def min_agreement(file_type: str) -> float:
@@ -136,6 +145,15 @@ class Reference:
             )
         return self.cut(out[0][len(ids) :].tolist())
 
+    def margin(self, ids: list[int], chosen: int, other: int) -> float:
+        """How much more the model's next-token logit after `ids` favours `chosen` over
+        `other`."""
+        import torch
+
+        with torch.inference_mode(), _Float32Compute():
+            logits = self.model(torch.tensor([ids])).logits[0, -1].float()
+        return float(logits[chosen] - logits[other])
+
     def cut(self, tokens: list[int]) -> list[int]:
         """The tokens up to and with the first stop token."""
         for i, token in enumerate(tokens):
@@ -171,8 +189,9 @@ def verify_gguf(
     """The verification report of `gguf_path`, a file of `file_type`; raises
     VerificationError when a check fails: the template renders differently, llama.cpp
     tokenizes differently or does not stop at the model's stop tokens, a 16-bit or float32
-    file generates differently, a quantized file agrees less than `min_agreement(file_type)`
-    or falls into a repetition loop that transformers does not."""
+    file generates differently (other than after a near-tie, TIE_MARGIN), a quantized file
+    agrees less than `min_agreement(file_type)` or falls into a repetition loop that
+    transformers does not."""
     tokenizer = reference.tokenizer
     threshold = min_agreement(file_type)
     exact = threshold >= 1.0
@@ -214,6 +233,10 @@ def verify_gguf(
             matched += same
             total += max(len(want), 1)
             looping = repetition_loop(got) and not repetition_loop(want)
+            tie = None
+            if exact and want != got and same < min(len(want), len(got)):
+                margin = reference.margin(ids + want[:same], want[same], got[same])
+                tie = round(margin, 4) if margin <= TIE_MARGIN[file_type] else None
             samples.append(
                 {
                     "prompt": prompt,
@@ -222,10 +245,11 @@ def verify_gguf(
                     "reference_tokens": len(want),
                     "matching_tokens": same,
                     "identical": want == got,
+                    "near_tie_margin": tie,
                     "repetition_loop": looping,
                 }
             )
-            if exact and want != got:
+            if exact and want != got and tie is None:
                 raise VerificationError(
                     f"llama.cpp's greedy output differs from transformers' at token {same}: "
                     f"{tokenizer.decode(got)!r} instead of {tokenizer.decode(want)!r}."
@@ -248,6 +272,7 @@ def verify_gguf(
         "template_identical": True,
         "stops_identical": True,
         "identical": all(s["identical"] for s in samples),
+        "near_ties": sum(s["near_tie_margin"] is not None for s in samples),
         "token_agreement": agreement,
         "min_agreement": threshold,
         "max_new_tokens": max_tokens,
