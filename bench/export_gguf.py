@@ -287,6 +287,33 @@ def export_once(model_dir: Path, work: Path, quantization: str, legacy: bool) ->
         print(json.dumps({"verification_failed": str(error)}))
 
 
+def _status_kb() -> dict[str, int]:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return {k: int(fields[k].split()[0]) for k in ("RssAnon", "RssFile", "VmHWM")}
+
+
+def baseline() -> dict[str, int]:
+    """What the export's process holds before it loads a model: torch, transformers, peft,
+    llama.cpp and tuneforge's export modules imported (measured in a child process)."""
+    code = (
+        "import json, sys; sys.path.insert(0, 'bench');"
+        "import torch, transformers, peft, llama_cpp, gguf;"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer;"
+        "import tuneforge.export.gguf_export, tuneforge.export.verify, tuneforge.export.llama;"
+        "from export_gguf import _status_kb; print(json.dumps(_status_kb()))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def memory(model_dir: Path, quantization: str, legacy: bool) -> dict:
     work = Path(tempfile.mkdtemp(prefix="export-mem-"))
     command = [
@@ -335,7 +362,13 @@ def memory(model_dir: Path, quantization: str, legacy: bool) -> dict:
 
     peak_rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     model_bytes = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+    fixed = baseline()
+    model_anon = peaks["rss_anon_kb"] * 1024 - fixed["RssAnon"] * 1024
     return {
+        "baseline_rss_anon_bytes": fixed["RssAnon"] * 1024,
+        "baseline_rss_file_bytes": fixed["RssFile"] * 1024,
+        "peak_anon_above_baseline_bytes": model_anon,
+        "peak_anon_above_baseline_over_model": round(model_anon / model_bytes, 2),
         "path": "legacy float32" if legacy else "tuneforge",
         "quantization": quantization,
         "seconds": round(time.time() - started, 1),

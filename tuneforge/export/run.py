@@ -23,6 +23,11 @@ FALLBACK_CONVERSATIONS = [
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "Say hello in German."},
     ],
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "List three fruits that are red."}],
+    [{"role": "user", "content": "Explain in two sentences what a neural network is."}],
+    [{"role": "user", "content": "What is 17 times 3?"}],
+    [{"role": "user", "content": "Give me a name for a friendly robot."}],
 ]
 Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (training, validation)
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
