@@ -22,12 +22,14 @@ from tuneforge.export.modelfile import render_template
 
 # The least greedy token agreement with transformers a quantized file must reach, by type (the
 # share of reference tokens before the first difference, over the verification prompts).
-# Measured on SmolLM2-135M-Instruct, base and fine-tuned (bench/README.md, "GGUF export"):
-# the bounds sit below what a sound file of each type reached there and above what broken
-# files reach. Types not listed share the bound of the type they are closest to.
+# Measured on SmolLM2-135M-Instruct with 8 prompts of 48 tokens (bench/README.md, "GGUF
+# export"): sound q8_0 files agreed 0.62-0.85, q6_k 0.85, q5_k_m 0.42-0.63, q4_k_m 0.18-0.67
+# (free text on the base model is the low end, JSON answers of a fine-tune the high end);
+# the broken q4_k_m files of issue 21 agreed 0.09-0.13. The bounds sit below the sound files;
+# q3 and q2 (not measured there) get the lowest.
 MIN_AGREEMENT = {
-    "q8_0": 0.60,
-    "q6_k": 0.35,
+    "q8_0": 0.45,
+    "q6_k": 0.30,
     "q5_k_m": 0.25,
     "q5_k_s": 0.25,
     "q5_0": 0.25,
@@ -46,8 +48,8 @@ MIN_AGREEMENT = {
 # Where the model's two best next tokens are this close (in logits), engines that round
 # differently may pick either: a 16-bit file that first differs from transformers at such a
 # near-tie still counts as identical (the continuations then part ways legitimately).
-# Measured: SmolLM2's bf16 file parted at a margin of 0.010 on 1 of 8 prompts, and at none
-# above 0.02 (bench/README.md).
+# Measured: SmolLM2's bf16 file parted from transformers on 3 of 16 prompts, each time at a
+# margin of 0.002-0.010 logits (bench/README.md).
 TIE_MARGIN = {"f32": 0.005, "f16": 0.05, "bf16": 0.05}
 
 
@@ -260,7 +262,7 @@ def verify_gguf(
                     f"not: {tokenizer.decode(got)!r} instead of {tokenizer.decode(want)!r}."
                 )
     agreement = round(matched / total, 4) if total else None
-    if agreement is not None and agreement < threshold:
+    if not exact and agreement is not None and agreement < threshold:
         raise VerificationError(
             f"The {file_type} file agrees with the model on {agreement:.1%} of the greedy "
             f"tokens over {len(conversations)} prompt(s), below the {threshold:.0%} a "
