@@ -13,7 +13,6 @@ import pytest
 from tests.export.tiny_architectures import ARCHITECTURES, build_tiny_architecture
 from tuneforge.errors import UnsupportedModelError, VerificationError
 from tuneforge.export import gguf_convert, modelfile
-from tuneforge.export.gguf_vocab import read_vocabulary
 from tuneforge.export.verify import Reference, verify_gguf
 from tuneforge.registry.models import cached_snapshot
 from tuneforge.training.llm import load_chat_tokenizer
@@ -118,7 +117,7 @@ def _smollm2_with_pre_tokenizer(smollm2: str, folder: Path, pre_tokenizer: dict)
 
 def _pre(folder: Path) -> str:
     config = json.loads((folder / "config.json").read_text())
-    return read_vocabulary(folder, config, None).pre
+    return gguf_convert.read_vocabulary(folder, config, None).pre
 
 
 def test_smollm2s_tokenizer_gets_llama_cpps_smollm_name(smollm2: str, tmp_path: Path) -> None:

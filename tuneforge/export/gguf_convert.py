@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import UnsupportedModelError
-from tuneforge.export.gguf_vocab import Vocabulary, add_vocabulary, read_vocabulary
+from tuneforge.export.gguf_vocab import (
+    Vocabulary,
+    add_vocabulary,
+    load_fast_tokenizer,
+    vocabulary_of,
+)
+from tuneforge.export.pretokenizer import identify_pre_tokenizer
 
 # Hugging Face architecture -> GGUF architecture name.
 ARCHITECTURES = {
@@ -110,6 +116,20 @@ def convert(
         for entry in plan:
             writer.write_tensor_data(_encode(entry.load(), file_type))
     writer.close()
+    return vocab
+
+
+def read_vocabulary(
+    model_dir: Path,
+    config: dict[str, Any],
+    chat_template: str | None,
+    stops: list[str] | None = None,
+) -> Vocabulary:
+    """The tokenizer of `model_dir` as GGUF keys, its pre-tokenizer named by how llama.cpp
+    tokenizes under each name."""
+    tokenizer = load_fast_tokenizer(model_dir)
+    vocab = vocabulary_of(tokenizer, config, chat_template, stops)
+    vocab.pre = identify_pre_tokenizer(vocab, tokenizer)
     return vocab
 
 

@@ -33,30 +33,18 @@ class Vocabulary:
     stop_ids: list[int] = field(default_factory=list)
 
 
-def read_vocabulary(
-    model_dir: Path,
-    config: dict[str, Any],
-    chat_template: str | None,
-    stops: list[str] | None = None,
-) -> Vocabulary:
-    """The tokenizer of `model_dir` (a fast byte-level BPE tokenizer) as GGUF keys, its
-    pre-tokenizer identified in llama.cpp. `stops`: the texts of the tokens that end an
-    assistant turn (the chat template's end-of-turn token first, then the eos)."""
+def load_fast_tokenizer(model_dir: Path) -> Any:
+    """The tokenizer of `model_dir` as transformers runs it, which must be a fast byte-level
+    BPE tokenizer; UnsupportedModelError otherwise."""
     from transformers import AutoTokenizer
 
-    from tuneforge.export.pretokenizer import identify_pre_tokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise UnsupportedModelError(
             "GGUF export needs the model's tokenizer as a fast tokenizer (tokenizer.json).",
             param="model",
         )
-    # The tokenizer as transformers runs it, which need not be tokenizer.json as it lies on
-    # disk: some tokenizer classes put their family's pre-tokenizer in place of the file's.
-    spec = json.loads(backend.to_str())
-    model = spec["model"]
+    model = backend_spec(tokenizer)["model"]
     if model.get("type") != "BPE" or model.get("byte_fallback"):
         raise UnsupportedModelError(
             "GGUF export supports byte-level BPE tokenizers (Llama 3, Qwen2, SmolLM2 and the "
@@ -65,6 +53,27 @@ def read_vocabulary(
             + " tokenizer.",
             param="model",
         )
+    return tokenizer
+
+
+def backend_spec(tokenizer: Any) -> dict[str, Any]:
+    """The tokenizer as transformers runs it, in tokenizer.json's form. It need not be
+    tokenizer.json as it lies on disk: some tokenizer classes put their family's
+    pre-tokenizer in place of the file's."""
+    return dict(json.loads(tokenizer.backend_tokenizer.to_str()))
+
+
+def vocabulary_of(
+    tokenizer: Any,
+    config: dict[str, Any],
+    chat_template: str | None,
+    stops: list[str] | None = None,
+) -> Vocabulary:
+    """`tokenizer` (from `load_fast_tokenizer`) as GGUF keys, all but the pre-tokenizer's
+    name (`pretokenizer.py` finds it). `stops`: the texts of the tokens that end an assistant
+    turn (the chat template's end-of-turn token first, then the eos)."""
+    spec = backend_spec(tokenizer)
+    model = spec["model"]
     n_rows = int(config["vocab_size"])
     tokens: list[str | None] = [None] * max(n_rows, len(tokenizer))
     types = [gguf_token_type("normal")] * len(tokens)
@@ -95,7 +104,7 @@ def read_vocabulary(
         special_ids["eot"] = stop_ids[0]
     probe = tokenizer("a", add_special_tokens=True)["input_ids"]
     add_bos = tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]
-    vocab = Vocabulary(
+    return Vocabulary(
         model="gpt2",
         pre="",
         tokens=[t for t in tokens if t is not None],
@@ -106,8 +115,6 @@ def read_vocabulary(
         chat_template=chat_template,
         stop_ids=stop_ids,
     )
-    vocab.pre = identify_pre_tokenizer(vocab, tokenizer, spec)
-    return vocab
 
 
 def _stop_ids(tokenizer: Any, stops: list[str]) -> list[int]:

@@ -123,13 +123,14 @@ KNOWN_SPLITS = {
 SINGLE_DIGIT_GPT2 = ("smollm", "starcoder", "refact", "codeshell", "command-r")
 
 
-def identify_pre_tokenizer(vocab: Vocabulary, tokenizer: Any, spec: dict[str, Any]) -> str:
+def identify_pre_tokenizer(vocab: Vocabulary, tokenizer: Any) -> str:
     """The first llama.cpp pre-tokenizer name under which llama.cpp tokenizes PROBE as
     `tokenizer` does; UnsupportedModelError naming the closest candidate when none does."""
     import llama_cpp
 
-    from tuneforge.export.gguf_vocab import write_vocabulary_only
+    from tuneforge.export.gguf_vocab import backend_spec, write_vocabulary_only
 
+    spec = backend_spec(tokenizer)
     want = list(tokenizer(PROBE, add_special_tokens=False)["input_ids"])
     closest: tuple[int, str] = (-1, "")
     with tempfile.TemporaryDirectory(prefix="tuneforge-vocab-") as tmp:
