@@ -42,23 +42,40 @@ def tiny_models(offline_hub: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def chat_file(server: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
-    rows = [{"messages": [{"role": "system", "content": SYSTEM}, *r["messages"]]}
-            for r in json_chats()]
+    rows = [
+        {"messages": [{"role": "system", "content": SYSTEM}, *r["messages"]]} for r in json_chats()
+    ]
     uploaded = server.upload(write_jsonl(tmp_path_factory.mktemp("data") / "chats.jsonl", rows))
     assert uploaded["status"] == "processed", uploaded
     return str(uploaded["id"])
 
 
 def _train(server: Server, base: str, file_id: str) -> str:
-    job = server.client.post("/v1/fine_tuning/jobs", json={
-        "model": base, "training_file": file_id, "seed": 5, "suffix": "json",
-        "method": {"type": "supervised", "supervised": {
-            "lora": {"r": 16, "alpha": 32},
-            "generation_checks": {"samples": 1, "max_new_tokens": 8},
-            "hyperparameters": {"n_epochs": 30, "batch_size": 8, "learning_rate": 1e-2,
-                                "lr_scheduler": "constant", "warmup_ratio": 0,
-                                "gradient_checkpointing": False, "eval_steps": 1000}}},
-    })
+    job = server.client.post(
+        "/v1/fine_tuning/jobs",
+        json={
+            "model": base,
+            "training_file": file_id,
+            "seed": 5,
+            "suffix": "json",
+            "method": {
+                "type": "supervised",
+                "supervised": {
+                    "lora": {"r": 16, "alpha": 32},
+                    "generation_checks": {"samples": 1, "max_new_tokens": 8},
+                    "hyperparameters": {
+                        "n_epochs": 30,
+                        "batch_size": 8,
+                        "learning_rate": 1e-2,
+                        "lr_scheduler": "constant",
+                        "warmup_ratio": 0,
+                        "gradient_checkpointing": False,
+                        "eval_steps": 1000,
+                    },
+                },
+            },
+        },
+    )
     assert job.status_code == 200, job.text
     done = server.wait_for(job.json()["id"], timeout=600)
     assert done["status"] == "succeeded", done["error"]
@@ -138,8 +155,13 @@ def test_a_lora_model_exports_to_f16_gguf_that_llama_cpp_runs_like_transformers(
     llm = Llama(model_path=str(path), n_ctx=512, n_threads=1, verbose=False)
     try:
         tokens = llm.tokenize(sample["prompt"].encode(), add_bos=False, special=True)
-        out = llm(sample["prompt"], max_tokens=verification["max_new_tokens"], temperature=0.0,
-                  top_k=1, repeat_penalty=1.0)
+        out = llm(
+            sample["prompt"],
+            max_tokens=verification["max_new_tokens"],
+            temperature=0.0,
+            top_k=1,
+            repeat_penalty=1.0,
+        )
         assert len(tokens) > 10
         assert sample["gguf"].startswith(out["choices"][0]["text"])
     finally:
@@ -153,11 +175,14 @@ def test_a_lora_model_exports_to_f16_gguf_that_llama_cpp_runs_like_transformers(
     assert f'SYSTEM """{SYSTEM}"""' in lines
     assert 'PARAMETER stop "<|im_end|>"' in lines
     template = text.decode().split('TEMPLATE """')[1].split('"""')[0]
-    conversation = [{"role": "system", "content": SYSTEM},
-                    {"role": "user", "content": "Hashtags for sailing"}]
+    conversation = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Hashtags for sailing"},
+    ]
     tokenizer = _chat_tokenizer(server, qwen_model)
     assert render_template(template, conversation) == tokenizer.apply_chat_template(
-        conversation, tokenize=False, add_generation_prompt=True)
+        conversation, tokenize=False, add_generation_prompt=True
+    )
 
 
 @pytest.mark.parametrize("quantization", ["q8_0", "q4_k_m"])
@@ -170,10 +195,26 @@ def test_quantized_gguf_exports_report_their_agreement(
     assert details["file_type"] == quantization and details["converted_from"] == "f16"
     assert set(details["tensor_types"]) - {"f32", "f16"}, details["tensor_types"]
     agreement = result["verification"]["token_agreement"]
-    assert 0.0 <= agreement <= 1.0
+    minimum = result["verification"]["min_agreement"]
+    assert 0.0 < minimum <= agreement <= 1.0
+    assert not any(s["repetition_loop"] for s in result["verification"]["samples"])
     events = server.client.get(f"/v1/fine_tuning/jobs/{result['id']}/events").json()["data"]
-    assert any(e["message"].startswith("Verified:") and f"{agreement:.1%}" in e["message"]
-               for e in events)
+    assert any(
+        e["message"].startswith("Verified:") and f"{agreement:.1%}" in e["message"] for e in events
+    )
+
+
+def test_a_quantized_file_that_loops_fails_the_export(server: Server) -> None:
+    """The untrained tiny Llama in 4 bits loops where the model does not: the export fails
+    with the reason, and no file is kept."""
+    result = export(server, model=LLAMA, format="gguf", quantization="q4_k_m")
+    assert result["status"] == "failed", result
+    assert result["error"]["code"] == "export_verification_failed"
+    assert (
+        "repetition loop" in result["error"]["message"]
+        or "below the" in (result["error"]["message"])
+    )
+    assert not result.get("files")
 
 
 def test_bf16_gguf_is_identical_too(server: Server, llama_model: str) -> None:
@@ -200,13 +241,15 @@ def test_a_merged_export_loads_in_transformers_with_the_models_logits(
         tar.extractall(tmp_path, filter="data")
     folder = tmp_path / result["primary_file"]
     for entry in result["files"]:
-        assert hashlib.sha256((tmp_path / entry["name"]).read_bytes()).hexdigest() == entry[
-            "sha256"]
+        assert (
+            hashlib.sha256((tmp_path / entry["name"]).read_bytes()).hexdigest() == entry["sha256"]
+        )
     merged = AutoModelForCausalLM.from_pretrained(folder)
     assert not (folder / "adapter_config.json").exists()
     job_id = server.client.get(f"/v1/models/{qwen_model}").json()["job_id"]
-    original = load_causal_lm(str(server.home / "models" / job_id), device="cpu",
-                              dtype=torch.float32)
+    original = load_causal_lm(
+        str(server.home / "models" / job_id), device="cpu", dtype=torch.float32
+    )
     ids = torch.tensor([[5, 17, 42, 99, 120]])
     with torch.inference_mode():
         assert torch.allclose(merged(ids).logits, original(ids).logits, atol=1e-4)
@@ -260,9 +303,25 @@ def test_the_cli_exports_and_downloads_checked_files(
 ) -> None:
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "tuneforge.cli", "export", qwen_model, "--format", "gguf",
-         "--quantization", "q8_0", "--output", str(out), "--url", server.url],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "tuneforge.cli",
+            "export",
+            qwen_model,
+            "--format",
+            "gguf",
+            "--quantization",
+            "q8_0",
+            "--output",
+            str(out),
+            "--url",
+            server.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Verified in llama.cpp" in run.stdout
     files = sorted(p.name for p in out.iterdir())
@@ -271,7 +330,21 @@ def test_the_cli_exports_and_downloads_checked_files(
     for entry in latest["files"]:
         assert hashlib.sha256((out / entry["name"]).read_bytes()).hexdigest() == entry["sha256"]
     queued = subprocess.run(
-        [sys.executable, "-m", "tuneforge.cli", "export", qwen_model, "--format", "merged",
-         "--no-wait", "--url", server.url], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "tuneforge.cli",
+            "export",
+            qwen_model,
+            "--format",
+            "merged",
+            "--no-wait",
+            "--url",
+            server.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert queued.returncode == 0 and "queued" in queued.stdout, queued.stdout + queued.stderr
     assert wait_for_export(server, queued.stdout.split()[1])["status"] == "succeeded"

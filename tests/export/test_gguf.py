@@ -12,7 +12,13 @@ import pytest
 from tests.tiny_llm import CHATML, build_tiny_llm, train_tokenizer
 from tuneforge.errors import TemplateError, UnsupportedModelError, VerificationError
 from tuneforge.export import gguf_convert, llama, modelfile
-from tuneforge.export.verify import Reference, verify_gguf
+from tuneforge.export.verify import (
+    MIN_AGREEMENT,
+    Reference,
+    min_agreement,
+    repetition_loop,
+    verify_gguf,
+)
 
 PROMPT = [{"role": "user", "content": "Write a short post about our new product."}]
 
@@ -51,7 +57,7 @@ def test_llama_cpp_generates_what_transformers_generates(
         reference,
         [PROMPT, [{"role": "user", "content": "Guten Morgen! Danke schön."}]],
         modelfile.go_template(shape),
-        exact=True,
+        file_type=file_type,
         max_tokens=24,
     )
     assert report["identical"] and report["token_agreement"] == 1.0
@@ -77,7 +83,9 @@ def test_the_file_holds_the_tokenizer_and_hyperparameters(
     assert value("qwen2.block_count") == config["num_hidden_layers"]
     assert value("qwen2.embedding_length") == config["hidden_size"]
     assert value("tokenizer.ggml.model") == "gpt2"
-    assert value("tokenizer.ggml.pre") == "gpt-2"
+    # transformers runs this tokenizer with Qwen2's split (digits one by one), whatever
+    # tokenizer.json says: the name comes from how it tokenizes.
+    assert value("tokenizer.ggml.pre") == "qwen2"
     assert value("tokenizer.ggml.tokens")[: len(tokenizer)] == [
         tokenizer.convert_ids_to_tokens(i) for i in range(len(tokenizer))
     ]
@@ -87,29 +95,64 @@ def test_the_file_holds_the_tokenizer_and_hyperparameters(
     assert types["blk.0.attn_norm.weight"] == "F32" and types["blk.0.attn_q.weight"] == "F16"
 
 
-@pytest.mark.parametrize("quantization", ["q8_0", "q4_k_m"])
-def test_quantized_files_load_and_their_agreement_is_measured(
-    tiny: dict[str, Path], tmp_path: Path, quantization: str
-) -> None:
-    folder = tiny["llama"]
+def _quantized(folder: Path, tmp_path: Path, quantization: str) -> Path:
     source = _convert(folder, tmp_path / "f16.gguf", "f16")
     target = tmp_path / f"{quantization}.gguf"
     llama.quantize(source, target, quantization)
     assert target.stat().st_size < source.stat().st_size
     types = llama.tensor_types(target)
     assert set(types) - {"f32", "f16"}, types  # the weights really are quantized
+    return target
+
+
+def _verify_quantized(folder: Path, path: Path, quantization: str) -> dict:
     tokenizer = _tokenizer(folder)
     shape = modelfile.chat_shape(tokenizer)
-    report = verify_gguf(
-        target,
+    return verify_gguf(
+        path,
         Reference.load(folder, tokenizer, "f16", shape.stops),
-        [PROMPT],
+        [PROMPT, [{"role": "user", "content": "Guten Morgen! Danke schön."}]],
         modelfile.go_template(shape),
-        exact=False,
+        file_type=quantization,
         max_tokens=16,
     )
-    assert 0.0 <= report["token_agreement"] <= 1.0
-    assert report["samples"][0]["gguf"]  # it generates
+
+
+def test_a_q8_0_file_passes_with_its_agreement_measured(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tiny["llama"]
+    report = _verify_quantized(folder, _quantized(folder, tmp_path, "q8_0"), "q8_0")
+    assert report["min_agreement"] == MIN_AGREEMENT["q8_0"]
+    assert MIN_AGREEMENT["q8_0"] <= report["token_agreement"] <= 1.0
+    assert all(s["gguf"] for s in report["samples"])  # it generates
+
+
+def test_a_broken_quantized_file_fails_the_export(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """4-bit weights of a 64-wide random model: what llama.cpp generates loops or drifts
+    away at once, and the check says so instead of reporting a number."""
+    folder = tiny["llama"]
+    path = _quantized(folder, tmp_path, "q4_k_m")
+    with pytest.raises(VerificationError, match="repetition loop|below the"):
+        _verify_quantized(folder, path, "q4_k_m")
+
+
+def test_repetition_loops_are_recognised() -> None:
+    edition = [11, 12]  # "limited edition"
+    assert repetition_loop([5, 6, 7] + edition * 7)
+    assert repetition_loop([1] * 12)
+    assert repetition_loop([9, 8] + [1, 2, 3, 4, 5] * 3)
+    assert not repetition_loop([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
+    assert not repetition_loop([5, 6, 7] + edition * 2)  # twice is not a loop
+    assert not repetition_loop([1] * 8)  # too short to tell
+
+
+def test_thresholds_are_exact_for_16_bit_files_and_fall_with_the_bits() -> None:
+    assert min_agreement("f16") == min_agreement("bf16") == min_agreement("f32") == 1.0
+    order = ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"]
+    bounds = [min_agreement(q) for q in order]
+    assert bounds == sorted(bounds, reverse=True) and bounds[-1] > 0
+    assert set(MIN_AGREEMENT) == set(llama.QUANTIZED)
 
 
 def test_k_quants_apply_where_rows_are_multiples_of_256(tmp_path: Path) -> None:
@@ -137,7 +180,7 @@ def test_a_file_of_other_weights_fails_the_check(tiny: dict[str, Path], tmp_path
             Reference.load(folder, tokenizer, "f16", shape.stops),
             [PROMPT],
             modelfile.go_template(shape),
-            exact=True,
+            file_type="f16",
             max_tokens=24,
         )
 
@@ -156,7 +199,7 @@ def test_a_template_that_renders_differently_fails_the_check(
             Reference.load(folder, tokenizer, "f16", shape.stops),
             [PROMPT],
             broken,
-            exact=True,
+            file_type="f16",
             max_tokens=8,
         )
 
@@ -164,24 +207,35 @@ def test_a_template_that_renders_differently_fails_the_check(
 def test_unsupported_models_are_refused_with_the_reason(
     tiny: dict[str, Path], tmp_path: Path, offline_hub: Path
 ) -> None:
-    bert = next((offline_hub / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2").glob(
-        "snapshots/*"))
+    bert = next(
+        (offline_hub / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2").glob(
+            "snapshots/*"
+        )
+    )
     with pytest.raises(UnsupportedModelError, match="BertModel"):
         gguf_convert.gguf_architecture(bert)
-    # A tokenizer that splits text in a way llama.cpp has no name for.
+    # A tokenizer that splits text in a way llama.cpp has no name for (a Llama-family one:
+    # transformers runs it with the pre-tokenizer of its tokenizer.json).
     folder = tmp_path / "odd"
-    build_tiny_llm(folder, "qwen2")
+    build_tiny_llm(folder, "llama")
     spec = json.loads((folder / "tokenizer.json").read_text())
     spec["pre_tokenizer"] = {"type": "Whitespace"}
     (folder / "tokenizer.json").write_text(json.dumps(spec))
-    with pytest.raises(UnsupportedModelError, match="no name for"):
+    with pytest.raises(UnsupportedModelError, match="no name for") as error:
         gguf_convert.convert(folder, tmp_path / "odd.gguf", "f16", name="odd", chat_template=None)
+    assert "no llama.cpp pre-tokenizer tokenizes a probe text" in str(error.value)
+    assert "closest" in str(error.value)
 
 
 def test_llama3_rope_scaling_becomes_rope_frequency_divisors() -> None:
     config = {"hidden_size": 128, "num_attention_heads": 2, "rope_theta": 500000.0}
-    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     factors = gguf_convert._llama3_rope_factors(config, scaling)
     assert factors.shape == (32,)
     assert factors[0] == 1.0  # the fastest rotation is kept
@@ -236,8 +290,12 @@ CONVERSATIONS = [
 
 @pytest.mark.parametrize(
     ("template", "arch", "stop"),
-    [(CHATML, "qwen2", "<|im_end|>"), (LLAMA3, "llama", "</s>"), (QWEN25, "qwen2", "<|im_end|>"),
-     (MISTRAL, "llama", "</s>")],
+    [
+        (CHATML, "qwen2", "<|im_end|>"),
+        (LLAMA3, "llama", "</s>"),
+        (QWEN25, "qwen2", "<|im_end|>"),
+        (MISTRAL, "llama", "</s>"),
+    ],
     ids=["chatml", "llama3", "qwen2.5-default-system", "mistral-no-system"],
 )
 def test_the_modelfile_template_renders_what_the_chat_template_renders(
@@ -259,7 +317,7 @@ def test_the_modelfile_template_renders_what_the_chat_template_renders(
     assert checked >= 2
     assert stop in shape.stops
     text = modelfile.modelfile("m.gguf", go, shape.stops, "Be nice.")
-    assert text.startswith("FROM ./m.gguf\nTEMPLATE \"\"\"")
+    assert text.startswith('FROM ./m.gguf\nTEMPLATE """')
     assert 'SYSTEM """Be nice."""' in text and f'PARAMETER stop "{stop}"' in text
 
 
@@ -276,6 +334,7 @@ def test_bos_left_to_llama_cpp_is_dropped_from_the_template() -> None:
     shape = modelfile.chat_shape(tokenizer)
     go = modelfile.go_template(shape, drop_bos="<s>")
     assert not go.startswith("<s>")
-    want = tokenizer.apply_chat_template(CONVERSATIONS[0], tokenize=False,
-                                         add_generation_prompt=True)
+    want = tokenizer.apply_chat_template(
+        CONVERSATIONS[0], tokenize=False, add_generation_prompt=True
+    )
     assert "<s>" + modelfile.render_template(go, CONVERSATIONS[0]) == want

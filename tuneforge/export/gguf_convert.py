@@ -1,63 +1,62 @@
-"""Hugging Face causal LMs of the Llama family (Llama, Mistral, Qwen2) to GGUF, in f32, f16 or
-bf16: our own conversion, written with the `gguf` package's writer and tensor-name maps.
+"""Hugging Face causal LMs to GGUF, in f32, f16 or bf16: our own conversion, written with the
+`gguf` package's writer and tensor-name maps, for Llama, Mistral, Qwen2, Qwen3, Gemma 2,
+Gemma 3 (text) and Phi-3.
 
 What llama.cpp expects and the Hub layout does not give directly:
 - Llama and Mistral (GGUF architecture `llama`) rotate query/key pairs that are adjacent,
   Hugging Face rotates the two halves of each head: the rows of `q_proj` and `k_proj` are
-  reordered per head. Qwen2 rotates halves in llama.cpp too and is written as it is.
+  reordered per head. The other architectures rotate halves in llama.cpp too.
+- Gemma's RMS norms multiply by (1 + weight); llama.cpp multiplies by the weight, so every
+  Gemma norm is written with 1 added. Gemma scales the embeddings by sqrt(hidden size), which
+  llama.cpp does itself, and scales queries by `query_pre_attn_scalar`, which llama.cpp
+  derives from the head size: a model whose scalar differs is refused.
+- Gemma 2 caps attention and output logits (`attn_logit_softcapping`,
+  `final_logit_softcapping`); Gemma 2 and 3 alternate sliding-window and full attention
+  layers, written as `sliding_window` and a per-layer pattern; Gemma 3's sliding layers have
+  a rope base of their own (`rope.freq_base_swa`).
+- Qwen3 and Gemma 3 normalise queries and keys per head (`attn_q_norm`, `attn_k_norm`).
+- Phi-3 keeps its fused `qkv_proj` and `gate_up_proj` (llama.cpp splits them the same way);
+  Phi-3's long-context rope (`longrope`) is refused.
 - Llama 3.1-style rope scaling becomes a `rope_freqs` tensor of per-frequency divisors.
 - One-dimensional tensors (norms, biases) stay float32 whatever the file type.
-- The tokenizer goes in with the weights: the token list padded to the embedding's rows, token
-  types, merges, special-token ids, whether a BOS is added, the pre-tokenizer by name, and the
-  chat template. Tokenizers whose pre-tokenizer llama.cpp has no name for are refused rather
-  than written to tokenize differently.
+
+Tensors are read one at a time (from the safetensors files, lazily, or from a model already in
+memory) and written to the file as they come: conversion holds one tensor at a time, never
+the whole model. The tokenizer keys come from `gguf_vocab.py`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import UnsupportedModelError
+from tuneforge.export.gguf_vocab import (
+    Vocabulary,
+    add_vocabulary,
+    load_fast_tokenizer,
+    vocabulary_of,
+)
+from tuneforge.export.pretokenizer import identify_pre_tokenizer
 
 # Hugging Face architecture -> GGUF architecture name.
 ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma3",
+    "Phi3ForCausalLM": "phi3",
 }
+GEMMA = ("gemma2", "gemma3")
 # File types written directly; every other quantization starts from one of these.
 DIRECT_TYPES = ("f32", "f16", "bf16")
-
-# The regular expressions that byte-level BPE tokenizers split text with before merging, by the
-# name llama.cpp knows them under (`tokenizer.ggml.pre`).
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-SPLIT_PATTERNS = {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2"}
-
-
-@dataclass
-class Vocabulary:
-    """What the GGUF tokenizer keys hold."""
-
-    model: str  # tokenizer.ggml.model
-    pre: str  # tokenizer.ggml.pre
-    tokens: list[str]
-    types: list[int]
-    merges: list[str]
-    special_ids: dict[str, int]  # bos, eos, pad, unk -> id
-    add_bos: bool
-    chat_template: str | None
 
 
 def gguf_architecture(model_dir: Path) -> str:
@@ -79,29 +78,91 @@ def _config(model_dir: Path) -> dict[str, Any]:
 
 
 def convert(
-    model_dir: Path, out_path: Path, file_type: str, *, name: str, chat_template: str | None
-) -> None:
-    """Write the merged Hugging Face model in `model_dir` (safetensors) as a GGUF file of
-    `file_type` (f32, f16 or bf16) at `out_path`."""
+    model_dir: Path,
+    out_path: Path,
+    file_type: str,
+    *,
+    name: str,
+    chat_template: str | None,
+    stops: list[str] | None = None,
+    tensors: Mapping[str, Any] | None = None,
+) -> Vocabulary:
+    """Write the Hugging Face model in `model_dir` as a GGUF file of `file_type` (f32, f16 or
+    bf16) at `out_path`; returns the vocabulary written. The weights come from `tensors`
+    (Hugging Face names to torch tensors, e.g. a loaded model's state dict) or else from the
+    folder's safetensors; `stops` are the texts of the tokens that end an assistant turn."""
     import gguf
 
     if file_type not in DIRECT_TYPES:
         raise ValueError(f"convert writes {DIRECT_TYPES}, not {file_type}")
     arch = gguf_architecture(model_dir)
     config = _config(model_dir)
-    vocab = read_vocabulary(model_dir, config, chat_template)
+    check_supported(arch, config)
+    vocab = read_vocabulary(model_dir, config, chat_template, stops)
     writer = gguf.GGUFWriter(str(out_path), arch)
     writer.add_name(name)
     _add_hyperparameters(writer, arch, config, file_type)
-    _add_vocabulary(writer, vocab)
-    n_layers = int(config["num_hidden_layers"])
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers)
-    for tensor_name, array, raw_type in _tensors(model_dir, arch, config, names, file_type):
-        writer.add_tensor(tensor_name, array, raw_dtype=raw_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    add_vocabulary(writer, vocab)
+    names = gguf.get_tensor_name_map(
+        gguf.MODEL_ARCH[arch.upper()], int(config["num_hidden_layers"])
+    )
+    with _tensor_source(model_dir, tensors) as source:
+        plan = list(_plan(arch, config, names, source))
+        for entry in plan:
+            writer.add_tensor_info(entry.name, *_stored_as(entry.shape, file_type, gguf))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for entry in plan:
+            writer.write_tensor_data(_encode(entry.load(), file_type))
     writer.close()
+    return vocab
+
+
+def read_vocabulary(
+    model_dir: Path,
+    config: dict[str, Any],
+    chat_template: str | None,
+    stops: list[str] | None = None,
+) -> Vocabulary:
+    """The tokenizer of `model_dir` as GGUF keys, its pre-tokenizer named by how llama.cpp
+    tokenizes under each name."""
+    tokenizer = load_fast_tokenizer(model_dir)
+    vocab = vocabulary_of(tokenizer, config, chat_template, stops)
+    vocab.pre = identify_pre_tokenizer(vocab, tokenizer)
+    return vocab
+
+
+def check_supported(arch: str, config: dict[str, Any]) -> None:
+    """Refuse configurations llama.cpp would compute differently from transformers."""
+    problems = []
+    head_dim = _head_dim(config)
+    if arch in GEMMA:
+        scalar = float(config.get("query_pre_attn_scalar") or head_dim)
+        # llama.cpp scales queries by 1/sqrt(head size), by 1/sqrt(hidden / heads) for the
+        # 27B models (46 and 62 layers); transformers by 1/sqrt(query_pre_attn_scalar).
+        big = int(config["num_hidden_layers"]) in (46, 62)
+        expected = config["hidden_size"] / config["num_attention_heads"] if big else head_dim
+        if scalar != expected:
+            problems.append(
+                f"query_pre_attn_scalar {scalar:g} (llama.cpp scales queries by "
+                f"1/sqrt({expected:g}))"
+            )
+    if arch == "gemma3" and config.get("attn_logit_softcapping"):
+        problems.append("attention logit soft-capping in a Gemma 3 model")
+    if arch == "qwen3" and config.get("use_sliding_window"):
+        problems.append("sliding-window attention in a Qwen3 model")
+    if arch in GEMMA and _untied_head(config):
+        problems.append("an output head that is not the embedding")
+    if problems:
+        raise UnsupportedModelError(
+            f"GGUF export cannot write this {arch} model exactly: {'; '.join(problems)}.",
+            param="model",
+        )
+
+
+def _untied_head(config: dict[str, Any]) -> bool:
+    return config.get("tie_word_embeddings") is False
 
 
 # -- hyperparameters ---------------------------------------------------------------------------
@@ -115,30 +176,45 @@ def _add_hyperparameters(writer: Any, arch: str, config: dict[str, Any], file_ty
     import gguf
 
     head_dim = _head_dim(config)
+    heads = int(config["num_attention_heads"])
     writer.add_context_length(int(config["max_position_embeddings"]))
     writer.add_embedding_length(int(config["hidden_size"]))
     writer.add_block_count(int(config["num_hidden_layers"]))
     writer.add_feed_forward_length(int(config["intermediate_size"]))
-    writer.add_head_count(int(config["num_attention_heads"]))
-    heads = int(config["num_attention_heads"])
+    writer.add_head_count(heads)
     writer.add_head_count_kv(int(config.get("num_key_value_heads") or heads))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
-    writer.add_rope_freq_base(float(_rope_theta(config)))
-    writer.add_rope_dimension_count(head_dim)
-    if head_dim != config["hidden_size"] // config["num_attention_heads"]:
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    rotary = float(config.get("partial_rotary_factor") or 1.0)
+    writer.add_rope_dimension_count(int(head_dim * rotary))
     writer.add_vocab_size(int(config["vocab_size"]))
-    scaling = _rope_scaling(config)
+    if arch == "gemma3":
+        parameters = config.get("rope_parameters") or {}
+        full = parameters.get("full_attention") or {}
+        local = parameters.get("sliding_attention") or {}
+        writer.add_rope_freq_base(
+            float(full.get("rope_theta") or config.get("rope_theta") or 1_000_000.0)
+        )
+        writer.add_rope_freq_base_swa(
+            float(local.get("rope_theta") or config.get("rope_local_base_freq") or 10000.0)
+        )
+        scaling = full if full.get("rope_type", "default") != "default" else None
+        scaling = scaling or config.get("rope_scaling")
+    else:
+        writer.add_rope_freq_base(_rope_theta(config))
+        scaling = _rope_scaling(config)
     if scaling is not None:
-        kind = scaling.get("rope_type") or scaling.get("type")
-        if kind == "linear":
-            writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-            writer.add_rope_scaling_factor(float(scaling["factor"]))
-        elif kind == "yarn":
-            writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-            writer.add_rope_scaling_factor(float(scaling["factor"]))
-            writer.add_rope_scaling_orig_ctx_len(int(scaling["original_max_position_embeddings"]))
+        _add_rope_scaling(writer, scaling, gguf)
+    if arch in GEMMA:
+        if config.get("attn_logit_softcapping"):
+            writer.add_attn_logit_softcapping(float(config["attn_logit_softcapping"]))
+        if config.get("final_logit_softcapping"):
+            writer.add_final_logit_softcapping(float(config["final_logit_softcapping"]))
+        layer_types = config.get("layer_types") or []
+        if config.get("sliding_window") and "sliding_attention" in layer_types:
+            writer.add_sliding_window(int(config["sliding_window"]))
+            writer.add_sliding_window_pattern([t == "sliding_attention" for t in layer_types])
     writer.add_file_type(
         {
             "f32": gguf.LlamaFileType.ALL_F32,
@@ -146,6 +222,17 @@ def _add_hyperparameters(writer: Any, arch: str, config: dict[str, Any], file_ty
             "bf16": gguf.LlamaFileType.MOSTLY_BF16,
         }[file_type]
     )
+
+
+def _add_rope_scaling(writer: Any, scaling: dict[str, Any], gguf: Any) -> None:
+    kind = scaling.get("rope_type") or scaling.get("type")
+    if kind == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(scaling["factor"]))
+    elif kind == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(scaling["factor"]))
+        writer.add_rope_scaling_orig_ctx_len(int(scaling["original_max_position_embeddings"]))
 
 
 def _rope_theta(config: dict[str, Any]) -> float:
@@ -171,7 +258,7 @@ def _rope_scaling(config: dict[str, Any]) -> dict[str, Any] | None:
 def _llama3_rope_factors(config: dict[str, Any], scaling: dict[str, Any]) -> Any:
     """Llama 3.1's per-frequency divisors: long wavelengths are divided by `factor`, short
     ones kept, the ones between interpolated smoothly."""
-    import numpy as np
+    import torch
 
     head_dim = _head_dim(config)
     base = _rope_theta(config)
@@ -190,50 +277,83 @@ def _llama3_rope_factors(config: dict[str, Any], scaling: dict[str, Any]) -> Any
         else:
             smooth = (original / wavelen - low) / (high - low)
             divisors.append(1.0 / ((1 - smooth) / factor + smooth))
-    return np.asarray(divisors, dtype=np.float32)
+    return torch.tensor(divisors, dtype=torch.float32)
 
 
 # -- tensors -----------------------------------------------------------------------------------
 
 
-def _weight_files(model_dir: Path) -> list[Path]:
+@dataclass
+class _Entry:
+    """One tensor of the file: its GGUF name, shape, and how to produce it."""
+
+    name: str
+    shape: tuple[int, ...]
+    load: Callable[[], Any]
+
+
+# Where the weights come from: Hugging Face name -> (shape, loader).
+_Source = dict[str, tuple[tuple[int, ...], Callable[[], Any]]]
+
+
+@contextmanager
+def _tensor_source(model_dir: Path, tensors: Mapping[str, Any] | None) -> Iterator[_Source]:
+    if tensors is not None:
+        yield {name: (tuple(t.shape), (lambda t=t: t.detach())) for name, t in tensors.items()}
+        return
+    from safetensors import safe_open
+
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise UnsupportedModelError(
             f"No safetensors weights in {model_dir.name}; GGUF export reads safetensors only.",
             param="model",
         )
-    return files
+    with ExitStack() as stack:
+        source: _Source = {}
+        for path in files:
+            f = stack.enter_context(safe_open(str(path), framework="pt"))
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                shape = tuple(f.get_slice(key).get_shape())
+                source[key] = (shape, (lambda f=f, key=key: f.get_tensor(key)))
+        yield source
 
 
-def _tensors(
-    model_dir: Path, arch: str, config: dict[str, Any], names: Any, file_type: str
-) -> Iterator[tuple[str, Any, Any]]:
-    """(GGUF name, array, raw GGML type or None) of every tensor, in file order."""
-    import gguf
-    import torch
-    from safetensors import safe_open
-
-    scaling = _rope_scaling(config)
+def _plan(arch: str, config: dict[str, Any], names: Any, source: _Source) -> Iterator[_Entry]:
+    """The file's tensors in order, each with the transformation llama.cpp needs."""
+    scaling = _rope_scaling(config) if arch != "gemma3" else None
     if scaling is not None and (scaling.get("rope_type") or scaling.get("type")) == "llama3":
-        yield "rope_freqs.weight", _llama3_rope_factors(config, scaling), None
+        factors = _llama3_rope_factors(config, scaling)
+        yield _Entry("rope_freqs.weight", tuple(factors.shape), lambda: factors)
     heads = int(config["num_attention_heads"])
     kv_heads = int(config.get("num_key_value_heads") or heads)
-    for path in _weight_files(model_dir):
-        with safe_open(str(path), framework="pt") as f:
-            for hf_name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                if hf_name.endswith("rotary_emb.inv_freq"):
-                    continue
-                name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-                if name is None:
-                    raise UnsupportedModelError(
-                        f"Tensor {hf_name!r} has no GGUF counterpart for {arch}.", param="model"
-                    )
-                tensor = f.get_tensor(hf_name).to(torch.float32)
-                if arch == "llama" and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
-                    n = heads if "q_proj" in hf_name else kv_heads
-                    tensor = _interleave_rope_rows(tensor, n)
-                yield (name, *_encode(tensor, file_type, gguf))
+    tied = config.get("tie_word_embeddings", arch in GEMMA) or arch in GEMMA
+    for hf_name, (shape, load) in source.items():
+        if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
+            continue
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise UnsupportedModelError(
+                f"Tensor {hf_name!r} has no GGUF counterpart for {arch}.", param="model"
+            )
+        transform: Callable[[Any], Any] | None = None
+        if arch == "llama" and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
+            n = heads if "q_proj" in hf_name else kv_heads
+            transform = lambda t, n=n: _interleave_rope_rows(t, n)  # noqa: E731
+        elif arch in GEMMA and hf_name.endswith("norm.weight"):
+            transform = _gemma_norm
+        yield _Entry(name, shape, _transformed(load, transform))
+
+
+def _transformed(load: Callable[[], Any], transform: Callable[[Any], Any] | None) -> Any:
+    return load if transform is None else (lambda: transform(load()))
+
+
+def _gemma_norm(weight: Any) -> Any:
+    """Gemma multiplies by (1 + weight); llama.cpp by the weight."""
+    import torch
+
+    return weight.to(torch.float32) + 1.0
 
 
 def _interleave_rope_rows(weight: Any, n_heads: int) -> Any:
@@ -247,127 +367,26 @@ def _interleave_rope_rows(weight: Any, n_heads: int) -> Any:
     )
 
 
-def _encode(tensor: Any, file_type: str, gguf: Any) -> tuple[Any, Any]:
-    """The tensor as the file stores it: 1-D tensors float32, the rest in `file_type`."""
+def _stored_as(shape: tuple[int, ...], file_type: str, gguf: Any) -> tuple[Any, ...]:
+    """(shape, numpy dtype, bytes, raw GGML type) of a tensor of `shape` in the file."""
+    import numpy as np
+
+    n = math.prod(shape)
+    if len(shape) <= 1 or file_type == "f32":
+        return shape, np.dtype(np.float32), 4 * n, None
+    if file_type == "f16":
+        return shape, np.dtype(np.float16), 2 * n, None
+    # bfloat16: numpy has no such type; the raw 16-bit patterns go in as bytes.
+    return (*shape[:-1], 2 * shape[-1]), np.dtype(np.uint8), 2 * n, gguf.GGMLQuantizationType.BF16
+
+
+def _encode(tensor: Any, file_type: str) -> Any:
+    """The tensor as the file stores it: 1-D tensors float32, the rest in `file_type`,
+    rounded straight from the tensor's own type (no float32 copy of a 16-bit tensor)."""
     import torch
 
     if tensor.ndim <= 1 or file_type == "f32":
-        return tensor.numpy(), None
+        return tensor.to(torch.float32).contiguous().numpy()
     if file_type == "f16":
-        return tensor.to(torch.float16).numpy(), None
-    # bfloat16: numpy has no such type; the raw 16-bit patterns go in with their GGML type.
-    bits = tensor.to(torch.bfloat16).view(torch.int16).numpy().view("uint8")
-    return bits, gguf.GGMLQuantizationType.BF16
-
-
-# -- tokenizer ---------------------------------------------------------------------------------
-
-
-def read_vocabulary(
-    model_dir: Path, config: dict[str, Any], chat_template: str | None
-) -> Vocabulary:
-    """The tokenizer of `model_dir` (`tokenizer.json`, a byte-level BPE) as GGUF keys."""
-    from transformers import AutoTokenizer
-
-    path = model_dir / "tokenizer.json"
-    if not path.is_file():
-        raise UnsupportedModelError(
-            "GGUF export needs the model's tokenizer.json (a fast tokenizer).", param="model"
-        )
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    model = spec["model"]
-    if model.get("type") != "BPE" or model.get("byte_fallback"):
-        raise UnsupportedModelError(
-            "GGUF export supports byte-level BPE tokenizers (Llama 3, Qwen2 and the like); "
-            "this one is a "
-            + ("SentencePiece-style BPE" if model.get("byte_fallback") else str(model.get("type")))
-            + " tokenizer.",
-            param="model",
-        )
-    pre = _pre_tokenizer_name(spec.get("pre_tokenizer"))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-    n_rows = int(config["vocab_size"])
-    tokens: list[str | None] = [None] * max(n_rows, len(tokenizer))
-    types = [gguf_token_type("normal")] * len(tokens)
-    for text, index in model["vocab"].items():
-        tokens[index] = text
-    for added in spec.get("added_tokens", []):
-        index = added["id"]
-        tokens[index] = added["content"]
-        types[index] = gguf_token_type("control" if added.get("special") else "user_defined")
-    for index, text in enumerate(tokens):
-        if text is None:
-            tokens[index] = f"[PAD{index}]"
-            types[index] = gguf_token_type("unused")
-    if len(tokens) > n_rows:
-        raise UnsupportedModelError(
-            f"The tokenizer has {len(tokens)} tokens but the model's embedding only "
-            f"{n_rows} rows.",
-            param="model",
-        )
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    special_ids = {
-        role: int(getattr(tokenizer, f"{role}_token_id"))
-        for role in ("bos", "eos", "pad", "unk")
-        if getattr(tokenizer, f"{role}_token_id", None) is not None
-    }
-    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-    add_bos = tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]
-    return Vocabulary(
-        model="gpt2",
-        pre=pre,
-        tokens=[t for t in tokens if t is not None],
-        types=types,
-        merges=merges,
-        special_ids=special_ids,
-        add_bos=add_bos,
-        chat_template=chat_template,
-    )
-
-
-def gguf_token_type(kind: str) -> int:
-    import gguf
-
-    return int(
-        {
-            "normal": gguf.TokenType.NORMAL,
-            "control": gguf.TokenType.CONTROL,
-            "user_defined": gguf.TokenType.USER_DEFINED,
-            "unused": gguf.TokenType.UNUSED,
-        }[kind]
-    )
-
-
-def _pre_tokenizer_name(pre: dict[str, Any] | None) -> str:
-    """llama.cpp's name for how the tokenizer splits text before BPE, or
-    UnsupportedModelError."""
-    if pre is None:
-        raise UnsupportedModelError("The tokenizer has no pre-tokenizer.", param="model")
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt-2"
-    if pre.get("type") == "Sequence":
-        steps = pre.get("pretokenizers", [])
-        splits = [s for s in steps if s.get("type") == "Split"]
-        byte_level = [s for s in steps if s.get("type") == "ByteLevel"]
-        if len(splits) == 1 and len(byte_level) == 1 and not byte_level[0].get("use_regex"):
-            pattern = splits[0].get("pattern", {}).get("Regex")
-            if pattern in SPLIT_PATTERNS:
-                return SPLIT_PATTERNS[pattern]
-    raise UnsupportedModelError(
-        "The tokenizer splits text in a way llama.cpp has no name for; a GGUF file would "
-        "tokenize differently from the model, so it is not written.",
-        param="model",
-    )
-
-
-def _add_vocabulary(writer: Any, vocab: Vocabulary) -> None:
-    writer.add_tokenizer_model(vocab.model)
-    writer.add_tokenizer_pre(vocab.pre)
-    writer.add_token_list(vocab.tokens)
-    writer.add_token_types(vocab.types)
-    writer.add_token_merges(vocab.merges)
-    for role, index in vocab.special_ids.items():
-        getattr(writer, f"add_{role}_token_id")(index)
-    writer.add_add_bos_token(vocab.add_bos)
-    if vocab.chat_template:
-        writer.add_chat_template(vocab.chat_template)
+        return tensor.to(torch.float16).contiguous().numpy()
+    return tensor.to(torch.bfloat16).contiguous().view(torch.int16).numpy().view("uint8")

@@ -87,6 +87,13 @@ class LoadedGGUF:
                 break
         return out
 
+    def is_end_of_generation(self, token: int) -> bool:
+        """Whether llama.cpp ends a generation at `token` (eos, end of turn and the like)."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
     def close(self) -> None:
         self.llm.close()
 

@@ -4,7 +4,6 @@ place, and end the job with their names, sizes and SHA-256 sums."""
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,11 @@ FALLBACK_CONVERSATIONS = [
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "Say hello in German."},
     ],
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "List three fruits that are red."}],
+    [{"role": "user", "content": "Explain in two sentences what a neural network is."}],
+    [{"role": "user", "content": "What is 17 times 3?"}],
+    [{"role": "user", "content": "Give me a name for a friendly robot."}],
 ]
 Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (training, validation)
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
@@ -144,82 +148,38 @@ def _gguf(
     reporter: JobReporter,
 ) -> tuple[str, dict[str, Any]]:
     """Write the GGUF file and its Modelfile, and verify both in llama.cpp."""
-    from tuneforge.export import gguf_convert, llama, modelfile, verify
-    from tuneforge.training.llm import load_chat_tokenizer
+    from tuneforge.export.gguf_export import export_gguf
 
     spec = job["spec"]
-    quantization: str = spec["quantization"]
-    work = settings.jobs_dir / job["id"]
-    shutil.rmtree(work, ignore_errors=True)
-    merged = work / "merged"
-    write_merged(location, merged, "float32")
-    reporter.note("Merged weights written; converting to GGUF.")
-    reporter.ensure_lease()
-    tokenizer = load_chat_tokenizer(str(merged))
-    shape = modelfile.chat_shape(tokenizer)
-    # The 16-bit type the file starts from: bf16 where the base was trained in bf16.
-    config = json.loads((merged / "config.json").read_text())
-    direct = quantization if quantization in gguf_convert.DIRECT_TYPES else None
-    start_type = direct or ("bf16" if _base_dtype(location) == "bfloat16" else "f16")
-    gguf_name = f"{stem}-{quantization}.gguf"
-    unquantized = staging / gguf_name if direct else work / f"{stem}-{start_type}.gguf"
-    gguf_convert.convert(
-        merged, unquantized, start_type, name=stem, chat_template=tokenizer.chat_template
-    )
-    if not direct:
-        reporter.note(f"Quantizing to {quantization} with llama.cpp.")
-        llama.quantize(unquantized, staging / gguf_name, quantization)
-        unquantized.unlink()
-    reporter.ensure_lease()
-    add_bos = gguf_convert.read_vocabulary(merged, config, None).add_bos
-    template = modelfile.go_template(shape, drop_bos=tokenizer.bos_token if add_bos else None)
+
+    def note(message: str) -> None:
+        reporter.note(message)
+        reporter.ensure_lease()
+
     rows = _training_rows(store, settings, spec["model"])
-    system = spec.get("system") or shared_system_prompt(rows)
-    (staging / "Modelfile").write_text(
-        modelfile.modelfile(gguf_name, template, shape.stops, system), encoding="utf-8"
-    )
     conversations = validation_conversations(rows) or FALLBACK_CONVERSATIONS
-    conversations = conversations[: spec["verify_prompts"]]
-    reporter.note(f"Verifying {gguf_name} in llama.cpp on {len(conversations)} conversation(s).")
-    reference = verify.Reference.load(merged, tokenizer, start_type, shape.stops)
-    report = verify.verify_gguf(
-        staging / gguf_name,
-        reference,
-        conversations,
-        template,
-        exact=direct is not None,
+    gguf_name, details = export_gguf(
+        location,
+        staging,
+        settings.jobs_dir / job["id"],
+        stem,
+        spec["quantization"],
+        conversations[: spec["verify_prompts"]],
+        system=spec.get("system") or shared_system_prompt(rows),
         max_tokens=spec["verify_max_tokens"],
+        note=note,
     )
-    types = llama.tensor_types(staging / gguf_name)
+    report = details["verification"]
     reporter.note(
-        f"Verified: tokenization and template identical; greedy token agreement with "
-        f"transformers {report['token_agreement']:.1%}"
+        f"Verified: tokenization, template and stop tokens identical; greedy token agreement "
+        f"with transformers {report['token_agreement']:.1%} (minimum "
+        f"{report['min_agreement']:.0%})"
         + (" (identical)" if report["identical"] else "")
-        + f"; tensor types {types}.",
+        + (f" (identical up to {report['near_ties']} near-tie(s))" if report["near_ties"] else "")
+        + f"; tensor types {details['tensor_types']}.",
         data={"verification": {k: v for k, v in report.items() if k != "samples"}},
     )
-    shutil.rmtree(work, ignore_errors=True)
-    details = {
-        "gguf_file": gguf_name,
-        "modelfile": "Modelfile",
-        "file_type": quantization,
-        "converted_from": start_type,
-        "tensor_types": types,
-        "stop": shape.stops,
-        "system": system,
-        "ollama": f"ollama create {stem} -f Modelfile && ollama run {stem}",
-    }
-    return gguf_name, dict(details, verification=report)
-
-
-def _base_dtype(location: Path) -> str | None:
-    from tuneforge.export.service import base_config_folder
-
-    folder = base_config_folder(location)
-    if folder is None or not (folder / "config.json").is_file():
-        return None
-    config = json.loads((folder / "config.json").read_text())
-    return config.get("dtype") or config.get("torch_dtype")
+    return gguf_name, details
 
 
 def _training_rows(store: Store, settings: Settings, model: str) -> Rows | None:

@@ -55,11 +55,12 @@ class ExportCreate(BaseModel):
         description="gguf only: the Modelfile's SYSTEM (default: the one system prompt every "
         "training conversation shares, if there is one).",
     )
+    # 8 conversations of 48 tokens: what the quantized types' thresholds were measured on.
     verify_prompts: int = Field(
-        3, ge=1, le=20, description="gguf only: conversations the file is checked on."
+        8, ge=1, le=20, description="gguf only: conversations the file is checked on."
     )
     verify_max_tokens: int = Field(
-        32, ge=1, le=512, description="gguf only: tokens generated per check."
+        48, ge=1, le=512, description="gguf only: tokens generated per check."
     )
     metadata: dict[str, str] | None = None
 
