@@ -59,7 +59,7 @@ def smollm2_folder() -> Path:
     gguf = smollm2_gguf()
     root = Path(tempfile.gettempdir()) / "tuneforge-test-models"
     root.mkdir(parents=True, exist_ok=True)
-    folder = root / f"smollm2-{gguf.stat().st_size}"
+    folder = root / f"smollm2-{gguf.stat().st_size}-v2"
     with FileLock(str(root / "smollm2.lock")):
         if not (folder / "model.safetensors").is_file():
             shutil.rmtree(folder, ignore_errors=True)

@@ -141,11 +141,16 @@ def test_smollm2s_tokenizer_gets_llama_cpps_smollm_name(smollm2: str, tmp_path: 
     assert _pre(folder) == "smollm"
 
 
-def test_smollm2_as_transformers_reads_it_from_gguf_tokenizes_as_gpt2(smollm2: str) -> None:
-    """transformers' GGUF import leaves out the digits step: the tokenizer then splits
-    "١٢٣" (Arabic-Indic digits) as GPT-2 does, not as SmolLM2 was trained; the name follows
-    the tokenizer the model is run with."""
-    assert _pre(cached_snapshot(smollm2)) == "gpt-2"
+def test_smollm2_as_tuneforge_imports_it_keeps_its_digit_split(smollm2: str) -> None:
+    """transformers' GGUF reader leaves out SmolLM2's digits step; tuneforge's import puts it
+    back (llama.cpp is the judge), so the imported model splits numbers one digit at a time
+    and its export is named `smollm` again."""
+    from transformers import AutoTokenizer
+
+    folder = cached_snapshot(smollm2)
+    tokens = AutoTokenizer.from_pretrained(folder).tokenize("sold 12345")
+    assert tokens[-5:] == ["1", "2", "3", "4", "5"]
+    assert _pre(folder) == "smollm"
 
 
 @pytest.mark.slow

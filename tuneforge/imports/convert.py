@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import InvalidRequestError, ModelExistsError, VerificationError
+from tuneforge.export.pretokenizer import KNOWN_SPLITS, SINGLE_DIGIT_GPT2
+from tuneforge.export.pretokenizer import PROBE as SPLIT_PROBE
 from tuneforge.imports.gguf_header import read_header
 from tuneforge.registry.models import PICKLE_SUFFIXES, check_model_files, snapshot_or_self
 from tuneforge.serving.loading import model_kind
@@ -26,6 +28,10 @@ from tuneforge.serving.loading import model_kind
 # A text that meets the tokenizer's byte fallback, digits, whitespace runs and chat markup:
 # the written tokenizer must split it exactly as the GGUF's own does.
 PROBE = "Hello, world! 1234 ümlaut  spaced\n\tout <|im_start|>user\nWhat is 2+2?<|im_end|>"
+# llama.cpp's pre-tokenizers that split GPT-2's way with every digit on its own (transformers'
+# GGUF reader writes plain GPT-2 for them), and the ones with a split pattern of their own.
+SINGLE_DIGIT_PRE = frozenset(SINGLE_DIGIT_GPT2)
+SPLIT_PRE = {name: pattern for pattern, name in KNOWN_SPLITS.items()}
 # Files a copied folder never takes: code, pickles, training state, GGUF files beside it.
 NOT_COPIED = ("*.py", ".*", "checkpoint-*", "*.gguf", *(f"*{s}" for s in PICKLE_SUFFIXES))
 
@@ -103,6 +109,7 @@ def _dequantize(gguf: Path, staging: Path, label: str, note: Note) -> dict[str, 
     model_type = model.config.model_type
     model.save_pretrained(staging, safe_serialization=True)
     del model
+    _match_llama_cpp(tokenizer, gguf, header.pre_tokenizer, label)
     tokenizer.save_pretrained(staging)
     _check_tokenizer(tokenizer, staging)
     note(f"Wrote {_mib(staging):.1f} MiB: {parameters:,} parameters in {header.dtype}.")
@@ -112,12 +119,57 @@ def _dequantize(gguf: Path, staging: Path, label: str, note: Note) -> dict[str, 
         "sha256": digest,
         "bytes": gguf.stat().st_size,
         "quantization": header.file_type,
+        "pre_tokenizer": header.pre_tokenizer,
         "tensor_types": header.tensor_types,
         "architecture": header.architecture,
         "model_type": model_type,
         "dtype": header.dtype,
         "parameters": parameters,
     }
+
+
+def _match_llama_cpp(tokenizer: Any, gguf: Path, pre: str | None, label: str) -> None:
+    """Make `tokenizer` (transformers' reading of the GGUF) split text as llama.cpp splits it
+    under the file's pre-tokenizer, or refuse the file. transformers reads every GPT-2-style
+    BPE with GPT-2's split, which loses e.g. SmolLM2's one-digit-at-a-time numbers; the file's
+    `tokenizer.ggml.pre` names the split, and llama.cpp itself is the judge."""
+    import llama_cpp
+
+    gguf_model = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    try:
+        want = list(gguf_model.tokenize(SPLIT_PROBE.encode("utf-8"), add_bos=False))
+    finally:
+        gguf_model.close()
+    if _ids(tokenizer) == want:
+        return
+    if tokenizer.backend_tokenizer.model.__class__.__name__ == "BPE" and pre is not None:
+        _set_split(tokenizer, pre)
+        if _ids(tokenizer) == want:
+            return
+    raise VerificationError(
+        f"{label}: transformers reads this file's tokenizer (pre-tokenizer {pre!r}) so that "
+        "it splits text differently from llama.cpp; a model trained on that reading would not "
+        "match the file, so it is not imported."
+    )
+
+
+def _ids(tokenizer: Any) -> list[int]:
+    return list(tokenizer(SPLIT_PROBE, add_special_tokens=False)["input_ids"])
+
+
+def _set_split(tokenizer: Any, pre: str) -> None:
+    """Give the byte-level BPE `tokenizer` the split llama.cpp's pre-tokenizer `pre` makes."""
+    from tokenizers import Regex, pre_tokenizers
+
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre not in SPLIT_PRE)
+    if pre in SINGLE_DIGIT_PRE:
+        steps = [pre_tokenizers.Digits(individual_digits=True), byte_level]
+    elif pre in SPLIT_PRE:
+        split = pre_tokenizers.Split(Regex(SPLIT_PRE[pre]), behavior="isolated", invert=False)
+        steps = [split, byte_level]
+    else:
+        return
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
 
 
 def _check_tokenizer(original: Any, folder: Path) -> None:

@@ -42,6 +42,7 @@ class GGUFHeader:
     file_type: str  # general.file_type as llama.cpp names it, e.g. Q4_1, F16, Q4_K_M
     tensor_types: dict[str, int]  # tensor type -> how many tensors have it
     parameters: int  # values over all tensors
+    pre_tokenizer: str | None = None  # tokenizer.ggml.pre: how llama.cpp splits text
 
     @property
     def quantized(self) -> bool:
@@ -98,6 +99,9 @@ def read_header(path: Path, label: str | None = None) -> GGUFHeader:
         tensors = list(reader.tensors)
         end = max((t.data_offset + int(t.n_bytes) for t in tensors), default=0)
         file_type_value = _scalar(reader, "general.file_type")
+        pre = (
+            _string(reader, "tokenizer.ggml.pre") if "tokenizer.ggml.pre" in reader.fields else None
+        )
     except (ValueError, IndexError, KeyError, EOFError, OSError) as exc:
         raise UnsupportedFileError(
             f"{label} is truncated or damaged: its GGUF header does not parse ({exc}).",
@@ -123,6 +127,7 @@ def read_header(path: Path, label: str | None = None) -> GGUFHeader:
         file_type=file_type.removeprefix("MOSTLY_").removeprefix("ALL_"),
         tensor_types=dict(sorted(types.items())),
         parameters=sum(int(t.n_elements) for t in tensors),
+        pre_tokenizer=pre,
     )
     check_architecture(header, label)
     return header
