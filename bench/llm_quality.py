@@ -48,7 +48,13 @@ import running
 
 from tests import banking_json as task
 
-DEFAULT_SIZES = {"train": 96, "validation": 16, "held_out": 100, "dpo_train": 64, "dpo_held_out": 64}
+DEFAULT_SIZES = {
+    "train": 96,
+    "validation": 16,
+    "held_out": 100,
+    "dpo_train": 64,
+    "dpo_held_out": 64,
+}
 
 
 @dataclass
@@ -158,8 +164,7 @@ def job_summary(product: Product, job: dict[str, Any]) -> dict[str, Any]:
         "train_runtime_s": product.train_runtime(job["id"]),
         # The job's own measurement of its validation rows, before and after.
         "validation": {
-            key: result.get("evaluation", {}).get(key)
-            for key in ("base_model", "fine_tuned_model")
+            key: result.get("evaluation", {}).get(key) for key in ("base_model", "fine_tuned_model")
         },
     }
 
