@@ -5,6 +5,7 @@ the right answers of held-out pairs.
 
 A smaller version of `bench/llm_quality.py` (there with more rows, on the job engine, with the
 figures in bench/README.md), sized for the suite: the models are trained once per module.
+And the default learning rate those figures led to: higher for LoRA on small models.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from tests import banking_json as task
 from tests.conftest import DATA
 from tests.training.conftest import run_context
 from tuneforge.training import dpo, llm, supervised
-
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 SIZES = {"train": 32, "validation": 2, "held_out": 16, "dpo_train": 16, "dpo_held_out": 16}
 # The bench trains with the defaults on more rows; here fewer steps, so a higher learning rate.
@@ -78,6 +77,8 @@ def trained(smollm2: str, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return Trained(drawn, before, sft_dir, after)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_sft_answers_held_out_prompts_with_the_tasks_json(trained: Trained) -> None:
     before, after = trained.base, trained.sft
     # The base model answers in prose; the fine-tuned one with exactly the two keys.
@@ -87,6 +88,8 @@ def test_sft_answers_held_out_prompts_with_the_tasks_json(trained: Trained) -> N
     assert after["topic_correct_share"] > before["topic_correct_share"], (before, after)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_dpo_from_the_sft_model_prefers_the_right_answers_of_held_out_pairs(
     trained: Trained, tmp_path: Path
 ) -> None:
@@ -110,3 +113,16 @@ def test_dpo_from_the_sft_model_prefers_the_right_answers_of_held_out_pairs(
     after = llm.preference_metrics(policy, tokenizer, held_out)
     assert after["logp_margin"] > before["logp_margin"], (before, after)
     assert after["preference_accuracy"] >= before["preference_accuracy"], (before, after)
+
+
+def test_the_default_learning_rate_follows_the_models_size_and_the_tuning() -> None:
+    from tuneforge.training.hyperparameters import DPOHyperparameters, SupervisedHyperparameters
+
+    auto = SupervisedHyperparameters.model_validate({"learning_rate": "auto"})
+    assert auto.learning_rate is None
+    assert llm.learning_rate(auto, "lora", 134_515_008) == 1e-3  # SmolLM2-135M
+    assert llm.learning_rate(auto, "lora", 7_615_616_512) == 2e-4  # Qwen2.5-7B
+    assert llm.learning_rate(auto, "full", 134_515_008) == 2e-4
+    given = SupervisedHyperparameters(learning_rate=5e-5)
+    assert llm.learning_rate(given, "lora", 134_515_008) == 5e-5
+    assert llm.learning_rate(DPOHyperparameters(), "lora", 134_515_008) == 5e-6
