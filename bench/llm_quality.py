@@ -135,15 +135,16 @@ class Product:
 
         return resolve_model(self.store, self.settings, model).location
 
-    def train_runtime(self, job_id: str) -> float | None:
-        """The trainer's own `train_runtime`, from the job's metrics events."""
+    def from_events(self, job_id: str, key: str, kind: str | None = None) -> float | None:
+        """The last value of `key` in the job's events' data (of events of type `kind`): the
+        trainer's `train_runtime` in a metrics event, the learning rate an auto default chose."""
         events, _ = self.store.list_events(job_id, limit=100_000)
-        runtimes = [
-            e["data"]["train_runtime"]
+        values = [
+            e["data"][key]
             for e in events
-            if e["type"] == "metrics" and "train_runtime" in (e["data"] or {})
+            if (kind is None or e["type"] == kind) and key in (e["data"] or {})
         ]
-        return float(runtimes[-1]) if runtimes else None
+        return float(values[-1]) if values else None
 
 
 def load(location: str, device: str) -> tuple[Any, Any]:
@@ -156,12 +157,15 @@ def load(location: str, device: str) -> tuple[Any, Any]:
 
 def job_summary(product: Product, job: dict[str, Any]) -> dict[str, Any]:
     result = job["result"] or {}
+    kind = job["spec"]["method"]["type"]
     return {
         "job": job["id"],
         "model": job["fine_tuned_model"],
         "steps": result.get("steps"),
         "train_loss": result.get("train_loss"),
-        "train_runtime_s": product.train_runtime(job["id"]),
+        "train_runtime_s": product.from_events(job["id"], "train_runtime", "metrics"),
+        "learning_rate": job["spec"]["method"][kind]["hyperparameters"]["learning_rate"]
+        or product.from_events(job["id"], "learning_rate", "message"),
         # The job's own measurement of its validation rows, before and after.
         "validation": {
             key: result.get("evaluation", {}).get(key) for key in ("base_model", "fine_tuned_model")
@@ -205,9 +209,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="a dpo hyperparameter (default: none); repeatable",
     )
+    parser.add_argument(
+        "--dpo-also",
+        dest="dpo_also",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="train a second dpo job from the same start with this hyperparameter changed "
+        "(e.g. learning_rate=5e-5), measured alike; repeatable",
+    )
     options = parser.parse_args(argv)
     sft_hp = running.overrides(options)
     dpo_hp = running.overrides(argparse.Namespace(overrides=options.dpo_overrides))
+    dpo_also = running.overrides(argparse.Namespace(overrides=options.dpo_also))
     phases: list[Phase] = []
     results: dict[str, Any] = {"sizes": {k: getattr(options, k) for k in DEFAULT_SIZES}}
 
@@ -285,42 +299,42 @@ def main(argv: list[str] | None = None) -> int:
         if not options.skip_dpo:
             start = sft_job["fine_tuned_model"] if options.dpo_from == "sft" else SMOLLM2
             start_location = sft_location if options.dpo_from == "sft" else base_location
-            dpo_body = {
-                "model": start,
-                "training_file": files["dpo_train"],
-                "validation_file": files["dpo_validation"],
-                "seed": options.seed,
-                "suffix": "banking-json-dpo",
-                "method": {"type": "dpo", "dpo": {"generation_checks": checks(0)}},
-            }
-            if dpo_hp:
-                dpo_body["method"]["dpo"]["hyperparameters"] = dpo_hp
-            with phase(phases, f"dpo: a dpo job on {options.dpo_train} pairs from {start}"):
-                dpo_job = product.train(dpo_body)
-            results["dpo_job"] = job_summary(product, dpo_job)
-            beta = dpo_job["spec"]["method"]["dpo"]["hyperparameters"]["beta"]
-            results["dpo_job"]["hyperparameters"] = dpo_job["spec"]["method"]["dpo"][
-                "hyperparameters"
-            ]
-            results["dpo_job"]["start"] = options.dpo_from
-            print(f"   {results['dpo_job']}", flush=True)
-            with phase(phases, f"dpo: {len(dpo_held_out)} held-out pairs, start and tuned"):
-                from tuneforge.training.llm import preference_metrics
-
-                reference, tokenizer = load(start_location, device)
-                policy, _ = load(product.location(dpo_job["fine_tuned_model"]), device)
-                results["dpo_start"] = {
-                    **task.implicit_rewards(reference, reference, tokenizer, dpo_held_out, beta),
-                    **preference_metrics(reference, tokenizer, dpo_held_out),
+            variants = [("dpo", dpo_hp)]
+            if dpo_also:
+                variants.append(("dpo_also", {**dpo_hp, **dpo_also}))
+            for key, overrides in variants:
+                dpo_body = {
+                    "model": start,
+                    "training_file": files["dpo_train"],
+                    "validation_file": files["dpo_validation"],
+                    "seed": options.seed,
+                    "suffix": "banking-json-dpo",
+                    "method": {"type": "dpo", "dpo": {"generation_checks": checks(0)}},
                 }
-                results["dpo_tuned"] = {
-                    **task.implicit_rewards(policy, reference, tokenizer, dpo_held_out, beta),
-                    **preference_metrics(policy, tokenizer, dpo_held_out),
-                }
-                del reference
-            with phase(phases, f"dpo: answer {len(held_out)} held-out prompts"):
-                results["dpo"] = task.generation_quality(policy, tokenizer, held_out)
-                del policy
+                if overrides:
+                    dpo_body["method"]["dpo"]["hyperparameters"] = overrides
+                with phase(phases, f"{key}: a dpo job on {options.dpo_train} pairs {overrides}"):
+                    dpo_job = product.train(dpo_body)
+                summary = results[f"{key}_job"] = job_summary(product, dpo_job)
+                summary["hyperparameters"] = dpo_job["spec"]["method"]["dpo"]["hyperparameters"]
+                summary["start"] = options.dpo_from
+                print(f"   {summary}", flush=True)
+                with phase(phases, f"{key}: {len(dpo_held_out)} held-out pairs"):
+                    reference, tokenizer = load(start_location, device)
+                    policy, _ = load(product.location(dpo_job["fine_tuned_model"]), device)
+                    figures = task.preference_figures(
+                        policy,
+                        reference,
+                        tokenizer,
+                        dpo_held_out,
+                        summary["hyperparameters"]["beta"],
+                    )
+                    results[f"{key}_start"] = figures["start"]
+                    results[f"{key}_tuned"] = figures["tuned"]
+                    del reference
+                with phase(phases, f"{key}: answer {len(held_out)} held-out prompts"):
+                    results[key] = task.generation_quality(policy, tokenizer, held_out)
+                    del policy
 
     results["phases"] = [asdict(p) for p in phases]
     results["machine"] = machine
@@ -341,32 +355,36 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['machine']['date']}; {results['machine']['description']}. Training rows "
         f"{sizes['train']}, validation {sizes['validation']}, held-out prompts "
         f"{sizes['held_out']}. SFT: {sft_job['steps']} steps ({hp['n_epochs']} epochs, batch "
-        f"{hp['batch_size']} x {hp['gradient_accumulation_steps']}, lr {hp['learning_rate']}).",
+        f"{hp['batch_size']} x {hp['gradient_accumulation_steps']}, "
+        f"lr {sft_job['learning_rate']}).",
         "",
         "| held-out prompts | valid JSON | exactly the keys | right intent | right topic |",
         "|---|---:|---:|---:|---:|",
     ]
-    for key, label in (("base", "base"), ("sft", "SFT"), ("dpo", "SFT + DPO")):
+    labels = (("base", "base"), ("sft", "SFT"), ("dpo", "then DPO"), ("dpo_also", "DPO, changed"))
+    for key, label in labels:
         if key in results:
             r = results[key]
             lines.append(
                 f"| {label} | {r['json_valid_share']:.2f} | {r['exact_keys_share']:.2f} | "
                 f"{r['intent_correct_share']:.2f} | {r['topic_correct_share']:.2f} |"
             )
-    if "dpo_job" in results:
-        dpo = results["dpo_job"]
+    for key in ("dpo", "dpo_also"):
+        if f"{key}_job" not in results:
+            continue
+        dpo = results[f"{key}_job"]
         lines += [
             "",
             f"DPO from {dpo['start']}: {dpo['steps']} steps on {sizes['dpo_train']} pairs, lr "
-            f"{dpo['hyperparameters']['learning_rate']}, beta {dpo['hyperparameters']['beta']}; "
+            f"{dpo['learning_rate']}, beta {dpo['hyperparameters']['beta']}; "
             f"{sizes['dpo_held_out']} held-out pairs.",
             "",
             "| held-out pairs | reward accuracy | reward margin | preference accuracy "
             "(no reference) | log-prob margin (nats) |",
             "|---|---:|---:|---:|---:|",
         ]
-        for key, label in (("dpo_start", "start model"), ("dpo_tuned", "DPO model")):
-            r = results[key]
+        for part, label in (("start", "start model"), ("tuned", "DPO model")):
+            r = results[f"{key}_{part}"]
             lines.append(
                 f"| {label} | {r['reward_accuracy']:.2f} | {r['reward_margin']:.3f} | "
                 f"{r['preference_accuracy']:.2f} | {r['logp_margin']:.2f} |"

@@ -190,13 +190,21 @@ def generation_quality(
     }
 
 
-def implicit_rewards(
+def preference_figures(
     policy: Any, reference: Any, tokenizer: Any, rows: list[dict[str, Any]], beta: float
-) -> dict[str, float]:
-    """DPO's implicit reward on preference rows: beta x (the policy's log-probability of an
-    answer minus the reference's). The share of pairs whose chosen answer gets the higher
-    reward (a tie, as between a model and itself, counts as not preferred) and the mean reward
-    margin, chosen minus rejected."""
+) -> dict[str, dict[str, float]]:
+    """How a DPO model (`policy`) and the model it started from (`reference`) judge preference
+    rows, each answer scored once per model:
+
+    - `reward_accuracy`, `reward_margin`: DPO's implicit reward, beta x (the model's
+      log-probability of an answer minus the reference's): the share of pairs whose chosen
+      answer gets the higher reward and the mean margin, chosen minus rejected. The reference
+      against itself has reward 0 everywhere: accuracy 0 (a tie is no preference), margin 0;
+    - `preference_accuracy`, `logp_margin`: without a reference, as the jobs measure
+      (`llm.preference_metrics`): the share of pairs whose chosen answer is the more likely
+      one, and the mean log-probability margin in nats.
+
+    Returns {"start": figures of the reference, "tuned": figures of the policy}."""
     from tuneforge.training.llm import token_scores, tokenize_conversation
 
     tokenized = [
@@ -204,14 +212,18 @@ def implicit_rewards(
         for r in rows
         for answer in (r["chosen"], r["rejected"])
     ]
-    ratios = [
-        beta * (p - q)
-        for (p, _, _), (q, _, _) in zip(
-            token_scores(policy, tokenized), token_scores(reference, tokenized), strict=True
-        )
-    ]
-    margins = [c - r for c, r in zip(ratios[::2], ratios[1::2], strict=True)]
-    return {
-        "reward_accuracy": sum(m > 0 for m in margins) / len(margins),
-        "reward_margin": sum(margins) / len(margins),
-    }
+    ref = [s for s, _, _ in token_scores(reference, tokenized)]
+    pol = [s for s, _, _ in token_scores(policy, tokenized)]
+
+    def figures(scores: list[float]) -> dict[str, float]:
+        rewards = [beta * (p - q) for p, q in zip(scores, ref, strict=True)]
+        reward_margins = [c - r for c, r in zip(rewards[::2], rewards[1::2], strict=True)]
+        margins = [c - r for c, r in zip(scores[::2], scores[1::2], strict=True)]
+        return {
+            "reward_accuracy": sum(m > 0 for m in reward_margins) / len(rows),
+            "reward_margin": sum(reward_margins) / len(rows),
+            "preference_accuracy": sum(m > 0 for m in margins) / len(rows),
+            "logp_margin": sum(margins) / len(rows),
+        }
+
+    return {"start": figures(ref), "tuned": figures(pol)}
