@@ -25,7 +25,7 @@ Every phase records its wall time, this process's and its children's CPU (the jo
 and the CPU that other processes used meanwhile. Results: `bench/results/llm_quality-<time>.
 {json,md}` and the Markdown on stdout.
 
-    python bench/llm_quality.py                      # ~25 min on 2 busy cores
+    python bench/llm_quality.py                      # ~20 min on 2 busy cores
     python bench/llm_quality.py --train-rows 48 --held-out 32 --skip-dpo
     python bench/llm_quality.py --set learning_rate=4e-4 --set n_epochs=2
 """
@@ -48,12 +48,13 @@ import running
 
 from tests import banking_json as task
 
+# The run of bench/README.md: ~20 min on 2 busy cores.
 DEFAULT_SIZES = {
     "train": 96,
-    "validation": 16,
-    "held_out": 100,
-    "dpo_train": 64,
-    "dpo_held_out": 64,
+    "validation": 8,
+    "held_out": 64,
+    "dpo_train": 48,
+    "dpo_held_out": 32,
 }
 
 
