@@ -224,11 +224,13 @@ def trl_runner(
             "disable_tqdm": True,
         }
         if same_settings:
+            from tuneforge.training.llm import learning_rate
+
             args = SFTConfig(
                 **common,
                 per_device_train_batch_size=hp.batch_size,
                 gradient_accumulation_steps=hp.gradient_accumulation_steps,
-                learning_rate=hp.learning_rate,
+                learning_rate=learning_rate(hp, "lora", model.num_parameters()),
                 lr_scheduler_type=hp.lr_scheduler,
                 warmup_steps=hp.warmup_ratio,  # a float below 1 is a share of the steps
                 weight_decay=hp.weight_decay,
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(median {sorted(lengths)[len(lengths) // 2]}, mean "
                 f"{sum(lengths) / len(lengths):.0f}), {options.epochs} epoch(s), "
                 f"{options.rounds} rounds alternating. tuneforge: batch {hp.batch_size} x "
-                f"accumulation {hp.gradient_accumulation_steps}, lr {hp.learning_rate}, "
+                f"accumulation {hp.gradient_accumulation_steps}, lr {hp.learning_rate or 'auto'}, "
                 f"{hp.lr_scheduler}, gradient checkpointing {hp.gradient_checkpointing}, "
                 f"group_by_length {hp.group_by_length}, packing {hp.packing}.",
                 "Throughput is over the trainer's `train_runtime`; held-out loss is per answer "
@@ -401,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                     "trl-defaults",
                     "trained_tokens_per_s",
                     1.3,
-                    note="Learning rates differ (2e-4 vs 2e-5), so the losses do too.",
+                    note="Learning rates differ (auto: 1e-3 for this small model, vs 2e-5), so the "
+                    "losses do too.",
                 ),
             ],
             count=measure.count_lm_batch,

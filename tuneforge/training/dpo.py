@@ -69,6 +69,7 @@ def train_dpo(ctx: RunContext, params: DPOMethodParams) -> TrainResult:
     train_rows = ctx.data.train_rows[: hp.max_samples or None]
     eval_rows = ctx.data.eval_rows
     model, peft_config, quantization = llm.load_for_training(ctx, params, hp)
+    hp = llm.with_learning_rate(ctx, params, hp, model)
     # Full fine-tuning compares against a frozen copy of the base (LoRA: adapters off).
     reference = None
     if params.tuning == "full":

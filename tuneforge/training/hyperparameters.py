@@ -141,7 +141,14 @@ class LLMHyperparameters(Hyperparameters):
     `"auto"` (OpenAI's word) takes the default."""
 
     batch_size: int = Field(2, ge=1, le=4096, description="Examples per forward pass.")
-    learning_rate: LearningRate = 2e-4
+    # None: the default for the model's size and the tuning (see tuneforge.training.llm).
+    learning_rate: float | None = Field(  # type: ignore[assignment]
+        None,
+        gt=0,
+        le=1,
+        description="Peak learning rate (AdamW). Default (auto): with lora tuning 1e-3 for a "
+        "model of fewer than 1B parameters, 2e-4 for larger ones; 2e-4 with full tuning.",
+    )
     warmup_ratio: WarmupRatio = 0.03
     weight_decay: WeightDecay = 0.0
     lr_scheduler: Scheduler = "cosine"

@@ -105,6 +105,7 @@ def build_trainer(ctx: RunContext, params: SupervisedMethodParams) -> tuple[Any,
         )
 
     model, peft_config, quantization = llm.load_for_training(ctx, params, hp)
+    hp = llm.with_learning_rate(ctx, params, hp, model)
     args = SFTConfig(
         **llm.training_arguments(
             hp,
