@@ -201,79 +201,83 @@ def test_upload_of_a_broken_file_lists_its_problems_by_line(
     assert gone.returncode == 1 and f"No file with id '{file_id}'" in gone.stderr
 
 
-def test_jobs_checkpoints_lists_every_checkpoint_with_its_metrics(
-    server: Server, cli_env: dict
-) -> None:
+def test_jobs_checkpoints_lists_every_checkpoint_with_its_metrics(tmp_path: Path) -> None:
     from tuneforge.db.store import Store, new_id
 
-    store = Store(f"sqlite:///{server.home / 'tuneforge.db'}")
-    job_id = new_id("ftjob")
-    store.insert_job(
-        {
-            "id": job_id,
-            "kind": "dpo",
-            "model": "m",
-            "status": "succeeded",
-            "spec": {"training_files": ["file-a"], "validation_file": None},
-            "created_at": time.time(),
-        },
-        "created",
-    )
-    metrics = {
-        2: {
-            "step": 2,
-            "train_loss": 0.69,
-            "train_mean_token_accuracy": 0.5,
-            "full_valid_loss": 0.6,
-            "full_valid_mean_token_accuracy": 0.55,
-            "train_reward_accuracy": 0.25,
-            "full_valid_reward_accuracy": 0.75,
-            "train_reward_margin": 0.01,
-            "full_valid_reward_margin": 0.125,
-        },
-        # Stored before checkpoints had OpenAI's metrics: shown, with empty cells.
-        1: {"loss": 0.7},
-    }
-    for step, values in metrics.items():
-        store.add_checkpoint(
+    # A server of its own: the job is written straight into its database.
+    server = Server(tmp_path / "tuneforge-data")
+    cli_env = user_env(TUNEFORGE_URL=server.url)
+    try:
+        store = Store(f"sqlite:///{server.home / 'tuneforge.db'}")
+        job_id = new_id("ftjob")
+        store.insert_job(
             {
-                "id": new_id("ftckpt"),
-                "job_id": job_id,
-                "step": step,
-                "epoch": step / 2,
+                "id": job_id,
+                "kind": "dpo",
+                "model": "m",
+                "status": "succeeded",
+                "spec": {"training_files": ["file-a"], "validation_file": None},
                 "created_at": time.time(),
-                "path": "x",
-                "metrics": values,
             },
-            f"Checkpoint saved at step {step}.",
+            "created",
         )
-    store.dispose()
+        metrics = {
+            2: {
+                "step": 2,
+                "train_loss": 0.69,
+                "train_mean_token_accuracy": 0.5,
+                "full_valid_loss": 0.6,
+                "full_valid_mean_token_accuracy": 0.55,
+                "train_reward_accuracy": 0.25,
+                "full_valid_reward_accuracy": 0.75,
+                "train_reward_margin": 0.01,
+                "full_valid_reward_margin": 0.125,
+            },
+            # Stored before checkpoints had OpenAI's metrics: shown, with empty cells.
+            1: {"loss": 0.7},
+        }
+        for step, values in metrics.items():
+            store.add_checkpoint(
+                {
+                    "id": new_id("ftckpt"),
+                    "job_id": job_id,
+                    "step": step,
+                    "epoch": step / 2,
+                    "created_at": time.time(),
+                    "path": "x",
+                    "metrics": values,
+                },
+                f"Checkpoint saved at step {step}.",
+            )
+        store.dispose()
 
-    result = tuneforge("jobs", "checkpoints", job_id, env=cli_env)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    header = next(line for line in lines if "train_loss" in line).replace("┃", " ").split()
-    assert header == [
-        "step",
-        "epoch",
-        "train_loss",
-        "train_acc",
-        "valid_loss",
-        "valid_acc",
-        "full_valid_loss",
-        "full_valid_acc",
-        "train_reward_acc",
-        "train_margin",
-        "full_valid_reward_acc",
-        "full_valid_margin",
-        "checkpoint",
-    ]
-    rows = [line for line in lines if f"{job_id}:ckpt-step-" in line]
-    assert [row.split()[1] for row in rows] == ["1", "2"]  # oldest first
-    assert "0.6900" in rows[1] and "0.7500" in rows[1] and "0.1250" in rows[1]
-    assert "0.7000" not in rows[0]  # no train_loss column for an old metric's name
-    newest = tuneforge("jobs", "checkpoints", job_id, "--limit", "1", env=cli_env).stdout
-    assert [line.split()[1] for line in newest.splitlines() if "ckpt-step-" in line] == ["2"]
+        result = tuneforge("jobs", "checkpoints", job_id, env=cli_env)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        header = next(line for line in lines if "train_loss" in line).replace("┃", " ").split()
+        assert header == [
+            "step",
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "valid_loss",
+            "valid_acc",
+            "full_valid_loss",
+            "full_valid_acc",
+            "train_reward_acc",
+            "train_margin",
+            "full_valid_reward_acc",
+            "full_valid_margin",
+            "checkpoint",
+        ]
+        rows = [line for line in lines if f"{job_id}:ckpt-step-" in line]
+        assert [row.split()[1] for row in rows] == ["1", "2"]  # oldest first
+        assert "0.6900" in rows[1] and "0.7500" in rows[1] and "0.1250" in rows[1]
+        assert "0.7000" not in rows[0]  # no train_loss column for an old metric's name
+        newest = tuneforge("jobs", "checkpoints", job_id, "--limit", "1", env=cli_env).stdout
+        assert [line.split()[1] for line in newest.splitlines() if "ckpt-step-" in line] == ["2"]
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow
