@@ -224,7 +224,7 @@ def trl_runner(
             "disable_tqdm": True,
         }
         if same_settings:
-            from tuneforge.training.llm import learning_rate
+            from tuneforge.training.hyperparameters import learning_rate
 
             args = SFTConfig(
                 **common,

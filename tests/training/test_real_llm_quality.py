@@ -113,13 +113,17 @@ def test_dpo_from_the_sft_model_prefers_the_right_answers_of_held_out_pairs(
 
 
 def test_the_default_learning_rate_follows_the_models_size_and_the_tuning() -> None:
-    from tuneforge.training.hyperparameters import DPOHyperparameters, SupervisedHyperparameters
+    from tuneforge.training.hyperparameters import (
+        DPOHyperparameters,
+        SupervisedHyperparameters,
+        learning_rate,
+    )
 
     auto = SupervisedHyperparameters.model_validate({"learning_rate": "auto"})
     assert auto.learning_rate is None
-    assert llm.learning_rate(auto, "lora", 134_515_008) == 1e-3  # SmolLM2-135M
-    assert llm.learning_rate(auto, "lora", 7_615_616_512) == 2e-4  # Qwen2.5-7B
-    assert llm.learning_rate(auto, "full", 134_515_008) == 2e-4
+    assert learning_rate(auto, "lora", 134_515_008) == 1e-3  # SmolLM2-135M
+    assert learning_rate(auto, "lora", 7_615_616_512) == 2e-4  # Qwen2.5-7B
+    assert learning_rate(auto, "full", 134_515_008) == 2e-4
     given = SupervisedHyperparameters(learning_rate=5e-5)
-    assert llm.learning_rate(given, "lora", 134_515_008) == 5e-5
-    assert llm.learning_rate(DPOHyperparameters(), "lora", 134_515_008) == 5e-6
+    assert learning_rate(given, "lora", 134_515_008) == 5e-5
+    assert learning_rate(DPOHyperparameters(), "lora", 134_515_008) == 5e-6

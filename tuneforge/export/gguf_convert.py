@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -296,10 +297,14 @@ class _Entry:
 _Source = dict[str, tuple[tuple[int, ...], Callable[[], Any]]]
 
 
+def _detached(tensor: Any) -> Any:
+    return tensor.detach()
+
+
 @contextmanager
 def _tensor_source(model_dir: Path, tensors: Mapping[str, Any] | None) -> Iterator[_Source]:
     if tensors is not None:
-        yield {name: (tuple(t.shape), (lambda t=t: t.detach())) for name, t in tensors.items()}
+        yield {name: (tuple(t.shape), partial(_detached, t)) for name, t in tensors.items()}
         return
     from safetensors import safe_open
 
@@ -315,7 +320,7 @@ def _tensor_source(model_dir: Path, tensors: Mapping[str, Any] | None) -> Iterat
             f = stack.enter_context(safe_open(str(path), framework="pt"))
             for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
                 shape = tuple(f.get_slice(key).get_shape())
-                source[key] = (shape, (lambda f=f, key=key: f.get_tensor(key)))
+                source[key] = (shape, partial(f.get_tensor, key))
         yield source
 
 
