@@ -60,7 +60,8 @@ def test_embedding_job_trains_a_better_model(server: Server, sts_file: str, mode
     assert texts[-1].startswith("Job succeeded")
     losses = [e["data"]["loss"] for e in events if e["type"] == "metrics"
               and "loss" in e["data"]]
-    assert len(losses) >= 3 and losses[-1] < losses[0]
+    # CoSENT's loss of 48 pairs is noisy from one log to the next: compare the ends' means.
+    assert len(losses) >= 6 and sum(losses[-3:]) < sum(losses[:3]), losses
     metric_events = server.client.get(f"/v1/fine_tuning/jobs/{job['id']}/events",
                                       params={"type": "metrics", "limit": 5}).json()
     assert metric_events["has_more"] and all(
