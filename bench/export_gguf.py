@@ -135,7 +135,7 @@ def finetune(base: Path, out: Path, steps: int = 48) -> Path:
 
 def agreement(model_dir: Path, prompts: list, max_tokens: int, json_key: str | None) -> dict:
     from tuneforge.export import gguf_convert, llama, modelfile
-    from tuneforge.export.verify import Reference, repetition_loop
+    from tuneforge.export.verify import Reference, common_prefix, repetition_loop
     from tuneforge.training.llm import load_chat_tokenizer
 
     tokenizer = load_chat_tokenizer(str(model_dir))
@@ -171,7 +171,7 @@ def agreement(model_dir: Path, prompts: list, max_tokens: int, json_key: str | N
                 llama.quantize(source, path, file_type)
             with llama.loaded(path) as model:
                 got = [reference.cut(model.greedy(i, max_tokens)) for i in ids]
-            prefix = sum(_common_prefix(w, g) for w, g in zip(wanted, got, strict=True))
+            prefix = sum(common_prefix(w, g) for w, g in zip(wanted, got, strict=True))
             positions = sum(
                 sum(a == b for a, b in zip(w, g, strict=False))
                 for w, g in zip(wanted, got, strict=True)
@@ -213,15 +213,6 @@ def _valid_json(tokenizer, answers: list[list[int]], key: str | None) -> int | N
             continue
         valid += isinstance(value, dict) and set(value) == {key}
     return valid
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 # -- memory ------------------------------------------------------------------------------------

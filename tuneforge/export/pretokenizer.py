@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.errors import UnsupportedModelError
+from tuneforge.export.verify import common_prefix
 
 if TYPE_CHECKING:
     from tuneforge.export.gguf_vocab import Vocabulary
@@ -147,7 +148,7 @@ def identify_pre_tokenizer(vocab: Vocabulary, tokenizer: Any) -> str:
                 llm.close()
             if got == want:
                 return name
-            same = _common_prefix(got, want)
+            same = common_prefix(got, want)
             if same > closest[0]:
                 closest = (same, name)
     detail = (
@@ -180,12 +181,3 @@ def candidates(spec: dict[str, Any]) -> list[str]:
         guesses.append("gpt-2")
     ordered = list(dict.fromkeys(guesses))
     return ordered + [name for name in NAMES if name not in ordered]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

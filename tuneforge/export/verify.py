@@ -227,11 +227,11 @@ def verify_gguf(
                 raise VerificationError(
                     "llama.cpp tokenizes the prompt differently from the model's tokenizer "
                     f"({len(ids)} vs {len(expected_ids)} tokens; first difference at token "
-                    f"{_first_difference(ids, expected_ids)}) for {prompt!r}."
+                    f"{common_prefix(ids, expected_ids)}) for {prompt!r}."
                 )
             want = reference.greedy(ids, max_tokens)
             got = reference.cut(gguf_model.greedy(ids, max_tokens))
-            same = _common_prefix(want, got)
+            same = common_prefix(want, got)
             matched += same
             total += max(len(want), 1)
             looping = repetition_loop(got) and not repetition_loop(want)
@@ -282,14 +282,11 @@ def verify_gguf(
     }
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens `a` and `b` share from their start."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
     return n
-
-
-def _first_difference(a: list[int], b: list[int]) -> int:
-    return _common_prefix(a, b)
