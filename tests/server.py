@@ -63,11 +63,13 @@ class Server:
         return r.json()
 
     def wait_for(self, job_id: str, statuses: Collection[str] = TERMINAL,
-                 timeout: float = 300, poll: float = 0.5) -> dict:
-        """The job once its status is one of `statuses`, asked for every `poll` seconds."""
+                 timeout: float = 300, poll: float = 0.5,
+                 resource: str = "/v1/fine_tuning/jobs") -> dict:
+        """The job once its status is one of `statuses`, asked for every `poll` seconds at
+        `resource`/`job_id` (fine-tuning jobs, or /v1/exports, /v1/model_imports ...)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = self.client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+            job = self.client.get(f"{resource}/{job_id}").json()
             if job["status"] in statuses:
                 return job
             time.sleep(poll)

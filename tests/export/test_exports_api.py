@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,13 +99,7 @@ def export(server: Server, **body: object) -> dict:
 
 
 def wait_for_export(server: Server, export_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = server.client.get(f"/v1/exports/{export_id}").json()
-        if result["status"] in ("succeeded", "failed", "cancelled"):
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"export {export_id} still {result['status']} after {timeout}s")
+    return server.wait_for(export_id, timeout=timeout, resource="/v1/exports")
 
 
 def download(server: Server, export_id: str, name: str | None = None) -> tuple[bytes, dict]:

@@ -8,7 +8,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +42,7 @@ def write_gguf(path: Path, architecture: str, dtype: type = np.float16) -> Path:
 
 
 def wait_for_import(server: Server, import_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = server.client.get(f"/v1/model_imports/{import_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"import {import_id} still {job['status']} after {timeout}s")
+    return server.wait_for(import_id, timeout=timeout, resource="/v1/model_imports")
 
 
 def written(server: Server) -> tuple[list[str], list[str], int]:
@@ -183,11 +176,8 @@ def test_a_folder_inside_the_import_roots_is_copied_in_its_dtype_and_serves(
     # It resolves by its name in a job process too: merged into a plain folder by an export.
     export = server.client.post("/v1/exports", json={"model": "tiny-qwen2", "format": "merged"})
     assert export.status_code == 200, export.text
-    deadline = time.monotonic() + 120
-    while export.json()["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-        time.sleep(0.5)
-        export = server.client.get(f"/v1/exports/{export.json()['id']}")
-    assert export.json()["status"] == "succeeded", export.json()["error"]
+    done = server.wait_for(export.json()["id"], timeout=120, resource="/v1/exports")
+    assert done["status"] == "succeeded", done["error"]
 
 
 def test_bad_sources_and_names_are_refused_at_once_and_nothing_is_written(
