@@ -148,3 +148,9 @@ class VerificationError(TuneforgeError):
     """The exported file does not behave like the model; the export fails with the reason."""
 
     code = "export_verification_failed"
+
+
+class PythonGradersDisabledError(TuneforgeError):
+    """A python grader, on a server whose operator has not turned them on (403)."""
+
+    code = "python_graders_disabled"

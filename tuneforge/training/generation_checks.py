@@ -209,7 +209,7 @@ def judge(
         keys = list(wanted) if isinstance(wanted, dict) else None
     prompt_text = next(m["content"] for m in reversed(prompt) if m["role"] == "user")
     prompt_language = detect_language(prompt_text)
-    answer_language = detect_language(_prose(answer, value))
+    answer_language = detect_language(answer_prose(answer, value))
     return {
         "json_valid": value is not None,
         "expected_keys": None
@@ -223,7 +223,7 @@ def judge(
     }
 
 
-def _prose(answer: str, value: Any) -> str:
+def answer_prose(answer: str, value: Any) -> str:
     """The words of an answer: of a JSON answer its string values, else the answer."""
     if value is None:
         return answer
