@@ -118,6 +118,25 @@ class Settings(BaseSettings):
         "training libraries once (saves seconds per job; it holds their memory meanwhile).",
     )
 
+    python_graders: bool = Field(
+        False,
+        description="Run python graders (code sent with a request, run in a confined process; "
+        "see SECURITY.md). Off: they are refused with 403.",
+    )
+    python_grader_seconds: float = Field(
+        30.0, gt=0, le=600, description="Wall-clock limit of one python grader call."
+    )
+    python_grader_cpu_seconds: int = Field(
+        30, ge=1, le=600, description="CPU-time limit of one python grader call."
+    )
+    python_grader_memory_mb: int = Field(
+        2048, ge=64, description="Address-space limit of a python grader's process (MiB)."
+    )
+    grader_embedding_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="The embedding model of text_similarity graders with the cosine metric.",
+    )
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _host_list(cls, value: object) -> object:

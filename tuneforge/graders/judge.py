@@ -133,7 +133,7 @@ def read_label(answer: str, labels: list[str]) -> Verdict:
 
 
 def _text(message: JudgeMessage, sample: Sample, item: Any, param: str) -> str:
-    return "".join(
+    return "\n".join(
         render(text, sample, item, f"{param}.{where}") for where, text in message.templates()
     )
 
