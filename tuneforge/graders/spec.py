@@ -219,8 +219,19 @@ class MultiGrader(_Spec):
 
     type: Literal["multi"]
     name: Name
-    graders: dict[str, LeafGrader] = Field(..., min_length=1)
+    graders: dict[str, LeafGrader] = Field(
+        ..., min_length=1, description="Sub-graders by the keys the formula names them by."
+    )
     calculate_output: str = Field(..., min_length=1)
+
+    @field_validator("graders", mode="before")
+    @classmethod
+    def _one_grader(cls, value: Any) -> Any:
+        # The openai client's types declare `graders` as one grader object (OpenAI's docs
+        # and examples send a mapping): one grader is taken as the mapping {its name: it}.
+        if isinstance(value, dict) and isinstance(value.get("type"), str):
+            return {str(value.get("name")): value}
+        return value
 
 
 Grader = Annotated[
