@@ -116,6 +116,20 @@ def test_the_data_folder_is_hidden(tmp_path: Path) -> None:
     assert outcome.error is not None and "Read-only file system" in outcome.error
 
 
+def test_only_its_working_folder_is_writable_and_it_has_no_capabilities(tmp_path: Path) -> None:
+    outcome = one(f"def grade(s, i):\n    open({str(tmp_path / 'x')!r}, 'w')\n")
+    assert outcome.error is not None and "Read-only file system" in outcome.error
+    assert not (tmp_path / "x").exists()
+    outcome = one("def grade(s, i):\n    return open('scratch', 'w').write('ok')\n")
+    assert outcome.reward == 2.0
+    outcome = one(
+        "def grade(s, i):\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    return int(status.split('CapEff:')[1].split()[0], 16)\n"
+    )
+    assert outcome.reward == 0.0
+
+
 @pytest.mark.parametrize(
     ("source", "says"),
     [

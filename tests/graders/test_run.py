@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tuneforge.errors import PythonGradersDisabledError
-from tuneforge.graders.run import GradeResult, run_grader
+from tuneforge.graders.run import GradeResult, check_item, run_grader
 from tuneforge.graders.sandbox import PythonLimits
 from tuneforge.graders.spec import parse_grader
 from tuneforge.graders.templates import MissingReference, Sample
@@ -123,6 +123,25 @@ def test_an_item_without_the_referenced_field_is_the_request_s_fault() -> None:
         grade(check("eq"), "Paris", {"solution": "Paris"})
     assert caught.value.param == "grader.reference"
     assert "{{item.answer}}" in caught.value.message and "solution" in caught.value.message
+
+
+def test_data_lines_are_checked_against_the_item_references() -> None:
+    grader = parse_grader(
+        {
+            "type": "multi",
+            "name": "m",
+            "graders": {
+                "a": check("eq", "{{item.answer}}"),
+                "b": check("like", "{{item.meta.keywords[0]}}"),
+            },
+            "calculate_output": "a + b",
+        }
+    )
+    check_item(grader, {"answer": "x", "meta": {"keywords": ["k"]}})
+    with pytest.raises(MissingReference) as caught:
+        check_item(grader, {"answer": "x", "meta": {"keywords": []}})
+    assert caught.value.param == "grader.graders.b.reference"
+    assert "{{item.meta.keywords[0]}}" in caught.value.message
 
 
 def test_python_graders_are_refused_while_off() -> None:

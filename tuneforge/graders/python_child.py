@@ -14,6 +14,7 @@ one, not the only one.
 import json
 import math
 import os
+import re
 import sys
 
 REFUSED_PREFIXES = ("socket.", "subprocess.", "os.exec", "os.posix_spawn", "os.spawn", "pty.")
@@ -46,6 +47,18 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 1 << 18
+MS_REMOUNT, MS_BIND = 32, 4096
+# Flags a remount must repeat (a user namespace may not drop them), by their mountinfo names.
+KEPT_FLAGS = {
+    "nosuid": MS_NOSUID,
+    "nodev": MS_NODEV,
+    "noexec": MS_NOEXEC,
+    "noatime": 1024,
+    "nodiratime": 2048,
+    "relatime": 1 << 21,
+}
+PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
+CAPABILITY_VERSION_3 = 0x20080522
 NOBODY = 65534
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_OPEN_FILES = 256
@@ -96,11 +109,57 @@ def isolate(libc, hidden):
                 flags,
                 b"size=4k",
             )
+    read_only_but(libc, os.getcwd())
 
 
-def limit(limits):
-    """The resource limits, and the user nobody when run by root and python's own files
-    are readable to others."""
+def read_only_but(libc, workdir):
+    """Every mount read-only, but the working folder (a writable mount of its own). The
+    root's must succeed; special ones that refuse (some of /proc, /sys) stay as they are."""
+    libc.call(
+        "bind the working folder",
+        "mount",
+        workdir.encode(),
+        workdir.encode(),
+        None,
+        MS_BIND | MS_REC,
+        None,
+    )
+    os.chdir(workdir)  # into the new mount: the old working folder is on the read-only one
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split(" - ")[0].split() for line in f]
+    for fields in mounts:
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        if point == workdir:
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for option in fields[5].split(","):
+            flags |= KEPT_FLAGS.get(option, 0)
+        try:
+            libc.call(
+                f"remount {point} read-only", "mount", None, point.encode(), None, flags, None
+            )
+        except OSError:
+            if point == "/":
+                raise
+
+
+def drop_capabilities(libc):
+    """No capabilities left (root without them is bound by file permissions and cannot
+    mount, unmount or trace), and none to be gained by exec."""
+    ctypes = libc.ctypes
+    libc.call("no new privileges", "prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for capability in range(last + 1):
+        libc.call("drop a capability", "prctl", PR_CAPBSET_DROP, capability, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: twice, all zero
+    libc.call("capset", "capset", header, data)
+
+
+def limit(libc, limits):
+    """The resource limits; the user nobody when run by root and python's own files are
+    readable to others; no capabilities."""
     import resource
 
     cpu = limits["cpu_seconds"]
@@ -114,6 +173,7 @@ def limit(limits):
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
+    drop_capabilities(libc)
 
 
 def _readable_to_others(path):
@@ -177,7 +237,7 @@ def main():
     )
     _fork_and_wait()
     try:
-        limit(request["limits"])
+        limit(libc, request["limits"])
     except OSError as error:
         out.write(json.dumps({"sandbox_error": str(error)}))
         return

@@ -32,8 +32,15 @@ from tuneforge.graders.spec import (
     StringCheckGrader,
     TextSimilarityGrader,
     leaves,
+    templates,
 )
-from tuneforge.graders.templates import Sample, SampleReferenceError, render
+from tuneforge.graders.templates import (
+    Sample,
+    SampleReferenceError,
+    references,
+    render,
+    resolve,
+)
 
 ERROR_FLAGS = (
     "formula_parse_error",
@@ -131,6 +138,15 @@ def require_allowed(grader: Any, python_on: bool, param: str = "grader") -> None
     for path, leaf in leaves(grader, param):
         if isinstance(leaf, PythonGrader) and not python_on:
             raise PythonGradersDisabledError(PYTHON_GRADERS_OFF, param=path)
+
+
+def check_item(grader: Any, item: Any, param: str = "grader") -> None:
+    """MissingReference (naming the grader's field and the reference) when `item` lacks a
+    field the grader's templates name: a data line checked before any sample is graded."""
+    for path, template in templates(grader, param):
+        for reference in references(template, path):
+            if reference.namespace == "item":
+                resolve(reference, None, item, path)
 
 
 def run_grader(
