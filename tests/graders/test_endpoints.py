@@ -4,6 +4,9 @@ graders get 403 while off and run while on; a served model judges, another embed
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,3 +198,35 @@ def test_cosine_uses_a_served_embedding_model(client: openai.OpenAI) -> None:
 
     assert cosine("A man is playing a guitar.") == pytest.approx(1.0, abs=1e-4)
     assert cosine("A person plays the guitar.") > 0.6 > cosine("The stock market fell today.")
+
+
+def test_the_cli_runs_and_validates(server: Server, tmp_path: Path) -> None:
+    grader = tmp_path / "grader.yaml"
+    grader.write_text(
+        "type: multi\nname: weather call\ngraders:\n"
+        "  exact:\n    type: string_check\n    name: exact\n    operation: eq\n"
+        "    input: '{{sample.output_json.city}}'\n    reference: '{{item.city}}'\n"
+        "calculate_output: exact\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"TUNEFORGE_URL": server.url}
+
+    def tuneforge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tuneforge.cli", "graders", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = tuneforge(
+        "run", str(grader), "--sample", '{"city": "Paris"}', "--item", '{"city": "Paris"}'
+    )
+    assert done.returncode == 0, done.stderr
+    assert "reward 1.0000 (weather call, multi)" in done.stdout and "exact" in done.stdout
+    done = tuneforge("run", str(grader), "--sample", "Paris", "--item", '{"city": "Paris"}')
+    assert "reward 0.0000" in done.stdout and "sample_parse_error" in done.stdout
+    assert tuneforge("validate", str(grader)).stdout.strip() == ("weather call: valid multi grader")
+    grader.write_text(grader.read_text().replace("calculate_output: exact", "calculate_output: x"))
+    done = tuneforge("validate", str(grader))
+    assert done.returncode == 1 and "grader.calculate_output" in done.stderr

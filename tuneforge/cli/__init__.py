@@ -18,6 +18,7 @@ from tuneforge.cli import (
     exports,
     feedback,
     files,
+    graders,
     jobs,
     keys,
     models,
@@ -44,3 +45,4 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(studies.app, name="studies")
 app.add_typer(feedback.app, name="feedback")
 app.add_typer(synthetic.app, name="synthetic")
+app.add_typer(graders.app, name="graders")
