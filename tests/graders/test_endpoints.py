@@ -35,6 +35,18 @@ PYTHON = {
 }
 
 
+# No job runs here: the worker's warm job process (which imports the training libraries at
+# start) would only compete for the cores.
+QUIET = {**TEST_ENV, "TUNEFORGE_WARM_START": "0"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, offline_hub: Path) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("server") / "tuneforge-data", env=QUIET)
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture(scope="module")
 def client(server: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="any", max_retries=0)

@@ -8,8 +8,9 @@ An answer's own faults are reported, not raised: a reference into the sample it 
 have (`sample_parse_error` when it is no JSON, else `invalid_variable_error`), a judge's
 answer without a score or label (`model_grader_parse_error`), a python grader that fails or
 runs too long (`python_grader_runtime_error`, `unresponsive_reward_error`); such a grader's
-reward is 0. The request's faults raise: a reference the item does not have, an unknown
-model, python graders while they are off (`PythonGradersDisabledError`).
+reward is 0. The request's faults raise, before anything is graded: a reference the item
+does not have (`MissingReference`), an unknown model, python graders while they are off
+(`PythonGradersDisabledError`).
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def run_grader(
     """Grade `sample` (an answer to `item`) with `grader` (see the module's docstring)."""
     started = time.perf_counter()
     require_allowed(grader, backends.python_limits is not None, param)
+    check_item(grader, item, param)  # the item's faults first, before the answer's
     result = GradeResult(name=grader.name, type=grader.type)
     if isinstance(grader, MultiGrader):
         for path, leaf in leaves(grader, param):
