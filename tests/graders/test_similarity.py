@@ -7,7 +7,13 @@ import random
 
 import pytest
 
-from tuneforge.graders.similarity import METRICS, lcs_length, similarity
+from tuneforge.graders.similarity import (
+    MAX_QUADRATIC_LENGTH,
+    METRICS,
+    TextTooLong,
+    lcs_length,
+    similarity,
+)
 
 
 def brute_lcs(a: str, b: str) -> int:
@@ -88,3 +94,10 @@ def test_every_metric_is_one_for_the_same_text_and_within_0_and_1(metric: str) -
     text = "Paris is the capital of France, and its largest city."
     assert similarity(metric, text, text) == pytest.approx(1.0, abs=0.02)
     assert 0.0 <= similarity(metric, "Berlin is big.", text) < 1.0
+
+
+@pytest.mark.parametrize("metric", ["fuzzy_match", "rouge_l"])
+def test_quadratic_metrics_refuse_huge_texts(metric: str) -> None:
+    long = "a " * (MAX_QUADRATIC_LENGTH // 2 + 1)
+    with pytest.raises(TextTooLong, match="one has 20002"):
+        similarity(metric, long, "a")

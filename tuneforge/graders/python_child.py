@@ -4,11 +4,12 @@ It reads `{"source": …, "pairs": [[sample, item], …]}` from stdin, runs the 
 `grade(sample, item)` for each pair and writes one JSON list to the stdout it was started
 with: `{"reward": x}` or `{"error": "…"}` per pair. What the grader prints goes to stderr.
 
-Before the source runs, the process confines itself (`confine`: namespaces, limits,
-another user; see `sandbox`), or writes `{"sandbox_error": …}` and stops. Then an audit hook
-refuses what a grader has no business doing here: sockets, starting or signalling processes,
-and loading C code by hand (ctypes). The kernel's walls come first; the hook is a second
-one, not the only one.
+Before the source runs, the process confines itself (`isolate`: namespaces, the data folder
+hidden, every mount read-only but the working folder; then `limit`: resource limits, maybe
+another user, no capabilities; see `sandbox`), or writes `{"sandbox_error": …}` and stops.
+Then an audit hook refuses what a grader has no business doing here: sockets, starting or
+signalling processes, and loading C code by hand (ctypes). The kernel's walls come first;
+the hook is a second one, not the only one.
 """
 
 import json

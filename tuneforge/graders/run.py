@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from tuneforge.errors import InvalidRequestError, PythonGradersDisabledError
 from tuneforge.graders import checks, formula, judge
 from tuneforge.graders.sandbox import PythonLimits, run_python
-from tuneforge.graders.similarity import similarity
+from tuneforge.graders.similarity import TextTooLong, similarity
 from tuneforge.graders.spec import (
     ChecksGrader,
     LabelModelGrader,
@@ -194,6 +194,8 @@ def _grade(
     except SampleReferenceError as error:
         flag = "sample_parse_error" if error.parse_error else "invalid_variable_error"
         return _failed(result, flag)
+    except TextTooLong:
+        return _failed(result, "other_error")
     raise AssertionError(f"no grading for {type(grader).__name__}")
 
 

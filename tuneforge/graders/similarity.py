@@ -15,6 +15,9 @@ reference, written here in plain python (cosine needs an embedding model: see `r
 | `rouge_1`…`rouge_5` | F1 of shared n-grams of lowercased words (punctuation dropped)    |
 | `rouge_l`         | F1 of the longest common subsequence of those words                 |
 
+`fuzzy_match` and `rouge_l` take time in proportion to the product of the two lengths: each
+text may have MAX_QUADRATIC_LENGTH characters at most (`TextTooLong` beyond).
+
 Words: `bleu` and `gleu` split text into words and punctuation marks (`it's` -> `it ' s`);
 `meteor` and `rouge_*` take lowercased runs of letters and digits, in any script.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 
 WORDS_AND_PUNCTUATION = re.compile(r"\w+|[^\w\s]")
@@ -41,11 +44,23 @@ METRICS = (
     "rouge_l",
 )
 BLEU_ORDER = 4
+MAX_QUADRATIC_LENGTH = 20_000
 METEOR_ALPHA, METEOR_BETA, METEOR_GAMMA = 0.9, 3.0, 0.5
+
+
+class TextTooLong(ValueError):
+    """A text too long for a metric whose time grows with the product of the lengths."""
 
 
 def similarity(metric: str, answer: str, reference: str) -> float:
     """`metric` (any of METRICS; cosine is not here) of `answer` against `reference`."""
+    if metric in ("fuzzy_match", "rouge_l"):
+        longest = max(len(answer), len(reference))
+        if longest > MAX_QUADRATIC_LENGTH:
+            raise TextTooLong(
+                f"{metric} compares texts of {MAX_QUADRATIC_LENGTH} characters at most; "
+                f"one has {longest}."
+            )
     if metric == "fuzzy_match":
         return fuzzy_match(answer, reference)
     if metric == "bleu":
@@ -152,14 +167,13 @@ def meteor(answer: str, reference: str) -> float:
     each answer word to the first unused equal reference word, as nltk aligns them."""
     hypothesis = WORDS.findall(answer.lower())
     ref = WORDS.findall(reference.lower())
-    used: set[int] = set()
+    unused: dict[str, deque[int]] = {}
+    for j, word in enumerate(ref):
+        unused.setdefault(word, deque()).append(j)
     alignment: list[tuple[int, int]] = []
     for i, word in enumerate(hypothesis):
-        for j, other in enumerate(ref):
-            if j not in used and other == word:
-                used.add(j)
-                alignment.append((i, j))
-                break
+        if unused.get(word):
+            alignment.append((i, unused[word].popleft()))
     matches = len(alignment)
     if matches == 0:
         return 0.0
