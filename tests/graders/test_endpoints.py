@@ -177,24 +177,44 @@ def test_python_graders_run_where_turned_on(python_on: openai.OpenAI) -> None:
     assert response.metadata.errors.unresponsive_reward_error
 
 
-def test_a_served_model_judges(client: openai.OpenAI, offline_hub: Path) -> None:
-    """The tiny random Qwen2 writes no score: the pipeline (prompt, generation, token
-    counts) runs, and the parse error is reported; reading scores is in test_judge."""
+def test_served_models_judge(client: openai.OpenAI, offline_hub: Path) -> None:
+    """The tiny random Qwen2 writes neither a score nor a label: the pipeline (prompts,
+    generation, token counts per model) runs, and the parse errors are reported; reading
+    scores and labels is in test_judge."""
     install_in_hf_cache(offline_hub, QWEN)
-    judge = {
-        "type": "score_model",
-        "name": "judge",
-        "model": QWEN,
-        "input": [{"role": "user", "content": "Rate: {{sample.output_text}}"}],
-        "sampling_params": {"max_completions_tokens": 8},
+    prompt = [{"role": "user", "content": "Rate: {{sample.output_text}}"}]
+    judges = {
+        "type": "multi",
+        "name": "judges",
+        "graders": {
+            "score": {
+                "type": "score_model",
+                "name": "score",
+                "model": QWEN,
+                "input": prompt,
+                "sampling_params": {"max_completions_tokens": 8},
+            },
+            "label": {
+                "type": "label_model",
+                "name": "label",
+                "model": QWEN,
+                "input": prompt,
+                "labels": ["good", "bad"],
+                "passing_labels": ["good"],
+                "sampling_params": {"max_completions_tokens": 4},
+            },
+        },
+        "calculate_output": "score + label",
     }
-    response = run(client, judge, "Paris is the capital of France.")
-    assert response.reward == 0.0
+    response = run(client, judges, "Paris is the capital of France.")
+    assert response.reward == 0.0 and response.sub_rewards == {"score": 0.0, "label": 0.0}
     assert response.metadata.errors.api_model_grader_parse_error
     usage = response.api_model_grader_token_usage_per_model[QWEN]
-    assert 0 < usage["completion_tokens"] <= 8 and usage["prompt_tokens"] > 10
+    assert 0 < usage["completion_tokens"] <= 8 + 4 and usage["prompt_tokens"] > 20
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert response.metadata.token_usage == usage["total_tokens"]
-    assert response.metadata.scores["judge"]["result"] is None
+    assert response.metadata.scores["score"]["result"] is None
+    assert isinstance(response.metadata.scores["label"]["output"], str)
 
 
 def test_cosine_uses_a_served_embedding_model(client: openai.OpenAI) -> None:

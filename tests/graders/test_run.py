@@ -96,7 +96,7 @@ def test_multi_combines_sub_rewards_by_its_formula() -> None:
     result = grade(grader, answer, {"name": "get_weather", "city": "sitting"})
     assert result.sub_rewards == {"name": 1.0, "city": pytest.approx(8 / 13)}
     assert result.reward == pytest.approx(0.5 + 0.5 * 8 / 13)
-    assert result.scores == result.sub_rewards
+    assert result.scores == {"name": {"reward": 1.0}, "city": {"reward": pytest.approx(8 / 13)}}
 
     # An answer that is no JSON: both sub-graders fail with sample_parse_error, reward 0.
     result = grade(grader, "get_weather(Paris)", {"name": "get_weather", "city": "Paris"})

@@ -161,35 +161,44 @@ def run_grader(
     if isinstance(grader, MultiGrader):
         for path, leaf in leaves(grader, param):
             key = path.rsplit(".", 1)[1]
-            result.sub_rewards[key] = _grade(leaf, sample, item, backends, path, result)
-        result.scores = dict(result.sub_rewards)
+            details: dict[str, Any] = {}
+            reward = _grade(leaf, sample, item, backends, path, result, details)
+            result.sub_rewards[key] = reward
+            result.scores[key] = {"reward": reward, **details}
         try:
             parsed = formula.parse(grader.calculate_output, grader.graders)
             result.reward = parsed.evaluate(result.sub_rewards)
         except formula.FormulaError:
             result.errors["formula_parse_error"] = True
     else:
-        result.reward = _grade(grader, sample, item, backends, param, result)
+        result.reward = _grade(grader, sample, item, backends, param, result, result.scores)
     result.execution_time = time.perf_counter() - started
     return result
 
 
 def _grade(
-    grader: Any, sample: Sample, item: Any, backends: Backends, param: str, result: GradeResult
+    grader: Any,
+    sample: Sample,
+    item: Any,
+    backends: Backends,
+    param: str,
+    result: GradeResult,
+    details: dict[str, Any],
 ) -> float:
-    """One grader's reward (0 on the answer's faults, which are marked in `result`)."""
+    """One grader's reward (0 on the answer's faults, which are marked in `result`); what
+    more it found goes into `details` (a judge's result and answer, the checks' verdicts)."""
     try:
         if isinstance(grader, StringCheckGrader):
             return _string_check(grader, sample, item, param)
         if isinstance(grader, TextSimilarityGrader):
             return _text_similarity(grader, sample, item, backends, param)
         if isinstance(grader, ScoreModelGrader | LabelModelGrader):
-            return _model(grader, sample, item, backends, param, result)
+            return _model(grader, sample, item, backends, param, result, details)
         if isinstance(grader, PythonGrader):
             return _python(grader, sample, item, backends, result)
         if isinstance(grader, ChecksGrader):
             verdicts = checks.check(grader, sample, item, param)
-            result.scores.update(verdicts)
+            details.update(verdicts)
             return checks.reward(verdicts)
     except SampleReferenceError as error:
         flag = "sample_parse_error" if error.parse_error else "invalid_variable_error"
@@ -235,6 +244,7 @@ def _model(
     backends: Backends,
     param: str,
     result: GradeResult,
+    details: dict[str, Any],
 ) -> float:
     messages = judge.prompt_messages(grader, sample, item, param)
     try:
@@ -252,7 +262,7 @@ def _model(
         verdict = judge.read_score(answer.text, *grader.bounds())
     else:
         verdict = judge.read_label(answer.text, grader.labels)
-    result.scores[grader.name] = {"result": verdict.value, "output": answer.text}
+    details.update(result=verdict.value, output=answer.text)
     if verdict.value is None:
         return _failed(result, "model_grader_parse_error")
     if isinstance(grader, LabelModelGrader):

@@ -39,7 +39,9 @@ class GraderRunMetadata(Public):
     name: str
     sampled_model_name: str | None
     scores: dict[str, Any] = Field(
-        ..., description="Sub-graders' rewards, checks' verdicts, judges' results and answers."
+        ...,
+        description="A judge's `result` and `output`, the checks' verdicts; of a multi grader, "
+        "each sub-grader's by its key, with its `reward`.",
     )
     token_usage: int | None = Field(..., description="Tokens the judges read and wrote.")
     type: str
