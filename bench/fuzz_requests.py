@@ -18,6 +18,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -35,12 +36,14 @@ from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 
 from tests.api.hostile_requests import (  # noqa: E402
     Request,
+    cancelled_job,
     operations,
     orphans,
     problems,
     requests,
     vocabulary,
 )
+from tests.offline_models import MINILM, build_hf_cache  # noqa: E402
 from tests.server import Server  # noqa: E402
 
 ENV = {
@@ -49,7 +52,12 @@ ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
 }
-SAMPLE = b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n{"text": "c", "label": "x"}\n'
+# Triplets for one real embedding job, cancelled while it waits.
+SAMPLE = "".join(
+    json.dumps({"question": f"question {i}", "positive": f"answer {i}", "negative": f"other {i}"})
+    + "\n"
+    for i in range(40)
+).encode()
 
 
 @contextmanager
@@ -78,7 +86,8 @@ def fuzz(database: str, database_url: str | None, count: int, rng_seed: int) -> 
         try:
             sample = Path(tmp) / "sample.jsonl"
             sample.write_bytes(SAMPLE)
-            known = [server.upload(sample)["id"], "ftevent-1"]
+            file_id = server.upload(sample)["id"]
+            known = [file_id, cancelled_job(server.client, file_id, MINILM), "ftevent-1"]
             document = server.client.get("/openapi.json").json()
             ops = operations(document)
             statuses: collections.Counter[int] = collections.Counter()
@@ -95,7 +104,7 @@ def fuzz(database: str, database_url: str | None, count: int, rng_seed: int) -> 
             @given(request=requests(ops, vocabulary(document), known))
             def call(request: Request) -> None:
                 response = request.send(server.client)
-                statuses[response.status_code] += 1
+                statuses[response.status_code if response else 0] += 1
                 failures.extend(
                     f"{request.method} {request.url[:160]}: {p}" for p in problems(response)
                 )
@@ -113,6 +122,7 @@ def fuzz(database: str, database_url: str | None, count: int, rng_seed: int) -> 
         "seconds": round(seconds, 1),
         "statuses": dict(sorted(statuses.items())),
         "5xx": sum(n for s, n in statuses.items() if s >= 500),
+        "dropped": statuses.get(0, 0),
         "failures": failures,
         "orphans": left,
         "alive_after": alive,
@@ -126,21 +136,28 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=22)
     args = parser.parse_args()
     os.environ.update(ENV)
-    runs = [fuzz("sqlite", None, args.requests, args.seed)]
-    if args.database_url:
-        with postgres_schema(args.database_url) as url:
-            runs.append(fuzz("postgresql", url, args.requests, args.seed))
+    # all-MiniLM-L6-v2 offline, for the one job (never trained: the server runs no worker).
+    hub = Path(tempfile.mkdtemp(prefix="tuneforge-fuzz-hf-"))
+    os.environ["HF_HOME"] = str(build_hf_cache(hub))
+    try:
+        runs = [fuzz("sqlite", None, args.requests, args.seed)]
+        if args.database_url:
+            with postgres_schema(args.database_url) as url:
+                runs.append(fuzz("postgresql", url, args.requests, args.seed))
+    finally:
+        shutil.rmtree(hub, ignore_errors=True)
     print(
-        "| database | operations | requests | seconds | answers by status | 5xx | not in "
-        "our shape | orphans |"
+        "| database | operations | requests | seconds | answers by status | 5xx | dropped | "
+        "not in our shape | orphans |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         shape = sum(1 for f in run["failures"] if "not in our error shape" in f)
-        by_status = ", ".join(f"{s}: {n}" for s, n in run["statuses"].items())
+        by_status = ", ".join(f"{s or 'dropped'}: {n}" for s, n in run["statuses"].items())
         print(
             f"| {run['database']} | {run['operations']} | {run['requests']} | "
-            f"{run['seconds']} | {by_status} | {run['5xx']} | {shape} | {len(run['orphans'])} |"
+            f"{run['seconds']} | {by_status} | {run['5xx']} | {run['dropped']} | {shape} | "
+            f"{len(run['orphans'])} |"
         )
         for failure in run["failures"][:30]:
             print(f"  {run['database']}: {failure}")

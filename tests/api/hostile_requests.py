@@ -30,6 +30,12 @@ HOSTILE_TEXTS = [
     "\"", "' OR 1=1 --", "file-" + "0" * 32, "ftjob-" + "f" * 32, "file-" + "a" * 33,
     "x" * 3000, "\u202e\u200b", "\U0001f600", "é" * 50, "\ufeff", "\uffff",
 ]
+# Cursors (`after`): out of range, out of shape, and of the right shape.
+CURSORS = [
+    "ftevent-99999999999999999999", "ftevent-9223372036854775808", "ftevent-9223372036854775807",
+    "ftevent-2147483648", "ftevent-0", "ftevent-1", "ftevent--1", "ftevent-", "1", "-1",
+    "file-" + "0" * 32, "ftjob-" + "f" * 32, "x-" + "0" * 31, "%00", "\x00",
+]
 HOSTILE_HEADERS = [b"ftevent-1", b"ftevent-99999999999999999999", b"ftevent-9223372036854775808",
                    b"garbage", b"", b"ftevent-" + b"9" * 300, b"-1", "ftevent-\u00e9".encode()]
 # Bodies no JSON encoder writes.
@@ -87,8 +93,18 @@ class Request:
     headers: dict[str, str | bytes]
     content: bytes | None
 
-    def send(self, client: httpx.Client) -> httpx.Response:
-        return client.request(self.method, self.url, headers=self.headers, content=self.content)
+    def send(self, client: httpx.Client) -> httpx.Response | None:
+        """The answer, or None when the server dropped the connection without one. A pooled
+        connection that the server had closed after its previous answer is tried again on a
+        new one, as any client does."""
+        for _ in range(2):
+            try:
+                return client.request(
+                    self.method, self.url, headers=self.headers, content=self.content
+                )
+            except httpx.TransportError:
+                continue
+        return None
 
 
 def operations(document: dict[str, Any]) -> list[Operation]:
@@ -210,13 +226,15 @@ def requests(
 def _request(draw: Any, op: Operation, keys: list[str], known_ids: list[str]) -> Request:
     path = op.path
     for name in op.path_params:
-        value = draw(st.one_of(st.sampled_from(known_ids or ["x"]), texts()))
+        known = st.sampled_from(known_ids or ["x"])
+        value = draw(st.one_of(known, known, texts()))
         raw = draw(st.booleans()) and "\x00" not in value and "%" in value
         path = path.replace("{" + name + "}", value if raw else quote(value, safe=""))
     query = []
     for name in op.query:
         if draw(st.booleans()):
-            query.append(f"{quote(name)}={quote(draw(texts()), safe='')}")
+            values = st.one_of(st.sampled_from(CURSORS), texts()) if name == "after" else texts()
+            query.append(f"{quote(name)}={quote(draw(values), safe='')}")
     if draw(st.integers(0, 9)) == 0:
         query.append(f"{draw(st.sampled_from(['after', 'limit', 'x%00']))}=%00")
     url = path + ("?" + "&".join(query) if query else "")
@@ -236,8 +254,10 @@ def _request(draw: Any, op: Operation, keys: list[str], known_ids: list[str]) ->
     return Request(op.method, url, headers, content)
 
 
-def problems(response: httpx.Response) -> list[str]:
-    """What is wrong with an answer: a 5xx, or an error not in our shape."""
+def problems(response: httpx.Response | None) -> list[str]:
+    """What is wrong with an answer: none at all, a 5xx, or an error not in our shape."""
+    if response is None:
+        return ["the connection dropped without an answer"]
     found = []
     if response.status_code >= 500:
         found.append(f"status {response.status_code}")
@@ -251,6 +271,17 @@ def problems(response: httpx.Response) -> list[str]:
             found.append(f"status {response.status_code} not in our error shape: "
                          f"{response.text[:200]!r}")
     return found
+
+
+def cancelled_job(client: httpx.Client, file_id: str, model: str) -> str:
+    """A real embedding job on `file_id`, cancelled while it waits (the fuzzed servers run no
+    worker): its events and checkpoints can be read, and their cursors tried."""
+    job = client.post("/v1/fine_tuning/jobs", json={
+        "model": model, "training_file": file_id, "method": {"type": "embedding"}})
+    assert job.status_code == 200, job.text
+    cancelled = client.post(f"/v1/fine_tuning/jobs/{job.json()['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled", cancelled
+    return str(cancelled["id"])
 
 
 def orphans(home: Path, client: httpx.Client) -> list[str]:

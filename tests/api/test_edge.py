@@ -4,6 +4,7 @@ arriving. Every refusal is a 4xx in our error shape, never a 500 or a dropped co
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from tests.api.hostile_requests import BOUNDARY, multipart_body, orphans, problems
 from tests.conftest import Server, postgres_schema
 from tests.jobs.conftest import add_job
+from tuneforge.api.edge import json_text_problem
 from tuneforge.db.store import Store
 from tuneforge.jobs.status import JobStatus
 
@@ -203,3 +205,27 @@ def test_a_body_shorter_than_its_content_length_is_answered_not_held(edge: Edge,
     assert head.startswith(b"HTTP/1.1 408"), answer
     assert httpx.Response(408, content=body).json()["error"]["code"] == "request_timeout"
     assert edge.client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("body,problem", [
+    (b'{"a": "\\u0000"}', "NUL"),
+    (b'{"a": "\\\\\\u0000"}', "NUL"),  # an escaped backslash, then the escape
+    (b'{"a": "\\\\u0000"}', None),  # an escaped backslash, then text
+    (b'{"a": "\\ud83d\\ude00"}', None),  # a pair: one emoji
+    (b'{"a": "\\ud83d"}', "surrogate"),
+    (b'{"a": "\\ud83d\\u0041"}', "surrogate"),
+    (b'{"a": "\\ud83d", "b": "\\ude00"}', "surrogate"),
+    (b'{"a": "\\ude00"}', "surrogate"),
+    (b'{"a": "\\u00e9\\"\\u0001"}', None),
+])
+def test_json_text_problem_reads_escapes_as_json_does(body: bytes, problem: str | None) -> None:
+    found = json_text_problem(body)
+    assert (found is None) if problem is None else (problem in (found or ""))
+    # What the parser makes of the same text agrees.
+    text = "".join(json.loads(body).values())
+    assert ("\x00" in text) == (problem == "NUL")
+    if problem == "surrogate":
+        with pytest.raises(UnicodeEncodeError):
+            text.encode("utf-8")
+    else:
+        text.encode("utf-8")

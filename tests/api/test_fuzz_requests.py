@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.api.hostile_requests import (
     Request,
+    cancelled_job,
     operations,
     orphans,
     problems,
@@ -40,12 +41,13 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, P
 
 
 def test_hostile_requests_get_4xx_in_our_shape_and_leave_no_orphan(
-        fuzzed: tuple[Server, Path], german_triplets: Path) -> None:
+        fuzzed: tuple[Server, Path], german_triplets: Path, model_id: str) -> None:
     server, home = fuzzed
     document = server.client.get("/openapi.json").json()
     ops = operations(document)
     assert len(ops) >= 60
-    known = [server.upload(german_triplets)["id"], "ftevent-1"]
+    file_id = server.upload(german_triplets)["id"]
+    known = [file_id, cancelled_job(server.client, file_id, model_id), "ftevent-1"]
     failures: list[str] = []
     sent = 0
 

@@ -94,7 +94,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     errors.install(app)
     openapi.install(app)
     # Inside the body limit, which bounds the JSON body it reads whole.
-    app.add_middleware(JsonTextCheck)
+    app.add_middleware(JsonTextCheck, limit=JSON_BODY_LIMIT)
     app.add_middleware(
         BodySizeLimit,
         limit=JSON_BODY_LIMIT,

@@ -69,41 +69,46 @@ def is_json(scope: Scope) -> bool:
 
 
 class JsonTextCheck:
-    """ASGI middleware: a JSON body is read whole (the body limit outside this bounds it),
-    checked with `json_text_problem`, and handed on unchanged, or refused with 400."""
+    """ASGI middleware: a JSON body of up to `limit` bytes (the JSON body limit) is read
+    whole, checked with `json_text_problem`, and handed on unchanged, or refused with 400. A
+    longer body is no JSON body a route takes (the body limit refuses those): it streams on
+    unread, so that this never holds more than `limit` bytes."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, *, limit: int):
         self.app = app
+        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS or not is_json(scope):
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        ended: Message | None = None
-        while True:
+        read: list[Message] = []
+        size = 0
+        whole = False
+        while size <= self.limit:
             message = await receive()
+            read.append(message)
             if message["type"] != "http.request":
-                ended = message  # a disconnect (or the body limit's refusal) comes next
-                break
-            body.extend(message.get("body", b""))
+                break  # a disconnect (or the body limit's refusal)
+            size += len(message.get("body", b""))
             if not message.get("more_body", False):
+                whole = True
                 break
-        problem = json_text_problem(bytes(body)) if ended is None else None
-        if problem is not None:
-            await send_error(
-                send,
-                400,
-                "invalid_request",
-                f"The JSON body holds {problem}, which tuneforge does not store; send the "
-                "text without it.",
-            )
-            return
-        replay: list[Message] = [{"type": "http.request", "body": bytes(body), "more_body": False}]
-        if ended is not None:
-            replay = [{**replay[0], "more_body": True}, ended]
+        if whole:
+            body = b"".join(m.get("body", b"") for m in read)
+            problem = json_text_problem(body)
+            if problem is not None:
+                await send_error(
+                    send,
+                    400,
+                    "invalid_request",
+                    f"The JSON body holds {problem}, which tuneforge does not store; send the "
+                    "text without it.",
+                )
+                return
+            read = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replaying_receive() -> Message:
-            return replay.pop(0) if replay else await receive()
+            return read.pop(0) if read else await receive()
 
         await self.app(scope, replaying_receive, send)
