@@ -228,7 +228,8 @@ def _request(draw: Any, op: Operation, keys: list[str], known_ids: list[str]) ->
     for name in op.path_params:
         known = st.sampled_from(known_ids or ["x"])
         value = draw(st.one_of(known, known, texts()))
-        raw = draw(st.booleans()) and "\x00" not in value and "%" in value
+        # As sent, unquoted: `%00`, `%zz`, `..%2f` (printable ASCII only, as URLs go).
+        raw = draw(st.booleans()) and "%" in value and value.isascii() and value.isprintable()
         path = path.replace("{" + name + "}", value if raw else quote(value, safe=""))
     query = []
     for name in op.query:

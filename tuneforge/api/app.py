@@ -93,6 +93,8 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     )
     errors.install(app)
     openapi.install(app)
+    # Innermost: what no exception handler took is still answered in our shape.
+    app.add_middleware(errors.LastResort)
     # Inside the body limit, which bounds the JSON body it reads whole.
     app.add_middleware(JsonTextCheck, limit=JSON_BODY_LIMIT)
     app.add_middleware(

@@ -14,12 +14,13 @@ from fastapi.responses import JSONResponse
 from pydantic import MISSING, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
-from starlette.types import Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneforge.api.schemas.base import Public
 from tuneforge.errors import DiskFullError, TuneforgeError
 
-log = logging.getLogger(__name__)
+# The server's log (uvicorn's), where tracebacks of failed requests belong.
+log = logging.getLogger("uvicorn.error")
 
 STATUS_BY_CODE = {
     "invalid_request": 400,
@@ -168,19 +169,8 @@ def install(app: FastAPI) -> None:
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:
         full = _disk_full(exc)
         if full is None:
-            return await _unexpected(request, exc)
+            raise exc  # to LastResort
         return await _tuneforge_error(request, disk_full_error(full))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette's last resort: the traceback goes to the log, the client gets our shape.
-        # An out-of-space error wrapped by a library (SQLite's, a parser's) is still one.
-        full = _disk_full(exc)
-        if full is not None:
-            return await _tuneforge_error(request, disk_full_error(full))
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        message = "The server failed to answer this request; the error is in its log."
-        return JSONResponse(error_body("internal", message, status=500), status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -227,6 +217,45 @@ def _unreadable(cause: BaseException) -> str:
     if isinstance(cause, UnicodeDecodeError):
         return "it is not UTF-8"
     return str(cause) or type(cause).__name__
+
+
+class LastResort:
+    """ASGI middleware, inside the others: an exception that no handler took is logged and
+    answered 500 in our shape (507 when it comes from a full disk). Starlette's own last
+    resort answers in plain text and raises on to the server, which then closes the
+    connection; here the client gets our answer and keeps its connection."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise  # part of an answer is out: only closing the connection is left
+            full = _disk_full(exc)
+            if full is not None:
+                error = disk_full_error(full)
+                await send_error(send, 507, error.code, error.message)
+                return
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            await send_error(
+                send,
+                500,
+                "internal",
+                "The server failed to answer this request; the error is in its log.",
+            )
 
 
 def disk_full_error(exc: OSError) -> DiskFullError:
