@@ -165,13 +165,6 @@ def install(app: FastAPI) -> None:
         body = error_body(exc.code, exc.message, exc.param, exc.details, status)
         return JSONResponse(body, status_code=status)
 
-    @app.exception_handler(OSError)
-    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
-        full = _disk_full(exc)
-        if full is None:
-            raise exc  # to LastResort
-        return await _tuneforge_error(request, disk_full_error(full))
-
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -187,7 +180,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _router_error(request: Request, exc: HTTPException) -> JSONResponse:
         # Raised by the router itself: no route for the path (404), or none for the method
-        # (405, with the methods the path allows in `Allow`).
+        # (405, with the methods the path allows in `Allow`); or by FastAPI's body parsers.
+        full = _disk_full(exc)
+        if full is not None:  # a body parser that could not spool the upload
+            return await _tuneforge_error(request, disk_full_error(full))
         route = f"{request.method} {request.url.path}"
         if exc.status_code == 404:
             message = f"No route {route}."
@@ -202,9 +198,6 @@ def install(app: FastAPI) -> None:
             message = f"The request body could not be read: {_unreadable(exc.__cause__)}."
         else:
             message = str(exc.detail)
-        full = _disk_full(exc)
-        if full is not None:  # a body parser that could not spool the upload
-            return await _tuneforge_error(request, disk_full_error(full))
         default_code = "internal" if exc.status_code >= 500 else "invalid_request"
         code = CODE_BY_HTTP_STATUS.get(exc.status_code, default_code)
         body = error_body(code, message, status=exc.status_code)
@@ -216,6 +209,8 @@ def _unreadable(cause: BaseException) -> str:
         return "it is nested too deeply"
     if isinstance(cause, UnicodeDecodeError):
         return "it is not UTF-8"
+    if isinstance(cause, OSError):  # its text may name the server's own paths
+        return cause.strerror or type(cause).__name__
     return str(cause) or type(cause).__name__
 
 
