@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,9 +114,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, offline_hub: Path) -> Itera
     srv.stop()
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh schema in the test PostgreSQL database; skipped where none is configured."""
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """The URL of a fresh schema in the test PostgreSQL database, dropped afterwards; skips
+    the test where none is configured."""
     if not POSTGRES_URL:
         pytest.skip("TUNEFORGE_TEST_POSTGRES_URL is not set")
     import sqlalchemy
@@ -125,7 +127,16 @@ def postgres_url() -> Iterator[str]:
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    engine.dispose()
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the test PostgreSQL database; skipped where none is configured."""
+    with postgres_schema() as url:
+        yield url

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         64 * 1024**3,
         description="Largest accepted upload of purpose `model` (a GGUF file to import).",
     )
+    body_idle_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request body that sends no bytes for this long is answered 408 (a "
+        "Content-Length larger than the body sent would otherwise hold the request open).",
+    )
     import_roots: list[Path] = Field(
         default_factory=list,
         description="Folders on this machine from which `POST /v1/model_imports` may import a "

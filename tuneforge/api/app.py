@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from tuneforge import __version__
 from tuneforge.api import errors, openapi
+from tuneforge.api.edge import JsonTextCheck
 from tuneforge.api.event_watch import EventWatcher
 from tuneforge.api.limits import BodySizeLimit
 from tuneforge.api.routes import (
@@ -93,9 +94,14 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     )
     errors.install(app)
     openapi.install(app)
+    # Innermost: what no exception handler took is still answered in our shape.
+    app.add_middleware(errors.LastResort)
+    # Inside the body limit, which bounds the JSON body it reads whole.
+    app.add_middleware(JsonTextCheck, limit=JSON_BODY_LIMIT)
     app.add_middleware(
         BodySizeLimit,
         limit=JSON_BODY_LIMIT,
+        idle_seconds=settings.body_idle_seconds,
         # Room for the multipart framing around the file.
         upload_limits={
             "/v1/files": settings.max_upload_bytes + 64 * 1024,

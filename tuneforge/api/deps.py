@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request, UploadFile
 
 from tuneforge.api.event_watch import EventWatcher
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
+from tuneforge.errors import InvalidRequestError
 from tuneforge.serving.cache import ModelCache
 
 
@@ -32,3 +34,63 @@ StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 EventWatcherDep = Annotated[EventWatcher, Depends(get_event_watcher)]
+
+
+# Every id tuneforge makes: a prefix, a dash and 32 hex digits (tuneforge.db.records.new_id).
+ID_SHAPE = re.compile(r"[a-z]+-[0-9a-f]{32}")
+# An event id is `ftevent-N`: N is a row number, below 2**63 as our clients may count.
+EVENT_ID = re.compile(r"ftevent-([0-9]{1,19})")
+MAX_ROW_ID = 2**63 - 1
+# The largest row number stored: event and audit ids are INTEGER columns, 32 bits on
+# PostgreSQL. A cursor past it reaches SQL as this, which selects the same rows (none stored
+# above it) without overflowing the column's type.
+MAX_STORED_ROW_ID = 2**31 - 1
+
+
+def page_cursor(
+    after: Annotated[
+        str | None, Query(description="The id of the previous page's last item.")
+    ] = None,
+) -> str | None:
+    """A listing's `after`, checked before it reaches SQL: an id of tuneforge's shape (one
+    that names nothing gives an empty page), else 400."""
+    if not after:
+        return None
+    if not ID_SHAPE.fullmatch(after):
+        raise InvalidRequestError(
+            f"after: {after[:100]!r} is not an id (a prefix, '-', 32 hex digits, as the listing's "
+            "`id`s are).",
+            param="after",
+        )
+    return after
+
+
+def event_number(event_id: str | None, param: str) -> int | None:
+    """The row number of an event id `ftevent-N`, checked before it reaches SQL (N below
+    2**63, and no more than MAX_STORED_ROW_ID); None for no id, InvalidRequestError for any
+    other text."""
+    if event_id is None or event_id == "":
+        return None
+    match = EVENT_ID.fullmatch(event_id)
+    if match is None or int(match.group(1)) > MAX_ROW_ID:
+        raise InvalidRequestError(
+            f"{param}: {event_id[:100]!r} is not an event id (ftevent-N, N below 2**63).",
+            param=param,
+        )
+    return min(int(match.group(1)), MAX_STORED_ROW_ID)
+
+
+PageCursorDep = Annotated[str | None, Depends(page_cursor)]
+
+
+def checked_upload(file: UploadFile) -> UploadFile:
+    """The request's `file` part. A NUL in its name is refused before a byte is stored: the
+    name is kept as the file's label, and PostgreSQL stores no NUL."""
+    if "\x00" in (file.filename or ""):
+        raise InvalidRequestError(
+            "The file's name holds a NUL character; send the name without it.", param="file"
+        )
+    return file
+
+
+UploadDep = Annotated[UploadFile, Depends(checked_upload)]

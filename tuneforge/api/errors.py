@@ -3,6 +3,9 @@ that the OpenAPI document declares for them."""
 
 from __future__ import annotations
 
+import errno
+import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,9 +14,13 @@ from fastapi.responses import JSONResponse
 from pydantic import MISSING, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneforge.api.schemas.base import Public
-from tuneforge.errors import TuneforgeError
+from tuneforge.errors import DiskFullError, TuneforgeError
+
+# The server's log (uvicorn's), where tracebacks of failed requests belong.
+log = logging.getLogger("uvicorn.error")
 
 STATUS_BY_CODE = {
     "invalid_request": 400,
@@ -31,9 +38,12 @@ STATUS_BY_CODE = {
     "model_exists": 409,
     "file_too_large": 413,
     "validation_error": 422,
+    "disk_full": 507,
 }
 # The router's own answers (no route, or not that method) in the same shape.
 CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}
+# Out of space, or over a quota: the same fault to the client.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 # What each error status means, as the OpenAPI document says it.
 DESCRIPTIONS = {
@@ -41,10 +51,12 @@ DESCRIPTIONS = {
     401: "No valid API key.",
     403: "The API key's scope does not allow this.",
     404: "Not found.",
+    408: "The request body stopped arriving (its Content-Length promised more).",
     409: "Not in a state that allows this.",
     413: "The request body is larger than the limit.",
     422: "Validation error: every problem is listed in `details`.",
     429: "Too many requests, or too many queued jobs; see `Retry-After`.",
+    507: "The data folder's file system is full; nothing of the request was kept.",
 }
 
 
@@ -73,18 +85,64 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": DESCRIPTIONS[s]} for s in statuses}
 
 
+def error_type(status: int) -> str:
+    """OpenAI's error `type` for an HTTP status."""
+    if status >= 500:
+        return "server_error"
+    return {401: "authentication_error", 403: "permission_error"}.get(
+        status, "invalid_request_error"
+    )
+
+
 def error_body(
-    code: str, message: str, param: str | None = None, details: Any = None
+    code: str,
+    message: str,
+    param: str | None = None,
+    details: Any = None,
+    status: int = 400,
 ) -> dict[str, Any]:
     error: dict[str, Any] = {
         "message": message,
-        "type": "invalid_request_error",
+        "type": error_type(status),
         "param": param,
         "code": code,
     }
     if details is not None:
         error["details"] = details
     return {"error": error}
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    param: str | None = None,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """An error answer written by a middleware, before or instead of the app's own."""
+    payload = json.dumps(error_body(code, message, param, status=status)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _disk_full(exc: BaseException | None) -> OSError | None:
+    """The out-of-space OSError behind `exc` (itself, or what it was raised from)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -104,9 +162,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(TuneforgeError)
     async def _tuneforge_error(_: Request, exc: TuneforgeError) -> JSONResponse:
         status = STATUS_BY_CODE.get(exc.code, 500)
-        body = error_body(exc.code, exc.message, exc.param, exc.details)
-        if status >= 500:
-            body["error"]["type"] = "server_error"
+        body = error_body(exc.code, exc.message, exc.param, exc.details, status)
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -124,7 +180,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _router_error(request: Request, exc: HTTPException) -> JSONResponse:
         # Raised by the router itself: no route for the path (404), or none for the method
-        # (405, with the methods the path allows in `Allow`).
+        # (405, with the methods the path allows in `Allow`); or by FastAPI's body parsers.
+        full = _disk_full(exc)
+        if full is not None:  # a body parser that could not spool the upload
+            return await _tuneforge_error(request, disk_full_error(full))
         route = f"{request.method} {request.url.path}"
         if exc.status_code == 404:
             message = f"No route {route}."
@@ -134,14 +193,71 @@ def install(app: FastAPI) -> None:
             allowed = ", ".join(_allowed_methods(request))
             exc.headers = {**(exc.headers or {}), "Allow": allowed}
             message = f"{route}: the method is not allowed here (allowed: {allowed})."
+        elif exc.__cause__ is not None and exc.status_code == 400:
+            # FastAPI's body parsers (JSON, multipart) raise this from what went wrong.
+            message = f"The request body could not be read: {_unreadable(exc.__cause__)}."
         else:
             message = str(exc.detail)
-        server_error = exc.status_code >= 500
-        default_code = "internal" if server_error else "invalid_request"
-        body = error_body(CODE_BY_HTTP_STATUS.get(exc.status_code, default_code), message)
-        if server_error:
-            body["error"]["type"] = "server_error"
+        default_code = "internal" if exc.status_code >= 500 else "invalid_request"
+        code = CODE_BY_HTTP_STATUS.get(exc.status_code, default_code)
+        body = error_body(code, message, status=exc.status_code)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def _unreadable(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "it is nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "it is not UTF-8"
+    if isinstance(cause, OSError):  # its text may name the server's own paths
+        return cause.strerror or type(cause).__name__
+    return str(cause) or type(cause).__name__
+
+
+class LastResort:
+    """ASGI middleware, inside the others: an exception that no handler took is logged and
+    answered 500 in our shape (507 when it comes from a full disk). Starlette's own last
+    resort answers in plain text and raises on to the server, which then closes the
+    connection; here the client gets our answer and keeps its connection."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise  # part of an answer is out: only closing the connection is left
+            full = _disk_full(exc)
+            if full is not None:
+                error = disk_full_error(full)
+                await send_error(send, 507, error.code, error.message)
+                return
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            await send_error(
+                send,
+                500,
+                "internal",
+                "The server failed to answer this request; the error is in its log.",
+            )
+
+
+def disk_full_error(exc: OSError) -> DiskFullError:
+    return DiskFullError(
+        f"The server's disk is full ({exc.strerror or 'no space left on device'}); retry once "
+        "space has been freed."
+    )
 
 
 def _allowed_methods(request: Request) -> list[str]:

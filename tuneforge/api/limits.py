@@ -1,23 +1,34 @@
-"""Request body limits, enforced while the body streams in (413 before it is all read)."""
+"""Request body limits, enforced while the body streams in: 413 before a body over its size
+is all read, and 408 for a body that stops arriving (a Content-Length that promised more
+than the client sends would otherwise hold the request open until the client gives up)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tuneforge.api.errors import error_body
+from tuneforge.api.errors import send_error
+
+CLOSE = ((b"connection", b"close"),)
 
 
 class BodySizeLimit:
     """ASGI middleware: refuse bodies over the limit `upload_limits` gives an upload path (by
-    exact path), `limit` elsewhere."""
+    exact path), `limit` elsewhere, and bodies with no bytes for `idle_seconds`."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, upload_limits: dict[str, int]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        upload_limits: dict[str, int],
+        idle_seconds: float = 30.0,
+    ):
         self.app = app
         self.limit = limit
         self.upload_limits = upload_limits
+        self.idle_seconds = idle_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -30,54 +41,68 @@ class BodySizeLimit:
             await _too_large(send, limit)
             return
         received = 0
-        overflow = False
+        body_done = False
+        refusal: int | None = None  # 413 or 408, once the body is refused
         replied = False
 
         async def counting_receive() -> Message:
-            # Past the limit the app sees a disconnect, so no more of the body is read.
-            nonlocal received, overflow
-            if overflow:
+            # Once refused the app sees a disconnect, so no more of the body is read. The
+            # idle wait is only for the body: after it, receive() waits for a disconnect,
+            # which a streamed answer listens for as long as it runs.
+            nonlocal received, body_done, refusal
+            if refusal is not None:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_seconds)
+            except TimeoutError:
+                refusal = 408
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
-                    overflow = True
+                    refusal = 413
                     return {"type": "http.disconnect"}
             return message
 
-        async def guarded_send(message: Message) -> None:
+        async def refuse() -> None:
             nonlocal replied
-            if not overflow:
+            replied = True
+            if refusal == 413:
+                await _too_large(send, limit)
+            else:
+                await send_error(
+                    send,
+                    408,
+                    "request_timeout",
+                    f"No bytes of the request body arrived for {self.idle_seconds:g} s; send "
+                    "the whole body its Content-Length announces.",
+                    headers=CLOSE,
+                )
+
+        async def guarded_send(message: Message) -> None:
+            if refusal is None:
                 await send(message)
             elif message["type"] == "http.response.start" and not replied:
-                replied = True
-                await _too_large(send, limit)
+                await refuse()
 
         try:
             await self.app(scope, counting_receive, guarded_send)
         except Exception:
-            if not overflow:
+            if refusal is None:
                 raise
-        if overflow and not replied:
-            await _too_large(send, limit)
+        if refusal is not None and not replied:
+            await refuse()
 
 
-async def _too_large(send: Any, limit: int) -> None:
-    body = json.dumps(
-        error_body(
-            "file_too_large", f"The request body is larger than the limit of {limit} bytes.", "file"
-        )
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
+async def _too_large(send: Send, limit: int) -> None:
+    await send_error(
+        send,
+        413,
+        "file_too_large",
+        f"The request body is larger than the limit of {limit} bytes.",
+        "file",
+        headers=CLOSE,
     )
-    await send({"type": "http.response.body", "body": body})

@@ -42,7 +42,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
                 responses["422"] = error_response(422)
             statuses = guard_statuses(method.upper(), path)
             if "requestBody" in operation:
-                statuses.append(413)
+                statuses.extend((408, 413))
             for status in statuses:
                 responses.setdefault(str(status), error_response(status))
             operation["responses"] = dict(sorted(responses.items()))

@@ -21,7 +21,8 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tuneforge.api.errors import error_body
+from tuneforge.api.edge import nul_param
+from tuneforge.api.errors import send_error
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.security.keys import LOCAL, Identity, KeyRing
@@ -127,6 +128,16 @@ class ApiGuard:
                 send, 400, "host_not_allowed",
                 f"Host {host!r} is not one this server answers to; add it to "
                 "TUNEFORGE_ALLOWED_HOSTS if it is yours.",
+            )
+            return
+        # Before any lookup and before the audit log: PostgreSQL stores no NUL.
+        param = nul_param(scope)
+        if param is not None:
+            await _reply(
+                send, 400, "invalid_request",
+                f"A NUL character is in {param!r}; ids, query values and headers never hold "
+                "one.",
+                param=param,
             )
             return
         path: str = scope.get("path", "")
@@ -268,22 +279,7 @@ async def _reply(
     code: str,
     message: str,
     headers: tuple[tuple[bytes, bytes], ...] = (),
+    param: str | None = None,
 ) -> None:
-    body = error_body(code, message)
-    if status in (401, 403):
-        body["error"]["type"] = "authentication_error" if status == 401 else "permission_error"
-    payload = json.dumps(body).encode()
-    extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *extra,
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    extra = ((b"www-authenticate", b"Bearer"),) if status == 401 else ()
+    await send_error(send, status, code, message, param, headers=(*extra, *headers))

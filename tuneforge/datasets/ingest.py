@@ -19,7 +19,7 @@ from tuneforge.errors import (
     UnsupportedFileError,
 )
 from tuneforge.security.paths import inside
-from tuneforge.security.uploads import refuse_archive
+from tuneforge.security.uploads import file_label, refuse_archive
 
 # `model`: a GGUF file to import as a base model (tuneforge.imports); stored, never parsed
 # as data.
@@ -78,7 +78,7 @@ def ingest_file(
         partial.rename(dest)
     finally:
         partial.unlink(missing_ok=True)
-    safe_name = Path(filename or "upload").name[:255] or "upload"
+    safe_name = file_label(filename)
     if is_model:
         fmt, report = "gguf", {"valid": True, "kind": MODEL_PURPOSE}
     else:

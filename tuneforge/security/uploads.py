@@ -8,6 +8,8 @@ their name says, before the rest of the body is stored.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from tuneforge.errors import UnsupportedFileError
 
 # Leading bytes of the archive and compression formats (Parquet starts with `PAR1`).
@@ -46,3 +48,17 @@ def refuse_archive(head: bytes) -> None:
             "data file itself.",
             param="file",
         )
+
+
+# A file name is a label: its last component, without control characters, at most this long.
+MAX_NAME = 255
+
+
+def file_label(filename: str) -> str:
+    """The label kept for an uploaded file's name: its last component, control characters
+    removed, cut to MAX_NAME characters with its extension kept (`a…a.jsonl`)."""
+    name = "".join(c for c in filename.replace("\\", "/") if c.isprintable())
+    path = PurePosixPath(name.rsplit("/", 1)[-1])
+    suffix = path.suffix if len(path.suffix) < MAX_NAME // 2 else ""
+    stem = path.name[: len(path.name) - len(suffix)]
+    return (stem[: MAX_NAME - len(suffix)] + suffix).strip() or "upload"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from tuneforge.api.deps import StoreDep
+from tuneforge.api.deps import MAX_ROW_ID, MAX_STORED_ROW_ID, StoreDep
 from tuneforge.api.schemas.audit import AuditEntriesPublic, AuditEntryPublic
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -18,13 +18,16 @@ MAX_PAGE = 1000
 def list_audit_entries(
     store: StoreDep,
     after: Annotated[
-        int | None, Query(ge=1, description="The last id of the previous page (newest first).")
+        int | None,
+        Query(ge=1, le=MAX_ROW_ID, description="The last id of the previous page (newest first)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     actor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AuditEntriesPublic:
     """Writes, newest first: who (key id or `local`), method, path, status, when, and the id
     of what was created or changed when known."""
+    if after is not None:
+        after = min(after, MAX_STORED_ROW_ID)
     rows, has_more = store.list_audit_entries(after=after, limit=limit, actor=actor)
     data = [AuditEntryPublic(**row) for row in rows]
     return AuditEntriesPublic(data=data, has_more=has_more, last_id=data[-1].id if data else None)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import PageCursorDep, SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.evaluations import (
     EvaluationPublic,
@@ -40,7 +40,7 @@ async def create(
 @router.get("")
 def list_evaluations(
     store: StoreDep,
-    after: str | None = None,
+    after: PageCursorDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> EvaluationsPublic:
     rows, has_more = store.list_jobs(after=after, limit=limit, kind=KIND)

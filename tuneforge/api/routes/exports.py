@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import PageCursorDep, SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.exports import ExportPublic, ExportsPublic, public_export
 from tuneforge.errors import InvalidRequestError
@@ -43,7 +43,7 @@ async def create(store: StoreDep, settings: SettingsDep, request: ExportCreate) 
 @router.get("")
 def list_exports(
     store: StoreDep,
-    after: str | None = None,
+    after: PageCursorDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ExportsPublic:
     rows, has_more = store.list_jobs(after=after, limit=limit, kind=KIND)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import PageCursorDep, SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.feedback import (
     FeedbackExportPublic,
@@ -34,12 +34,12 @@ def create(store: StoreDep, request: FeedbackCreate) -> FeedbackPublic:
 @router.get("")
 def list_feedback(
     store: StoreDep,
+    after: PageCursorDep,
     model: str | None = None,
     registered_model: str | None = None,
     rating: Literal["up", "down", "edited"] | None = None,
     since: float | None = None,
     until: float | None = None,
-    after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> FeedbackListPublic:
     """Newest first, filtered by model, registered model, rating and time (UNIX seconds)."""

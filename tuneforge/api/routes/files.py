@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Form, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import PageCursorDep, SettingsDep, StoreDep, UploadDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.files import (
     FileDeleted,
@@ -24,11 +24,11 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
-@router.post("", responses=error_responses(400, 413))
+@router.post("", responses=error_responses(400, 413, 507))
 async def upload_file(
     store: StoreDep,
     settings: SettingsDep,
-    file: UploadFile,
+    file: UploadDep,
     purpose: Annotated[str, Form()] = "fine-tune",
 ) -> FilePublic:
     """Upload a JSONL, CSV or Parquet file; it is validated at once (see /v1/datasets/{id})."""
@@ -41,8 +41,8 @@ async def upload_file(
 @router.get("")
 def list_files(
     store: StoreDep,
+    after: PageCursorDep,
     purpose: str | None = None,
-    after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> FilesPublic:
     rows, has_more = store.list_files(purpose=purpose, after=after, limit=limit)

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import EventWatcherDep, SettingsDep, StoreDep
+from tuneforge.api.deps import (
+    EventWatcherDep,
+    PageCursorDep,
+    SettingsDep,
+    StoreDep,
+    event_number,
+)
 from tuneforge.api.errors import error_responses
 from tuneforge.api.event_watch import EventWatcher
 from tuneforge.api.schemas.fine_tuning import (
@@ -32,13 +38,6 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 
 
-def _event_number(event_id: str | None) -> int | None:
-    if not event_id:
-        return None
-    digits = event_id.removeprefix("ftevent-")
-    return int(digits) if digits.isdigit() else None
-
-
 @router.post("", responses=error_responses(400, 404))
 async def create_fine_tuning_job(
     store: StoreDep, settings: SettingsDep, request: JobCreate
@@ -50,7 +49,7 @@ async def create_fine_tuning_job(
 @router.get("")
 def list_fine_tuning_jobs(
     store: StoreDep,
-    after: str | None = None,
+    after: PageCursorDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
 ) -> FineTuningJobsPublic:
@@ -104,8 +103,8 @@ def stream_events(
     """Server-Sent Events, oldest first, from after `Last-Event-ID` (or `after`); each has
     the event's id, so a client that reconnects misses none and sees none twice. The stream
     ends with an `end` event when the job has ended."""
+    start = event_number(last_event_id, "Last-Event-ID") or event_number(after, "after") or 0
     store.require_job(job_id)
-    start = _event_number(last_event_id) or _event_number(after) or 0
     return StreamingResponse(
         _sse(store, watcher, job_id, start, level, type),
         media_type="text/event-stream",
@@ -132,10 +131,9 @@ def list_events(
     """Newest first, as OpenAI lists them; `stream=true` is the same as `/events/stream`."""
     if stream:
         return stream_events(store, watcher, job_id, level, type, after, last_event_id)
+    cursor = event_number(after, "after")
     store.require_job(job_id)
-    rows, has_more = store.list_events(
-        job_id, after=_event_number(after), limit=limit, level=level, type=type
-    )
+    rows, has_more = store.list_events(job_id, after=cursor, limit=limit, level=level, type=type)
     return JobEventsPublic(data=[public_event(r) for r in rows], has_more=has_more)
 
 
@@ -190,7 +188,7 @@ async def _sse(
 def list_checkpoints(
     store: StoreDep,
     job_id: str,
-    after: str | None = None,
+    after: PageCursorDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> CheckpointsPublic:
     job = store.require_job(job_id)

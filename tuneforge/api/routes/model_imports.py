@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, UploadFile
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import PageCursorDep, SettingsDep, StoreDep, UploadDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.files import FilePublic, public_file
 from tuneforge.api.schemas.model_imports import (
@@ -51,8 +51,8 @@ async def create(
     return _public(store, job)
 
 
-@router.post("/files", responses=error_responses(400, 413))
-async def upload_model_file(store: StoreDep, settings: SettingsDep, file: UploadFile) -> FilePublic:
+@router.post("/files", responses=error_responses(400, 413, 507))
+async def upload_model_file(store: StoreDep, settings: SettingsDep, file: UploadDep) -> FilePublic:
     """Upload a GGUF file to import (a file of purpose `model`, up to
     `max_model_upload_bytes`); then `POST /v1/model_imports` with its id as `file`."""
     row = await run_in_threadpool(
@@ -69,7 +69,7 @@ async def upload_model_file(store: StoreDep, settings: SettingsDep, file: Upload
 @router.get("")
 def list_imports(
     store: StoreDep,
-    after: str | None = None,
+    after: PageCursorDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ModelImportsPublic:
     rows, has_more = store.list_jobs(after=after, limit=limit, kind=KIND)

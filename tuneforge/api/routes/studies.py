@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import PageCursorDep, SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.studies import (
     StudiesPublic,
@@ -32,7 +32,7 @@ async def create(store: StoreDep, settings: SettingsDep, request: StudyCreate) -
 @router.get("")
 def list_studies(
     store: StoreDep,
-    after: str | None = None,
+    after: PageCursorDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: Literal["running", "succeeded", "failed", "cancelled"] | None = None,
 ) -> StudiesPublic:

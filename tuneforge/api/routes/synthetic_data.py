@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import PageCursorDep, SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.synthetic_data import (
     SyntheticDataListPublic,
@@ -41,7 +41,7 @@ async def create(
 @router.get("")
 def list_synthetic(
     store: StoreDep,
-    after: str | None = None,
+    after: PageCursorDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> SyntheticDataListPublic:
     rows, has_more = store.list_jobs(after=after, limit=limit, kind=KIND)
