@@ -29,6 +29,7 @@ STATUS_BY_CODE = {
     "unsafe_weights": 400,
     "unsupported_file": 400,
     "unsupported_architecture": 400,
+    "python_graders_disabled": 403,
     "not_found": 404,
     "file_not_found": 404,
     "job_not_found": 404,

@@ -39,12 +39,22 @@ INFERENCE_PATHS = frozenset(
 )
 # POSTs that queue work for a worker: bounded per key.
 JOB_CREATION_PATHS = frozenset(
-    {"/v1/fine_tuning/jobs", "/v1/exports", "/v1/evaluations", "/training/train",
-     "/evaluation/evaluate", "/v1/synthetic-data", "/v1/feedback/retrain",
-     "/v1/model_imports"}
+    {
+        "/v1/fine_tuning/jobs",
+        "/v1/exports",
+        "/v1/evaluations",
+        "/training/train",
+        "/evaluation/evaluate",
+        "/v1/synthetic-data",
+        "/v1/feedback/retrain",
+        "/v1/model_imports",
+    }
 )
 # A study queues its trial jobs itself, later: its creation is rate-limited, not bounded.
-RATE_LIMITED_PATHS = JOB_CREATION_PATHS | INFERENCE_PATHS | {"/v1/studies"}
+# Grading runs judges and python code: limited like inference.
+RATE_LIMITED_PATHS = (
+    JOB_CREATION_PATHS | INFERENCE_PATHS | {"/v1/studies", "/v1/fine_tuning/alpha/graders/run"}
+)
 ADMIN_ONLY_PREFIXES = ("/v1/audit",)
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 # The response bytes kept to find the id a write created.
@@ -125,7 +135,9 @@ class ApiGuard:
         host = host_name(headers.get(b"host", b"").decode("latin-1"))
         if not self.any_host and host not in self.hosts:
             await _reply(
-                send, 400, "host_not_allowed",
+                send,
+                400,
+                "host_not_allowed",
                 f"Host {host!r} is not one this server answers to; add it to "
                 "TUNEFORGE_ALLOWED_HOSTS if it is yours.",
             )
@@ -134,9 +146,10 @@ class ApiGuard:
         param = nul_param(scope)
         if param is not None:
             await _reply(
-                send, 400, "invalid_request",
-                f"A NUL character is in {param!r}; ids, query values and headers never hold "
-                "one.",
+                send,
+                400,
+                "invalid_request",
+                f"A NUL character is in {param!r}; ids, query values and headers never hold one.",
                 param=param,
             )
             return
@@ -153,9 +166,10 @@ class ApiGuard:
         method: str = scope["method"]
         if identity.scope != KeyScope.ADMIN and needs_admin(method, path):
             await _reply(
-                send, 403, "insufficient_scope",
-                f"This API key is {identity.scope.value}-only; {method} {path} needs an "
-                "admin key.",
+                send,
+                403,
+                "insufficient_scope",
+                f"This API key is {identity.scope.value}-only; {method} {path} needs an admin key.",
             )
             return
         scope.setdefault("state", {})["identity"] = identity
@@ -165,7 +179,9 @@ class ApiGuard:
             if wait > 0:
                 retry = max(1, int(wait + 0.999))
                 await _reply(
-                    send, 429, "rate_limited",
+                    send,
+                    429,
+                    "rate_limited",
                     f"Too many requests to {path}; retry in {retry} s "
                     f"(limit: {self.settings.rate_limit_per_minute:g}/min, burst "
                     f"{self.settings.rate_limit_burst}).",
@@ -176,7 +192,9 @@ class ApiGuard:
                 waiting = await run_in_threadpool(store.count_waiting_jobs_of, identity.actor)
                 if waiting >= self.settings.max_queued_jobs_per_key:
                     await _reply(
-                        send, 429, "queue_full",
+                        send,
+                        429,
+                        "queue_full",
                         f"{waiting} jobs of yours are waiting to run (at most "
                         f"{self.settings.max_queued_jobs_per_key}); wait for some to start, "
                         "or cancel some.",
@@ -194,7 +212,9 @@ class ApiGuard:
             if not self.exposed:
                 return LOCAL
             await _reply(
-                send, 401, "api_keys_required",
+                send,
+                401,
+                "api_keys_required",
                 "This server listens beyond loopback and has no API keys; create one with "
                 "`tuneforge keys create`.",
             )
@@ -202,7 +222,9 @@ class ApiGuard:
         scheme, _, secret = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             await _reply(
-                send, 401, "missing_api_key",
+                send,
+                401,
+                "missing_api_key",
                 "This API needs a key: send `Authorization: Bearer <key>`.",
             )
             return None

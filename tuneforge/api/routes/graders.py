@@ -7,13 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep
-from tuneforge.api.errors import error_body, error_responses
+from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.graders import GraderRunResponse, GraderValidateResponse
-from tuneforge.errors import PythonGradersDisabledError
 from tuneforge.graders.backends import ServedBackends
 from tuneforge.graders.run import require_allowed, run_grader
 from tuneforge.graders.spec import GRADER_TYPES, parse_grader
@@ -49,15 +47,12 @@ class GraderValidateRequest(BaseModel):
 @router.post("/run", response_model=GraderRunResponse, responses=error_responses(400, 403, 404))
 def run_grader_endpoint(
     store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: GraderRunRequest
-) -> GraderRunResponse | JSONResponse:
+) -> GraderRunResponse:
     """Grade `model_sample` (an answer to `item`) with `grader`: the reward, and what went
     wrong where something did (`metadata.errors`)."""
     backends = ServedBackends(store, settings, cache)
     grader = parse_grader(request.grader)
-    try:
-        require_allowed(grader, settings.python_graders)
-    except PythonGradersDisabledError as error:
-        return _forbidden(error)
+    require_allowed(grader, settings.python_graders)
     backends.check_models(grader)
     item = {} if request.item is None else request.item
     result = run_grader(grader, Sample(request.model_sample), item, backends)
@@ -71,21 +66,10 @@ def run_grader_endpoint(
 )
 def validate_grader(
     store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: GraderValidateRequest
-) -> GraderValidateResponse | JSONResponse:
+) -> GraderValidateResponse:
     """Check a grader without running it: its fields, templates, formula, python source
     (parsed, not run) and judge models. Answers the grader as understood."""
     grader = parse_grader(request.grader)
-    try:
-        require_allowed(grader, settings.python_graders)
-    except PythonGradersDisabledError as error:
-        return _forbidden(error)
+    require_allowed(grader, settings.python_graders)
     ServedBackends(store, settings, cache).check_models(grader)
     return GraderValidateResponse(grader=grader.model_dump(mode="json", exclude_unset=True))
-
-
-def _forbidden(error: PythonGradersDisabledError) -> JSONResponse:
-    """The 403 of a python grader while they are off (the error handler of `api.errors`
-    has no 403 code of its own)."""
-    body = error_body(error.code, error.message, error.param)
-    body["error"]["type"] = "permission_error"
-    return JSONResponse(body, status_code=403)
