@@ -53,10 +53,11 @@ WORDS = [
 
 
 def write_pairs(path: Path, mib: int) -> int:
-    """`mib` MiB of short pairs; the number of lines."""
+    """Up to `mib` MiB of short pairs (no more: the default limit is exactly 512 MiB); the
+    number of lines."""
     target, size, lines = mib * 1024 * 1024, 0, 0
-    with path.open("w", encoding="utf-8") as out:
-        while size < target:
+    with path.open("wb") as out:
+        while True:
             chunk = []
             for i in range(lines, lines + 10_000):
                 a, b, c = WORDS[i % 12], WORDS[(i // 12) % 12], WORDS[(i // 144) % 12]
@@ -64,11 +65,12 @@ def write_pairs(path: Path, mib: int) -> int:
                     f'{{"anchor": "how do I {a} my {b} {i}?", '
                     f'"positive": "To {a} your {b}, open {c} settings, step {i % 97}."}}\n'
                 )
-            text = "".join(chunk)
-            out.write(text)
-            size += len(text.encode())
+            data = "".join(chunk).encode()
+            if size + len(data) > target:
+                return lines
+            out.write(data)
+            size += len(data)
             lines += len(chunk)
-    return lines
 
 
 def tree_rss(process: psutil.Process) -> int:
