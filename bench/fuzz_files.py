@@ -43,7 +43,7 @@ def fuzz(
     failures: list[str],
 ) -> None:
     """Run `examples` files of generator `name` through `check_file`, counting outcomes."""
-    formats = ("jsonl", "csv", "parquet") if name == "random" else (name,)
+    formats = {"random": ("jsonl", "csv", "parquet"), "well_formed": ("jsonl",)}.get(name, (name,))
     count = 0
 
     @seed(seed_value)
@@ -57,6 +57,8 @@ def fuzz(
     def run(content: bytes) -> None:
         nonlocal count
         fmt = formats[count % len(formats)]
+        if name == "well_formed" and not content.lstrip().startswith(b"{"):
+            fmt = "csv"
         count += 1
         try:
             outcome = check_file(folder, f"f{count}.{fmt}", content, fmt)

@@ -156,12 +156,16 @@ def pandas_baseline(path: Path) -> dict[str, Any]:
 
 
 def old_checkout(old: Path, path: Path, home: Path) -> dict[str, Any]:
-    """The old code's validation of `path`, and one /rows page of it, each in a fresh process."""
+    """The old code's validation of `path` (counting tokens, as its upload did), and one /rows
+    page of it, each in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(old)}
     validate = in_fresh_process(
         MEASURED.format(
-            imports="from pathlib import Path\nfrom tuneforge.datasets.kinds import read_upload",
-            work=f"report = read_upload(Path({str(path)!r}), 'jsonl', min_rows=2).report\n"
+            imports="from pathlib import Path\nfrom tuneforge.datasets.kinds import read_upload\n"
+            "from tuneforge.datasets.statistics import load_tokenizer\n"
+            "tokenizer = load_tokenizer('sentence-transformers/all-MiniLM-L6-v2')",
+            work=f"report = read_upload(Path({str(path)!r}), 'jsonl', min_rows=2, "
+            "tokenizer=tokenizer).report\n"
             "extra = {'rows': report['statistics']['rows']}",
         ),
         env,

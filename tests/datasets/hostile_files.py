@@ -204,7 +204,52 @@ def parquet_files(draw: st.DrawFn) -> bytes:
     return data
 
 
+# Texts a valid file may hold: any Unicode (no surrogates, no NULs), long or short.
+fine_texts = st.text(
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+    min_size=1,
+    max_size=60,
+).filter(str.strip)
+labels = st.sampled_from(["a", "b", "c", "None", "1", "é ü"])
+
+
+@st.composite
+def well_formed_files(draw: st.DrawFn) -> bytes:
+    """JSONL or CSV of one kind (pairs, scored pairs, classification, chat), mostly valid:
+    the statistics' paths, with now and then one hostile line spliced in."""
+    kind = draw(st.sampled_from(["pair", "scored", "classification", "multi", "chat"]))
+    count = draw(st.integers(1, 25))
+    rows: list[dict[str, Any]] = []
+    for _ in range(count):
+        if kind == "pair":
+            rows.append({"anchor": draw(fine_texts), "positive": draw(fine_texts)})
+        elif kind == "scored":
+            score = draw(st.floats(0, 5))
+            rows.append(
+                {"sentence1": draw(fine_texts), "sentence2": draw(fine_texts), "score": score}
+            )
+        elif kind == "classification":
+            rows.append({"text": draw(fine_texts), "label": draw(labels)})
+        elif kind == "multi":
+            rows.append({"text": draw(fine_texts), "labels": draw(st.lists(labels, min_size=1))})
+        else:
+            turns = [("user", draw(fine_texts)), ("assistant", draw(fine_texts))]
+            rows.append({"messages": [{"role": r, "content": c} for r, c in turns]})
+    if draw(st.booleans()) and kind in ("pair", "scored", "classification"):
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        lines = out.getvalue().splitlines(keepends=True)
+    else:
+        lines = [json.dumps(row) + "\n" for row in rows]
+    if draw(st.integers(0, 3)) == 0:
+        lines.insert(draw(st.integers(0, len(lines))), draw(json_lines) + "\n")
+    return "".join(lines).encode("utf-8", "surrogatepass")
+
+
 FILES = {
+    "well_formed": well_formed_files(),
     "jsonl": jsonl_files(),
     "csv": csv_files(),
     "parquet": parquet_files(),
@@ -220,13 +265,16 @@ class Outcome:
     report: dict[str, Any]
 
 
-def check_file(folder: Path, name: str, content: bytes, fmt: str) -> Outcome:
-    """Validate `content` as an upload would and page through its preview; raises (an
-    AssertionError or whatever escaped) where a reader broke its contract."""
+def check_file(folder: Path, name: str, content: bytes, fmt: str, tokenizer: Any = None) -> Outcome:
+    """Validate `content` as an upload would (with `tokenizer` counting tokens) and page
+    through its preview; raises (an AssertionError or whatever escaped) where a reader broke
+    its contract."""
     path = folder / name
     path.write_bytes(content)
     index = RowIndexBuilder()
-    report = read_upload(path, fmt, min_rows=1, keep_rows=False, index=index).report
+    report = read_upload(
+        path, fmt, min_rows=1, keep_rows=False, index=index, tokenizer=tokenizer
+    ).report
     if fmt != "parquet":
         index.save(path)
     json.dumps(report, allow_nan=False)
@@ -237,7 +285,7 @@ def check_file(folder: Path, name: str, content: bytes, fmt: str) -> Outcome:
         assert isinstance(problem["code"], str) and isinstance(problem["message"], str)
         assert problem["line"] is None or problem["line"] >= 1
         assert str(folder) not in problem["message"]
-    in_memory = read_upload(path, fmt, min_rows=1).report
+    in_memory = read_upload(path, fmt, min_rows=1, tokenizer=tokenizer).report
     assert in_memory == report, "the streamed report differs from the one read in memory"
     total = None
     for offset in (0, 3, 10_000):

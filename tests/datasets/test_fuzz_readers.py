@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
+
+from tests.offline_models import MINILM
+from tuneforge.datasets.statistics import load_tokenizer
 
 from .hostile_files import FILES, check_file
 
 FUZZ = settings(
-    max_examples=60,
+    max_examples=50,
     deadline=None,
     derandomize=True,
     database=None,
@@ -20,9 +24,17 @@ FUZZ = settings(
 )
 
 
-def check(content: bytes, fmt: str, name: str) -> None:
+def check(content: bytes, fmt: str, name: str, tokenizer: Any = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        check_file(Path(folder), name, content, fmt)
+        check_file(Path(folder), name, content, fmt, tokenizer)
+
+
+@FUZZ
+@given(FILES["well_formed"])
+def test_any_well_formed_file_is_a_report(content: bytes) -> None:
+    fmt = "jsonl" if content.lstrip().startswith(b"{") else "csv"
+    # Counting tokens as an upload does (all-MiniLM-L6-v2, in the tests' offline cache).
+    check(content, fmt, f"f.{fmt}", load_tokenizer(MINILM))
 
 
 @FUZZ

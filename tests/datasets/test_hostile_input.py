@@ -131,31 +131,43 @@ def test_preview_of_deep_json_is_cut_to_text(tmp_path: Path) -> None:
 
 
 def test_validation_memory_grows_with_the_line_not_the_file(tmp_path: Path) -> None:
-    """A 24 MB upload of short pairs, validated in a fresh process: its peak RSS grows by
-    far less than the file (the reading of issue 22 grew by about 70 times the file)."""
+    """A 16 MB upload of 100,000 pairs, validated in a fresh process: its peak RSS grows by
+    less than half the file (a few dozen bytes a row for the statistics; the reading before
+    issue 22 held every record and row, and grew by about 4 times the file)."""
     path, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
-    for file, rows in ((path, 300_000), (small, 3000)):
+    line = '{{"anchor": "question {0} on a topic, long enough to be a real question", '
+    line += '"positive": "answer {0}: a sentence or two that a model could learn from."}}\n'
+    for file, rows in ((path, 100_000), (small, 3000)):
         with file.open("w") as out:
-            for i in range(rows):
-                out.write(f'{{"anchor": "question {i} about a topic", "positive": "answer {i}"}}\n')
+            out.writelines(line.format(i) for i in range(rows))
     script = f"""
-import resource, json
+import json, resource, threading, time
 from pathlib import Path
+import psutil
 from tuneforge.datasets.kinds import read_upload
 from tuneforge.datasets.row_index import RowIndexBuilder
 path = Path({str(path)!r})
 read_upload(Path({str(small)!r}), "jsonl", min_rows=1, keep_rows=False)  # imports and all
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-index = RowIndexBuilder()
-report = read_upload(path, "jsonl", min_rows=1, keep_rows=False, index=index).report
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"growth_kb": after - before, "rows": report["statistics"]["rows"]}}))
+process = psutil.Process()
+before, peak, done = process.memory_info().rss, 0, threading.Event()
+def sample():
+    global peak
+    while not done.is_set():
+        peak = max(peak, process.memory_info().rss)
+        time.sleep(0.005)
+sampler = threading.Thread(target=sample)
+sampler.start()
+report = read_upload(path, "jsonl", min_rows=1, keep_rows=False, index=RowIndexBuilder()).report
+done.set()
+sampler.join()
+growth_kb = (peak - before) // 1024
+print(json.dumps({{"growth_kb": growth_kb, "rows": report["statistics"]["rows"]}}))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
     size_kb = path.stat().st_size // 1024
-    assert result["rows"] == 300_000
-    assert result["growth_kb"] < size_kb // 4, (result, size_kb)
+    assert result["rows"] == 100_000
+    assert result["growth_kb"] < size_kb // 2, (result, size_kb)
 
 
 def word_tokenizer() -> Tokenizer:
