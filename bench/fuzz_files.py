@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -101,6 +102,7 @@ def main() -> None:
         "by_generator": {name: dict(counted) for name, counted in outcomes.items()},
         "problem_codes": dict(codes.most_common()),
     }
+    shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(summary, indent=2))
     for failure in failures:
         print(failure, file=sys.stderr)

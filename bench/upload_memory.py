@@ -13,7 +13,8 @@ large JSONL file of short lines, against a real `tuneforge serve` (issue 22).
 5. baselines, each in a fresh process on the same file, peak RSS above the interpreter with its
    imports done: `pandas.read_json(lines=True)`, and (`--old PATH`, a checkout before the
    streaming readers) that checkout's validation and one `/rows` page, on a `--old-mib` MiB
-   slice: the old code held the whole file many times over, and on 512 MiB would not fit.
+   slice (the old code held the whole file many times over: 512 MiB would not fit), beside
+   this checkout's on the same slice, the same way.
 
 Results: a summary on stdout and `bench/results/upload-memory-<time>.json`.
 
@@ -26,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -122,52 +124,77 @@ def page_latency(client: httpx.Client, file_id: str, offset: int) -> dict[str, f
     return {"first_ms": times[0] * 1000, "median_ms": statistics.median(times[1:]) * 1000}
 
 
-def in_fresh_process(code: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `code` in a new interpreter; it prints one JSON object last."""
+def in_fresh_process(code: str, cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `code` in a new interpreter in `cwd` (which `python -c` imports from first); it
+    prints one JSON object last."""
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, check=False
     )
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]}
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-# Peak RSS (ru_maxrss) above the RSS with the imports done: what reading the file added.
+# Peak RSS (sampled every 5 ms; ru_maxrss would count the parent's RSS at the fork) above the
+# RSS with the imports done: what reading the file added.
 MEASURED = """
-import json, resource, sys, time, psutil
+import json, threading, time, psutil
 {imports}
-base = psutil.Process().memory_info().rss
+process = psutil.Process()
+base, peak, done = process.memory_info().rss, 0, threading.Event()
+def sample():
+    global peak
+    while not done.is_set():
+        peak = max(peak, process.memory_info().rss)
+        time.sleep(0.005)
+sampler = threading.Thread(target=sample)
+sampler.start()
 start = time.perf_counter()
 {work}
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+done.set()
+sampler.join()
 print(json.dumps({{"peak_above_start_mb": (peak - base) / 1e6, "seconds": seconds, **extra}}))
 """
 
 
 def pandas_baseline(path: Path) -> dict[str, Any]:
+    """pandas' JSONL reader on the file, in a fresh process."""
     return in_fresh_process(
         MEASURED.format(
             imports="import pandas",
             work=f"frame = pandas.read_json({str(path)!r}, lines=True)\n"
             "extra = {'rows': len(frame)}",
-        )
+        ),
+        ROOT,
     )
 
 
-def old_checkout(old: Path, path: Path, home: Path) -> dict[str, Any]:
-    """The old code's validation of `path` (counting tokens, as its upload did), and one /rows
-    page of it, each in a fresh process."""
-    env = {**os.environ, "PYTHONPATH": str(old)}
+# The validation an upload ran, counting tokens: before (whole file, every record and row
+# kept) and now (streamed, with the row index written).
+VALIDATE = {
+    "old": "report = read_upload(path, 'jsonl', min_rows=2, tokenizer=tokenizer).report",
+    "new": "from tuneforge.datasets.row_index import RowIndexBuilder\n"
+    "index = RowIndexBuilder()\n"
+    "report = read_upload(path, 'jsonl', min_rows=2, tokenizer=tokenizer, keep_rows=False, "
+    "index=index).report\n"
+    "index.save(path)",
+}
+
+
+def checkout_figures(checkout: Path, path: Path, version: str) -> dict[str, Any]:
+    """A checkout's validation of `path` (as its upload ran it), then one /rows page of it,
+    each in a fresh process importing from `checkout`."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
     validate = in_fresh_process(
         MEASURED.format(
             imports="from pathlib import Path\nfrom tuneforge.datasets.kinds import read_upload\n"
             "from tuneforge.datasets.statistics import load_tokenizer\n"
-            "tokenizer = load_tokenizer('sentence-transformers/all-MiniLM-L6-v2')",
-            work=f"report = read_upload(Path({str(path)!r}), 'jsonl', min_rows=2, "
-            "tokenizer=tokenizer).report\n"
-            "extra = {'rows': report['statistics']['rows']}",
+            "tokenizer = load_tokenizer('sentence-transformers/all-MiniLM-L6-v2')\n"
+            f"path = Path({str(path)!r})",
+            work=VALIDATE[version] + "\nextra = {'rows': report['statistics']['rows']}",
         ),
+        checkout,
         env,
     )
     page = in_fresh_process(
@@ -176,6 +203,7 @@ def old_checkout(old: Path, path: Path, home: Path) -> dict[str, Any]:
             work=f"page = preview_rows(Path({str(path)!r}), 'jsonl', {{}}, offset=1000, limit=20)\n"
             "extra = {'total': page['total']}",
         ),
+        checkout,
         env,
     )
     return {"validation": validate, "rows_page": page}
@@ -248,7 +276,9 @@ def main() -> None:
         part = work / "slice.jsonl"
         with data.open("rb") as source, part.open("wb") as out:
             out.write(source.read(options.old_mib * 2**20).rsplit(b"\n", 1)[0] + b"\n")
-        results["old_code"] = {"mib": options.old_mib, **old_checkout(options.old, part, work)}
+        results["old_code"] = {"mib": options.old_mib, **checkout_figures(options.old, part, "old")}
+        results["new_code"] = {"mib": options.old_mib, **checkout_figures(ROOT, part, "new")}
+    shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results, indent=2))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"upload-memory-{datetime.now():%Y%m%d-%H%M%S}.json"
