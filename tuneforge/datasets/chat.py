@@ -37,6 +37,7 @@ This module reads a file and measures it; the checks of each line are in
 from __future__ import annotations
 
 import json
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,9 @@ from tuneforge.datasets.chat_checks import (
     special_tokens,
     supervised_row,
 )
-from tuneforge.datasets.readers import Problem, read_records
-from tuneforge.datasets.statistics import histogram, summary
+from tuneforge.datasets.problems import Problem, ProblemLog
+from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
+from tuneforge.datasets.statistics import DuplicateCounter, histogram, lengths_array, summary
 
 # The line, the sequences the model reads and the texts the loss is computed on.
 Example = tuple[int, list[list[Message]], list[str]]
@@ -65,7 +67,8 @@ PREFERENCE_LAYOUTS: dict[str, tuple[str, ...]] = {
     "preference": ("prompt", "chosen", "rejected"),
     "openai_preference": ("input", "preferred_output", "non_preferred_output"),
 }
-MAX_REPORTED_PROBLEMS = 100
+# Examples measured in one go (one tokenizer call for their texts).
+MEASURE_BATCH = 512
 
 
 @dataclass
@@ -88,6 +91,8 @@ def read_chat_file(
     min_rows: int,
     tokenizer: Any = None,
     max_seq_length: int | None = None,
+    keep_rows: bool = True,
+    index: IndexSink | None = None,
 ) -> ChatData:
     """Read and check a supervised fine-tuning file (layout `chat` or `prompt_completion`);
     every problem is reported, none raised, and rows come back only when the file is valid.
@@ -96,8 +101,21 @@ def read_chat_file(
     `load_tokenizer` gives). With it the statistics count tokens, its own special tokens count
     as misplaced inside texts, and examples longer than `max_seq_length` tokens are `too_long`
     problems. Without it lengths are in characters only and `max_seq_length` is not checked.
+
+    The file streams through: `keep_rows=False` (an upload's validation) keeps no row, only
+    the statistics' few numbers per row; `index` learns where each record starts.
     """
-    return _read(path, fmt, SUPERVISED_LAYOUTS, supervised_row, min_rows, tokenizer, max_seq_length)
+    return _read(
+        path,
+        fmt,
+        SUPERVISED_LAYOUTS,
+        supervised_row,
+        min_rows,
+        tokenizer,
+        max_seq_length,
+        keep_rows,
+        index,
+    )
 
 
 def read_preference_file(
@@ -107,11 +125,23 @@ def read_preference_file(
     min_rows: int,
     tokenizer: Any = None,
     max_seq_length: int | None = None,
+    keep_rows: bool = True,
+    index: IndexSink | None = None,
 ) -> ChatData:
     """Read and check a DPO file (layout `preference` or `openai_preference`), like
     `read_chat_file`. An example is too long when prompt plus chosen, or prompt plus rejected,
     is longer than `max_seq_length` tokens."""
-    return _read(path, fmt, PREFERENCE_LAYOUTS, preference_row, min_rows, tokenizer, max_seq_length)
+    return _read(
+        path,
+        fmt,
+        PREFERENCE_LAYOUTS,
+        preference_row,
+        min_rows,
+        tokenizer,
+        max_seq_length,
+        keep_rows,
+        index,
+    )
 
 
 def _read(
@@ -122,40 +152,44 @@ def _read(
     min_rows: int,
     tokenizer: Any,
     max_seq_length: int | None,
+    keep_rows: bool = True,
+    index: IndexSink | None = None,
 ) -> ChatData:
-    raw = read_records(path, fmt, {c for cols in layouts.values() for c in cols}, {})
-    problems = list(raw.problems)
-    layout = _pick_layout(raw.records, layouts)
+    known = {c for cols in layouts.values() for c in cols}
+    problems = ProblemLog()
+    layout = _pick_layout(RecordStream(path, fmt, ProblemLog(), known), layouts)
     tokenizer = _as_transformers(tokenizer)
     checks = Checks(problems, special_tokens(tokenizer))
-    examples: list[Example] = []
+    tally = _Tally(tokenizer, max_seq_length, problems)
     rows: list[Row] = []
-    for line, record in raw.records:
+    records = 0
+    stream = RecordStream(path, fmt, problems, known, index=index)
+    for line, record in stream:
+        records += 1
         checks.line = line
         row = check_row(record, layout, layouts[layout], checks)
         if row is not None:
-            rows.append(row)
-            examples.append((line, *_sequences(row)))
-    if not raw.records and not problems:
+            tally.add(line, row)
+            if keep_rows:
+                rows.append(row)
+    if not records and not problems:
         problems.append(Problem("empty_file", "The file has no rows."))
-    elif raw.records and len(raw.records) < min_rows:
-        message = f"The file has {len(raw.records)} rows; at least {min_rows} are needed."
+    elif records and records < min_rows:
+        message = f"The file has {records} rows; at least {min_rows} are needed."
         problems.append(Problem("too_few_rows", message))
-    statistics = _row_statistics(rows) | _length_statistics(
-        examples, tokenizer, max_seq_length, problems
-    )
-    found = layout if raw.records else None
-    report = _report(fmt, found, layouts, raw.has_header, problems, statistics)
+    statistics = tally.statistics()
+    found = layout if records else None
+    report = _report(fmt, found, layouts, stream.has_header, problems, statistics)
     return ChatData(found, rows if not problems else [], report)
 
 
-def _pick_layout(
-    records: list[tuple[int, dict[str, Any]]], layouts: dict[str, tuple[str, ...]]
-) -> str:
+def _pick_layout(stream: RecordStream, layouts: dict[str, tuple[str, ...]]) -> str:
     """The layout of the first record naming one of a layout's columns; else the first layout,
     so that a file naming none still gets every line's problems."""
-    for _, record in records:
-        names = {str(key).strip().lower() for key in record}
+    every = {c for columns in layouts.values() for c in columns}
+    found = first_record(stream, lambda r: bool({str(k).strip().lower() for k in r} & every))
+    if found is not None:
+        names = {str(key).strip().lower() for key in found[1]}
         for layout, columns in layouts.items():
             if names & set(columns):
                 return layout
@@ -188,75 +222,100 @@ def _sequences(row: Row) -> tuple[list[list[Message]], list[str]]:
     )
 
 
-def _row_statistics(rows: list[Row]) -> dict[str, Any]:
-    """Counts over the valid rows; for preference rows a conversation is prompt plus chosen."""
-    conversations = [row.get("messages") or row["prompt"] + row["chosen"] for row in rows]
-    seen: set[str] = set()
-    duplicates = 0
-    for row in rows:
-        key = json.dumps(row, sort_keys=True)
-        duplicates += key in seen
-        seen.add(key)
-    return {
-        "rows": len(rows),
-        "exact_duplicates": duplicates,
-        "messages_per_example": summary([len(c) for c in conversations]),
-        "role_counts": {
-            role: sum(m["role"] == role for c in conversations for m in c) for role in ROLES
-        },
-    }
+class _Tally:
+    """What the report says of the valid rows, kept as they stream by: counts, duplicates (by
+    digest), and lengths per example in compact arrays. Examples are measured (and their
+    `too_long` and `chat_template_error` problems logged) MEASURE_BATCH at a time.
 
-
-def _length_statistics(
-    examples: list[Example], tokenizer: Any, max_seq_length: int | None, problems: list[Problem]
-) -> dict[str, Any]:
-    """Lengths in characters (of the contents) and, with a tokenizer, in tokens; adds the
-    `too_long` and `chat_template_error` problems.
-
-    Per example: the longest sequence the model reads (the conversation; for DPO the longer of
-    prompt + chosen and prompt + rejected). Per epoch: all sequences together, and the part the
-    loss is computed on (assistant contents with weight 1; DPO: chosen and rejected).
+    Lengths are in characters (of the contents) and, with a tokenizer, in tokens. Per example:
+    the longest sequence the model reads (the conversation; for DPO the longer of prompt +
+    chosen and prompt + rejected). Per epoch: all sequences together, and the part the loss is
+    computed on (assistant contents with weight 1; DPO: chosen and rejected).
 
     Tokens of a sequence are those of the tokenizer's chat template when it has one, else the
     sum of the contents' tokens. Trained tokens are an approximation: each trained content is
-    tokenized alone, so the template's end-of-turn token that the loss also sees is not counted
-    (`apply_chat_template`'s assistant mask needs `{% generation %}` markers most templates lack).
-    """
-    chars = [[sum(len(m["content"]) for m in seq) for seq in seqs] for _, seqs, _ in examples]
-    statistics: dict[str, Any] = {
-        "chars": _lengths(chars, [sum(map(len, texts)) for _, _, texts in examples])
-    }
-    # The longest sequence of each example, as the dashboard's length histogram.
-    statistics["histogram"] = histogram([max(c) for c in chars if c], "chars")
-    if tokenizer is None:
-        return statistics
-    sequences = _sequence_tokens(examples, tokenizer, problems)
-    trained = iter(_token_counts([t for _, _, texts in examples for t in texts], tokenizer))
-    measured: list[list[int]] = []
-    trained_per_example: list[int] = []
-    for (line, _, texts), tokens in zip(examples, sequences, strict=True):
-        trained_tokens = sum(next(trained) for _ in texts)
-        if tokens is None:
-            continue
-        measured.append(tokens)
-        trained_per_example.append(trained_tokens)
-        if max_seq_length is not None and max(tokens) > max_seq_length:
-            problems.append(
-                Problem(
-                    "too_long",
-                    f"The example is {max(tokens)} tokens long, more than max_seq_length "
-                    f"{max_seq_length}; it is not cut. Shorten or split it, or raise "
-                    "max_seq_length.",
-                    line=line,
+    tokenized alone, so the template's end-of-turn token that the loss also sees is not
+    counted (`apply_chat_template`'s assistant mask needs `{% generation %}` markers most
+    templates lack)."""
+
+    def __init__(self, tokenizer: Any, max_seq_length: int | None, problems: ProblemLog):
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.problems = problems
+        self.rows = 0
+        self.duplicates = DuplicateCounter()
+        self.messages = array("i")
+        self.roles = dict.fromkeys(ROLES, 0)
+        # (longest sequence per example, total, trained total) in chars and in tokens
+        self.chars: tuple[array, list[int]] = (array("q"), [0, 0])
+        self.tokens: tuple[array, list[int]] = (array("q"), [0, 0])
+        self._pending: list[Example] = []
+
+    def add(self, line: int, row: Row) -> None:
+        """Count a valid row (for preference rows a conversation is prompt plus chosen)."""
+        conversation = row.get("messages") or row["prompt"] + row["chosen"]
+        self.rows += 1
+        self.duplicates.add(json.dumps(row, sort_keys=True))
+        self.messages.append(len(conversation))
+        for message in conversation:
+            if message["role"] in self.roles:
+                self.roles[message["role"]] += 1
+        self._pending.append((line, *_sequences(row)))
+        if len(self._pending) >= MEASURE_BATCH:
+            self._measure()
+
+    def _measure(self) -> None:
+        examples, self._pending = self._pending, []
+        for _, seqs, texts in examples:
+            lengths = [sum(len(m["content"]) for m in seq) for seq in seqs]
+            _add_lengths(self.chars, lengths, sum(map(len, texts)))
+        if self.tokenizer is None or not examples:
+            return
+        sequences = _sequence_tokens(examples, self.tokenizer, self.problems)
+        trained = iter(
+            _token_counts([t for _, _, texts in examples for t in texts], self.tokenizer)
+        )
+        for (line, _, texts), tokens in zip(examples, sequences, strict=True):
+            trained_tokens = sum(next(trained) for _ in texts)
+            if tokens is None:
+                continue
+            _add_lengths(self.tokens, tokens, trained_tokens)
+            if self.max_seq_length is not None and max(tokens) > self.max_seq_length:
+                self.problems.append(
+                    Problem(
+                        "too_long",
+                        f"The example is {max(tokens)} tokens long, more than max_seq_length "
+                        f"{self.max_seq_length}; it is not cut. Shorten or split it, or raise "
+                        "max_seq_length.",
+                        line=line,
+                    )
                 )
-            )
-    statistics["tokens"] = _lengths(measured, trained_per_example)
-    statistics["histogram"] = histogram([max(t) for t in measured if t], "tokens")
-    return statistics
+
+    def statistics(self) -> dict[str, Any]:
+        self._measure()
+        statistics: dict[str, Any] = {
+            "rows": self.rows,
+            "exact_duplicates": self.duplicates.count(),
+            "messages_per_example": summary(lengths_array(self.messages)),
+            "role_counts": self.roles,
+            "chars": _lengths(self.chars),
+            "histogram": histogram(lengths_array(self.chars[0]), "chars"),
+        }
+        if self.tokenizer is not None:
+            statistics["tokens"] = _lengths(self.tokens)
+            statistics["histogram"] = histogram(lengths_array(self.tokens[0]), "tokens")
+        return statistics
+
+
+def _add_lengths(into: tuple[array, list[int]], lengths: list[int], trained: int) -> None:
+    if lengths:
+        into[0].append(max(lengths))
+    into[1][0] += sum(lengths)
+    into[1][1] += trained
 
 
 def _sequence_tokens(
-    examples: list[Example], tokenizer: Any, problems: list[Problem]
+    examples: list[Example], tokenizer: Any, problems: ProblemLog
 ) -> list[list[int] | None]:
     """Tokens of each example's sequences; None where the chat template rejects it."""
     if tokenizer.chat_template is None:
@@ -290,11 +349,10 @@ def _token_counts(texts: list[str], tokenizer: Any) -> list[int]:
     return [len(ids) for ids in encoded]
 
 
-def _lengths(per_sequence: list[list[int]], trained: list[int]) -> dict[str, Any]:
-    total = sum(sum(lengths) for lengths in per_sequence)
-    trained_total = sum(trained)
+def _lengths(tally: tuple[array, list[int]]) -> dict[str, Any]:
+    longest, (total, trained_total) = tally
     return {
-        "per_example": summary([max(lengths) for lengths in per_sequence]),
+        "per_example": summary(lengths_array(longest)),
         "per_epoch": total,
         "trained_per_epoch": trained_total,
         "trained_share": round(trained_total / total, 4) if total else None,
@@ -306,22 +364,16 @@ def _report(
     layout: str | None,
     layouts: dict[str, tuple[str, ...]],
     has_header: bool,
-    problems: list[Problem],
+    problems: ProblemLog,
     statistics: dict[str, Any],
 ) -> dict[str, Any]:
     """The validation report, in the shape of the embedding files' report."""
-    by_code: dict[str, int] = {}
-    for problem in problems:
-        by_code[problem.code] = by_code.get(problem.code, 0) + 1
-    problems_sorted = sorted(problems, key=lambda p: (p.line or 0, p.column or ""))
     return {
         "valid": not problems,
         "format": fmt,
         "layout": layout,
         "columns": list(layouts[layout]) if layout else [],
         "has_header": has_header,
-        "problem_count": len(problems),
-        "problems_by_code": by_code,
-        "problems": [p.to_dict() for p in problems_sorted[:MAX_REPORTED_PROBLEMS]],
+        **problems.report_fields(),
         "statistics": statistics,
     }

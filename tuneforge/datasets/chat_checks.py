@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tuneforge.datasets.readers import Problem
+from tuneforge.datasets.problems import Problem, ProblemLog, shown
 
 Message = dict[str, Any]
 Row = dict[str, Any]
@@ -53,7 +53,7 @@ TEMPLATE_TOKENS = (
 class Checks:
     """Where the problems of a file go, the line being checked, and the tokens no text may hold."""
 
-    problems: list[Problem]
+    problems: ProblemLog
     special: re.Pattern[str]
     line: int = 0
 
@@ -258,7 +258,7 @@ def _check_message(message: Any, column: str, checks: Checks) -> Message | None:
     if "role" not in message:
         checks.add("missing_role", "The message has no 'role'.", column)
     elif role not in ROLES:
-        why = f"Role {role!r} is not supported; use {', '.join(ROLES)}."
+        why = f"Role {shown(role)} is not supported; use {', '.join(ROLES)}."
         checks.add("unknown_role", why, f"{column}.role")
     if "content" not in message:
         checks.add("missing_content", "The message has no 'content'.", column)
@@ -268,7 +268,10 @@ def _check_message(message: Any, column: str, checks: Checks) -> Message | None:
     if "weight" in message and (
         role != "assistant" or isinstance(weight, bool) or weight not in (0, 1)
     ):
-        why = f"'weight' must be 0 or 1, on assistant messages only; got {weight!r} on {role!r}."
+        why = (
+            f"'weight' must be 0 or 1, on assistant messages only; got {shown(weight)} on "
+            f"{shown(role)}."
+        )
         checks.add("invalid_weight", why, f"{column}.weight")
     if "name" in message and not isinstance(message["name"], str):
         why = f"{column}.name must be a string, got {_type_name(message['name'])}."

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.datasets.readers import Problem, read_records
-from tuneforge.datasets.statistics import column_statistics, summary
+from tuneforge.datasets.classification_statistics import ClassTally
+from tuneforge.datasets.problems import Problem, ProblemLog, shown
+from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
 
 TEXT_COLUMNS = ("text", "sentence", "chunk_text", "content", "input")
 LABEL_COLUMNS = ("label", "labels", "category", "class", "frame_name", "target")
@@ -44,8 +45,8 @@ LABEL_SEPARATOR = ";"
 # One example to learn from and one to hold out for validation.
 MIN_CLASS_EXAMPLES = 2
 VALIDATION_SHARE = 0.1
-MAX_REPORTED_PROBLEMS = 100
-MAX_CONFLICT_EXAMPLES = 10
+# Distinct keys of a JSONL file looked at for the text and label columns.
+MAX_COLUMNS = 10_000
 
 
 @dataclass
@@ -78,6 +79,8 @@ def read_classification_file(
     multi_label: bool = False,
     tokenizer: Any = None,
     check_classes: bool = True,
+    keep_rows: bool = True,
+    index: IndexSink | None = None,
 ) -> ClassificationData:
     """Read and check a classification data file; every problem is reported, none raised.
 
@@ -85,37 +88,57 @@ def read_classification_file(
     the file's column and the line (JSONL, CSV: the line a record starts on; Parquet: the row).
     `check_classes=False` accepts rare classes and a single class: a validation file may hold
     one example of a class, or only one class.
+
+    The file streams through: `keep_rows=False` (an upload's validation) keeps no row, only
+    the statistics' few numbers per row; `index` learns where each record starts.
     """
     known = set(TEXT_COLUMNS) | set(LABEL_COLUMNS)
     known |= {name.strip().lower() for name in (text_column, label_column) if name}
-    raw = read_records(path, fmt, known, {})
-    problems = [_explain_reader_problem(p) for p in raw.problems]
+    problems = ProblemLog(explain=_explain_reader_problem)
+    found = _file_columns(path, fmt, known)
     layout: str | None = None
     source: dict[str, str] = {}
-    rows: list[dict[str, Any]] = []
-    lines: list[int] = []
-    if raw.records:
+    if found is not None:
         # The header names a CSV file's columns; elsewhere the first record is the best place.
-        where = 1 if fmt == "csv" else raw.records[0][0]
-        columns = _all_columns(raw.records)
-        text = _find_column(columns, text_column, TEXT_COLUMNS, "text", where, problems)
-        label = _find_column(columns, label_column, LABEL_COLUMNS, "label", where, problems)
+        where = 1 if fmt == "csv" else found[0]
+        text = _find_column(found[1], text_column, TEXT_COLUMNS, "text", where, problems)
+        label = _find_column(found[1], label_column, LABEL_COLUMNS, "label", where, problems)
         if text is not None and label is not None:
             layout = MULTI_LABEL if multi_label else SINGLE_LABEL
             source = {"text": text, label_key(multi_label): label}
-            rows, lines = _check_rows(raw.records, text, label, multi_label, problems)
-    elif not problems:
+    tally = ClassTally(tokenizer)
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    stream = RecordStream(path, fmt, problems, known, index=index)
+    for line, record in stream:
+        row = _check_row(record, source, multi_label, line, problems) if source else None
+        if row is not None:
+            tally.add(row["text"], row_labels(row), multi_label, line)
+            if keep_rows:
+                rows.append(row)
+                lines.append(line)
+    if found is None and not problems:
         problems.append(Problem("empty_file", "The file has no rows."))
-    if layout is not None and len(rows) < min_rows and not problems:
+    if layout is not None and tally.rows < min_rows and not problems:
         problems.append(
             Problem(
                 "too_few_rows",
-                f"The file has {len(rows)} valid rows; at least {min_rows} are needed.",
+                f"The file has {tally.rows} valid rows; at least {min_rows} are needed.",
             )
         )
-    if rows and check_classes:
-        problems.extend(_class_problems(rows, lines, source[label_key(multi_label)]))
-    report = build_report(fmt, layout, raw.has_header, problems, rows, source, tokenizer=tokenizer)
+    if tally.rows and check_classes:
+        problems.extend(_class_problems(tally, source[label_key(multi_label)]))
+
+    def again() -> Iterable[tuple[str, list[str]]]:
+        if keep_rows:
+            return ((row["text"], row_labels(row)) for row in rows)
+        return (
+            (row["text"], row_labels(row))
+            for line, record in RecordStream(path, fmt, ProblemLog(), known)
+            if (row := _check_row(record, source, multi_label, line, ProblemLog()))
+        )
+
+    report = build_report(fmt, layout, stream.has_header, problems, source, tally.statistics(again))
     if problems:
         return ClassificationData(layout, [], [], report)
     return ClassificationData(layout, rows, lines, report)
@@ -144,12 +167,21 @@ def _explain_reader_problem(problem: Problem) -> Problem:
     )
 
 
-def _all_columns(records: list[tuple[int, dict[str, Any]]]) -> list[str]:
-    # JSONL records need not share their keys: take every key, in order of appearance.
+def _file_columns(path: Path, fmt: str, known: set[str]) -> tuple[int, list[str]] | None:
+    """(line of the first record, the file's columns), None when it has no record. A CSV or
+    Parquet file's records all have the first one's columns; JSONL records need not share
+    their keys: every key is taken, in order of appearance (up to MAX_COLUMNS of them)."""
+    stream = RecordStream(path, fmt, ProblemLog(), known)
+    if fmt != "jsonl":
+        first = first_record(stream)
+        return None if first is None else (first[0], list(first[1]))
     seen: dict[str, None] = {}
-    for _, record in records:
-        seen.update(dict.fromkeys(record))
-    return list(seen)
+    first_line: int | None = None
+    for line, record in stream:
+        first_line = line if first_line is None else first_line
+        if len(seen) < MAX_COLUMNS:
+            seen.update(dict.fromkeys(record))
+    return None if first_line is None else (first_line, list(seen))
 
 
 def _find_column(
@@ -158,7 +190,7 @@ def _find_column(
     candidates: tuple[str, ...],
     role: str,
     line: int,
-    problems: list[Problem],
+    problems: ProblemLog,
 ) -> str | None:
     """The file's column holding `role`: the one named, else the one with a common name."""
     if named is not None:
@@ -199,28 +231,24 @@ def _find_column(
     return None
 
 
-def _check_rows(
-    records: list[tuple[int, dict[str, Any]]],
-    text_column: str,
-    label_column: str,
+def _check_row(
+    record: dict[str, Any],
+    source: dict[str, str],
     multi_label: bool,
-    problems: list[Problem],
-) -> tuple[list[dict[str, Any]], list[int]]:
-    rows: list[dict[str, Any]] = []
-    lines: list[int] = []
-    for line, record in records:
-        text = _check_text(record.get(text_column), line, text_column, problems)
-        labels = _check_labels(record.get(label_column), multi_label, line, label_column, problems)
-        if text is None or labels is None:
-            continue
-        rows.append(
-            {"text": text, "labels": labels} if multi_label else {"text": text, "label": labels[0]}
-        )
-        lines.append(line)
-    return rows, lines
+    line: int,
+    problems: ProblemLog,
+) -> dict[str, Any] | None:
+    """The canonical row of a record (`source`: canonical column -> the file's), or None after
+    its problems are logged."""
+    text_column, label_column = source["text"], source[label_key(multi_label)]
+    text = _check_text(record.get(text_column), line, text_column, problems)
+    labels = _check_labels(record.get(label_column), multi_label, line, label_column, problems)
+    if text is None or labels is None:
+        return None
+    return {"text": text, "labels": labels} if multi_label else {"text": text, "label": labels[0]}
 
 
-def _check_text(value: Any, line: int, column: str, problems: list[Problem]) -> str | None:
+def _check_text(value: Any, line: int, column: str, problems: ProblemLog) -> str | None:
     if value is None:
         problems.append(Problem("missing_text", "The text is missing.", line=line, column=column))
     elif not isinstance(value, str):
@@ -240,7 +268,7 @@ def _check_text(value: Any, line: int, column: str, problems: list[Problem]) -> 
 
 
 def _check_labels(
-    value: Any, multi_label: bool, line: int, column: str, problems: list[Problem]
+    value: Any, multi_label: bool, line: int, column: str, problems: ProblemLog
 ) -> list[str] | None:
     """The class names of one label cell (one name unless multi-label), or None after a problem."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -253,7 +281,7 @@ def _check_labels(
             problems.append(
                 Problem(
                     "invalid_label",
-                    f"{value!r} is not a list of labels: write a JSON list or names separated "
+                    f"{shown(value)} is not a list of labels: write a JSON list or names separated "
                     f"by {LABEL_SEPARATOR!r}.",
                     line=line,
                     column=column,
@@ -267,7 +295,7 @@ def _check_labels(
         problems.append(
             Problem(
                 "wrong_type",
-                f"A label must be a string or an integer, got {value!r}{hint}.",
+                f"A label must be a string or an integer, got {shown(value)}{hint}.",
                 line=line,
                 column=column,
             )
@@ -288,7 +316,7 @@ def _split_labels(value: Any) -> list[Any] | None:
     if value.strip().startswith("["):
         try:
             parsed = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, nested too deep, a huge number
             return None
         return parsed if isinstance(parsed, list) else None
     return value.split(LABEL_SEPARATOR)
@@ -306,26 +334,20 @@ def _class_name(value: Any) -> str | None:
     return None
 
 
-def _class_problems(rows: list[dict[str, Any]], lines: list[int], column: str) -> list[Problem]:
-    counts: Counter[str] = Counter()
-    first_line: dict[str, int] = {}
-    for row, line in zip(rows, lines, strict=True):
-        for name in row_labels(row):
-            counts[name] += 1
-            first_line.setdefault(name, line)
+def _class_problems(tally: ClassTally, column: str) -> list[Problem]:
     problems = [
         Problem(
             "rare_class",
             f"Class {name!r} has {count} example(s); every class needs at least "
             f"{MIN_CLASS_EXAMPLES}, one to train on and one to hold out for validation.",
-            line=first_line[name],
+            line=tally.first_line[name],
             column=column,
         )
-        for name, count in sorted(counts.items())
+        for name, count in sorted(tally.counts.items())
         if count < MIN_CLASS_EXAMPLES
     ]
-    if len(counts) == 1:
-        only = next(iter(counts))
+    if len(tally.counts) == 1:
+        only = next(iter(tally.counts))
         problems.append(
             Problem(
                 "single_class",
@@ -370,52 +392,23 @@ def classification_statistics(rows: list[dict[str, Any]], tokenizer: Any = None)
     accuracy of always predicting the largest class (multi-label: the share of rows that carry
     it). `exact_duplicates` counts rows repeating an earlier row's text and labels;
     `conflicting_duplicates` counts texts that occur with different labels."""
-    counts = Counter(name for row in rows for name in row_labels(row))
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    label_sets: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    tally = ClassTally(tokenizer)
     for row in rows:
-        label_sets[row["text"]].append(tuple(sorted(row_labels(row))))
-    duplicates = sum(len(sets) - len(set(sets)) for sets in label_sets.values())
-    conflicts = [(text, sets) for text, sets in label_sets.items() if len(set(sets)) > 1]
-    stats: dict[str, Any] = {
-        "rows": len(rows),
-        "num_classes": len(counts),
-        "class_distribution": [
-            {"label": name, "count": count, "share": count / len(rows)} for name, count in ranked
-        ],
-        "imbalance_ratio": ranked[0][1] / ranked[-1][1] if ranked else None,
-        "majority_class": ranked[0][0] if ranked else None,
-        "majority_share": ranked[0][1] / len(rows) if ranked else None,
-        "exact_duplicates": duplicates,
-        "conflicting_duplicates": len(conflicts),
-        "conflicting_examples": [
-            {"text": text, "labels": [list(s) for s in dict.fromkeys(sets)]}
-            for text, sets in conflicts[:MAX_CONFLICT_EXAMPLES]
-        ],
-        "columns": {"text": column_statistics([row["text"] for row in rows], tokenizer)},
-    }
-    if any("labels" in row for row in rows):
-        stats["labels_per_row"] = summary([len(row["labels"]) for row in rows])
-    return stats
+        tally.add(row["text"], row_labels(row), "labels" in row)
+    return tally.statistics(lambda: ((row["text"], row_labels(row)) for row in rows))
 
 
 def build_report(
     fmt: str,
     layout: str | None,
     has_header: bool,
-    problems: list[Problem],
-    rows: list[dict[str, Any]],
+    problems: ProblemLog,
     source_columns: dict[str, str],
-    *,
-    tokenizer: Any = None,
+    statistics: dict[str, Any],
 ) -> dict[str, Any]:
     """The validation report shown by `GET /v1/datasets/{id}`; statistics cover the valid rows.
 
     `source_columns` maps the canonical columns to the file's (`{"text": "chunk_text", ...}`)."""
-    by_code: dict[str, int] = {}
-    for problem in problems:
-        by_code[problem.code] = by_code.get(problem.code, 0) + 1
-    problems_sorted = sorted(problems, key=lambda p: (p.line or 0, p.column or ""))
     return {
         "valid": not problems,
         "format": fmt,
@@ -423,10 +416,8 @@ def build_report(
         "columns": list(source_columns),
         "source_columns": source_columns,
         "has_header": has_header,
-        "problem_count": len(problems),
-        "problems_by_code": by_code,
-        "problems": [p.to_dict() for p in problems_sorted[:MAX_REPORTED_PROBLEMS]],
-        "statistics": classification_statistics(rows, tokenizer),
+        **problems.report_fields(),
+        "statistics": statistics,
     }
 
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.datasets.readers import Problem, read_records
-from tuneforge.datasets.statistics import column_statistics
+from tuneforge.datasets.problems import Problem, ProblemLog, shown
+from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
+from tuneforge.datasets.statistics import DuplicateCounter, LengthColumn
 
 LAYOUTS: dict[str, tuple[str, ...]] = {
     "triplet": ("anchor", "positive", "negative"),
@@ -32,7 +33,6 @@ HEADERLESS = {
     2: [LAYOUTS["pair"]],
     3: [LAYOUTS["scored_pair"], LAYOUTS["triplet"]],
 }
-MAX_REPORTED_PROBLEMS = 100
 
 
 @dataclass
@@ -49,15 +49,36 @@ class EmbeddingData:
 
 
 def read_embedding_file(
-    path: Path, fmt: str, *, min_rows: int, tokenizer: Any = None
+    path: Path,
+    fmt: str,
+    *,
+    min_rows: int,
+    tokenizer: Any = None,
+    keep_rows: bool = True,
+    index: IndexSink | None = None,
 ) -> EmbeddingData:
-    """Read and check an embedding data file; every problem is reported, none raised."""
-    raw = read_records(path, fmt, KNOWN_COLUMNS, HEADERLESS)
-    problems = list(raw.problems)
-    layout, columns = _detect_layout(raw.records)
+    """Read and check an embedding data file; every problem is reported, none raised.
+
+    The file streams through: `keep_rows=False` (an upload's validation) keeps no row, only
+    the statistics' few numbers per row; `index` learns where each record starts."""
+    problems = ProblemLog()
+    peek = first_record(RecordStream(path, fmt, ProblemLog(), KNOWN_COLUMNS, HEADERLESS))
+    layout = _detect_layout(peek)
+    wanted = LAYOUTS.get(layout or "", ())
+    text_columns = [c for c in wanted if c != "score"]
+    tally = _Tally(text_columns, tokenizer)
     rows: list[dict[str, Any]] = []
-    if raw.records and layout is None:
-        first_line, first = raw.records[0]
+    stream = RecordStream(path, fmt, problems, KNOWN_COLUMNS, HEADERLESS, index=index)
+    for line, record in stream:
+        if layout is None:
+            continue
+        row = _check_row(line, record, layout, problems)
+        if row is not None:
+            tally.add(row)
+            if keep_rows:
+                rows.append(row)
+    if peek is not None and layout is None:
+        first_line, first = peek
         problems.append(
             Problem(
                 "unknown_format",
@@ -67,111 +88,123 @@ def read_embedding_file(
                 line=first_line,
             )
         )
-    elif layout is not None:
-        rows = _check_rows(raw.records, layout, columns, problems)
-    if not raw.records and not problems:
+    if peek is None and not problems:
         problems.append(Problem("empty_file", "The file has no rows."))
-    scale = _score_scale(rows) if layout == "scored_pair" else None
+    scale = (5.0 if tally.max_score > 1.0 else 1.0) if layout == "scored_pair" else None
     if scale is not None:
         for row in rows:
             row["score"] = row["score"] / scale
-    if layout is not None and len(rows) < min_rows and not problems:
+    if layout is not None and tally.rows < min_rows and not problems:
         problems.append(
             Problem(
                 "too_few_rows",
-                f"The file has {len(rows)} valid rows; at least {min_rows} are needed.",
+                f"The file has {tally.rows} valid rows; at least {min_rows} are needed.",
             )
         )
-    report = build_report(
-        fmt,
-        layout,
-        raw.has_header,
-        problems,
-        rows,
-        text_columns=[c for c in LAYOUTS.get(layout or "", ()) if c != "score"],
-        tokenizer=tokenizer,
-    )
+    report = {
+        "valid": not problems,
+        "format": fmt,
+        "layout": layout,
+        "columns": list(wanted),
+        "has_header": stream.has_header,
+        **problems.report_fields(),
+        "statistics": tally.statistics(),
+    }
     if scale is not None:
         report["statistics"]["score_scale"] = scale
     return EmbeddingData(layout, rows if not problems else [], report)
 
 
-def _detect_layout(records: list[tuple[int, dict[str, Any]]]) -> tuple[str | None, dict[str, str]]:
-    """The layout named by the first record's keys, and a map from file column to canonical."""
-    if not records:
-        return None, {}
-    keys = {k.strip() for k in records[0][1]}
-    canonical = {k: ALIASES.get(k.lower(), k.lower()) for k in keys}
-    names = set(canonical.values())
+def _detect_layout(first: tuple[int, dict[str, Any]] | None) -> str | None:
+    """The layout named by the first record's keys."""
+    if first is None:
+        return None
+    names = {ALIASES.get(k.strip().lower(), k.strip().lower()) for k in first[1]}
     for layout in ("scored_pair", "triplet", "pair"):
         if set(LAYOUTS[layout]) <= names:
-            return layout, canonical
-    return None, canonical
+            return layout
+    return None
 
 
-def _check_rows(
-    records: list[tuple[int, dict[str, Any]]],
-    layout: str,
-    first_columns: dict[str, str],
-    problems: list[Problem],
-) -> list[dict[str, Any]]:
+class _Tally:
+    """What the report says of the valid rows, kept as they stream by: their count, exact
+    duplicates (by digest), the text columns' lengths and the highest score."""
+
+    def __init__(self, text_columns: list[str], tokenizer: Any):
+        self.rows = 0
+        self.max_score = -math.inf
+        self.duplicates = DuplicateCounter()
+        self.columns = {c: LengthColumn(tokenizer) for c in text_columns}
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        self.duplicates.add(repr(tuple(row.values())))
+        for name, column in self.columns.items():
+            column.add(row[name])
+        if "score" in row:
+            self.max_score = max(self.max_score, row["score"])
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "exact_duplicates": self.duplicates.count(),
+            "columns": {name: column.statistics() for name, column in self.columns.items()},
+        }
+
+
+def _check_row(
+    line: int, record: dict[str, Any], layout: str, problems: ProblemLog
+) -> dict[str, Any] | None:
+    """The canonical row of a record, or None after its problems are logged."""
     wanted = LAYOUTS[layout]
-    rows = []
-    for line, record in records:
-        found = {}
-        ok = True
-        for key, value in record.items():
-            name = ALIASES.get(key.strip().lower(), key.strip().lower())
-            if name not in wanted:
-                problems.append(
-                    Problem(
-                        "unknown_column",
-                        f"Column {key!r} is not part of the {layout} layout ({', '.join(wanted)}).",
-                        line=line,
-                        column=key,
-                    )
+    found = {}
+    ok = True
+    for key, value in record.items():
+        name = ALIASES.get(key.strip().lower(), key.strip().lower())
+        if name not in wanted:
+            problems.append(
+                Problem(
+                    "unknown_column",
+                    f"Column {key!r} is not part of the {layout} layout ({', '.join(wanted)}).",
+                    line=line,
+                    column=key,
                 )
-                ok = False
-                continue
-            found[name] = value
-        for name in wanted:
-            if name not in found:
-                problems.append(
-                    Problem(
-                        "missing_column", f"Column {name!r} is missing.", line=line, column=name
-                    )
+            )
+            ok = False
+            continue
+        found[name] = value
+    for name in wanted:
+        if name not in found:
+            problems.append(
+                Problem("missing_column", f"Column {name!r} is missing.", line=line, column=name)
+            )
+            ok = False
+            continue
+        value = found[name]
+        if name == "score":
+            score = _check_score(value, line, problems)
+            ok = ok and score is not None
+            found[name] = score
+        elif value is None:
+            problems.append(Problem("null_value", f"{name!r} is null.", line=line, column=name))
+            ok = False
+        elif not isinstance(value, str):
+            problems.append(
+                Problem(
+                    "wrong_type",
+                    f"{name!r} must be a string, got {type(value).__name__}.",
+                    line=line,
+                    column=name,
                 )
-                ok = False
-                continue
-            value = found[name]
-            if name == "score":
-                score = _check_score(value, line, problems)
-                ok = ok and score is not None
-                found[name] = score
-            elif value is None:
-                problems.append(Problem("null_value", f"{name!r} is null.", line=line, column=name))
-                ok = False
-            elif not isinstance(value, str):
-                problems.append(
-                    Problem(
-                        "wrong_type",
-                        f"{name!r} must be a string, got {type(value).__name__}.",
-                        line=line,
-                        column=name,
-                    )
-                )
-                ok = False
-            elif not value.strip():
-                problems.append(
-                    Problem("empty_value", f"{name!r} is empty.", line=line, column=name)
-                )
-                ok = False
-        if ok:
-            rows.append({name: found[name] for name in wanted})
-    return rows
+            )
+            ok = False
+        elif not value.strip():
+            problems.append(Problem("empty_value", f"{name!r} is empty.", line=line, column=name))
+            ok = False
+    return {name: found[name] for name in wanted} if ok else None
 
 
-def _check_score(value: Any, line: int, problems: list[Problem]) -> float | None:
+def _check_score(value: Any, line: int, problems: ProblemLog) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         problems.append(Problem("null_value", "'score' is empty.", line=line, column="score"))
         return None
@@ -185,7 +218,7 @@ def _check_score(value: Any, line: int, problems: list[Problem]) -> float | None
         problems.append(
             Problem(
                 "invalid_score",
-                f"'score' must be a number, got {value!r}.",
+                f"'score' must be a number, got {shown(value)}.",
                 line=line,
                 column="score",
             )
@@ -202,47 +235,3 @@ def _check_score(value: Any, line: int, problems: list[Problem]) -> float | None
         )
         return None
     return score
-
-
-def _score_scale(rows: list[dict[str, Any]]) -> float:
-    return 5.0 if any(row["score"] > 1.0 for row in rows) else 1.0
-
-
-def build_report(
-    fmt: str,
-    layout: str | None,
-    has_header: bool,
-    problems: list[Problem],
-    rows: list[dict[str, Any]],
-    *,
-    text_columns: list[str],
-    tokenizer: Any = None,
-) -> dict[str, Any]:
-    """The validation report shown by `GET /v1/datasets/{id}`."""
-    by_code: dict[str, int] = {}
-    for problem in problems:
-        by_code[problem.code] = by_code.get(problem.code, 0) + 1
-    problems_sorted = sorted(problems, key=lambda p: (p.line or 0, p.column or ""))
-    seen: set[tuple[Any, ...]] = set()
-    duplicates = 0
-    for row in rows:
-        key = tuple(row.values())
-        duplicates += key in seen
-        seen.add(key)
-    return {
-        "valid": not problems,
-        "format": fmt,
-        "layout": layout,
-        "columns": list(LAYOUTS[layout]) if layout else [],
-        "has_header": has_header,
-        "problem_count": len(problems),
-        "problems_by_code": by_code,
-        "problems": [p.to_dict() for p in problems_sorted[:MAX_REPORTED_PROBLEMS]],
-        "statistics": {
-            "rows": len(rows),
-            "exact_duplicates": duplicates,
-            "columns": {
-                c: column_statistics([r[c] for r in rows], tokenizer) for c in text_columns
-            },
-        },
-    }

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 from tuneforge.config import Settings
 from tuneforge.datasets.kinds import FileData, read_upload
 from tuneforge.datasets.readers import detect_format
+from tuneforge.datasets.row_index import RowIndexBuilder, index_path
 from tuneforge.datasets.statistics import load_tokenizer
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import (
@@ -83,7 +84,7 @@ def ingest_file(
         fmt, report = "gguf", {"valid": True, "kind": MODEL_PURPOSE}
     else:
         fmt = detect_format(safe_name, dest)
-        report = check_file(settings, dest, fmt).report
+        report = check_upload(settings, dest, fmt)
     report.update(annotations or {})
     row = {
         "id": file_id,
@@ -99,6 +100,7 @@ def ingest_file(
         return store.insert_file(row)
     except Exception:
         dest.unlink(missing_ok=True)
+        index_path(dest).unlink(missing_ok=True)
         raise
 
 
@@ -117,6 +119,19 @@ def check_file(settings: Settings, path: Path, fmt: str) -> FileData:
     return read_upload(
         path, fmt, min_rows=settings.min_rows, tokenizer=load_tokenizer(settings.stats_tokenizer)
     )
+
+
+def check_upload(settings: Settings, path: Path, fmt: str) -> dict[str, Any]:
+    """The report of a stored upload, read as a stream (no row kept: memory grows with the
+    longest line, not the file), and its row index written beside it (`row_index`)."""
+    index = RowIndexBuilder()
+    tokenizer = load_tokenizer(settings.stats_tokenizer)
+    data = read_upload(
+        path, fmt, min_rows=settings.min_rows, tokenizer=tokenizer, keep_rows=False, index=index
+    )
+    if fmt != "parquet":
+        index.save(path)
+    return data.report
 
 
 def require_file(store: Store, file_id: str, param: str = "file_id") -> Row:
@@ -145,3 +160,4 @@ def delete_file(store: Store, settings: Settings, file_id: str) -> None:
         )
     store.delete_file(file_id)
     file_path(settings, file_id).unlink(missing_ok=True)
+    index_path(file_path(settings, file_id)).unlink(missing_ok=True)

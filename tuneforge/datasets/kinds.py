@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tuneforge.datasets import chat, classification, embedding
+from tuneforge.datasets.readers import IndexSink
 
 
 class FileData(Protocol):
@@ -34,12 +35,16 @@ class FileData(Protocol):
 
 
 def first_columns(path: Path, fmt: str) -> list[str]:
-    """The column names of a file's first record ([] when there is none to read)."""
-    try:
-        if fmt == "parquet":
+    """The column names of a file's first record ([] when there is none to read); never
+    raises, whatever the file holds."""
+    if fmt == "parquet":
+        try:
             import pyarrow.parquet as pq
 
             return list(pq.read_schema(path).names)
+        except Exception:  # pyarrow raises several types for corrupt files
+            return []
+    try:
         with path.open("rb") as handle:
             head = handle.read(1024 * 1024).decode("utf-8", errors="replace")
         if fmt == "csv":
@@ -47,8 +52,8 @@ def first_columns(path: Path, fmt: str) -> list[str]:
         for line in head.splitlines():
             if line.strip():
                 record = json.loads(line)
-                return list(record) if isinstance(record, dict) else []
-    except (OSError, ValueError):
+                return [str(k) for k in record] if isinstance(record, dict) else []
+    except (OSError, ValueError, RecursionError, csv.Error):
         pass
     return []
 
@@ -69,20 +74,34 @@ def detect_kind(columns: list[str]) -> str:
     return "embedding"
 
 
-def read_upload(path: Path, fmt: str, *, min_rows: int, tokenizer: Any = None) -> FileData:
+def read_upload(
+    path: Path,
+    fmt: str,
+    *,
+    min_rows: int,
+    tokenizer: Any = None,
+    keep_rows: bool = True,
+    index: IndexSink | None = None,
+) -> FileData:
     """Check an uploaded file for the kind its columns name, with default settings; the
-    report says which kind that was."""
+    report says which kind that was. `keep_rows=False` streams the file through and keeps no
+    row (an upload's validation: memory grows with the longest line, not the file); `index`
+    learns where each record starts (see `datasets.row_index`)."""
     kind = detect_kind(first_columns(path, fmt))
+    options: dict[str, Any] = {
+        "min_rows": min_rows,
+        "tokenizer": tokenizer,
+        "keep_rows": keep_rows,
+        "index": index,
+    }
     data: FileData
     if kind == "supervised":
-        data = chat.read_chat_file(path, fmt, min_rows=min_rows, tokenizer=tokenizer)
+        data = chat.read_chat_file(path, fmt, **options)
     elif kind == "dpo":
-        data = chat.read_preference_file(path, fmt, min_rows=min_rows, tokenizer=tokenizer)
+        data = chat.read_preference_file(path, fmt, **options)
     elif kind == "classification":
-        data = classification.read_classification_file(
-            path, fmt, min_rows=min_rows, tokenizer=tokenizer
-        )
+        data = classification.read_classification_file(path, fmt, **options)
     else:
-        data = embedding.read_embedding_file(path, fmt, min_rows=min_rows, tokenizer=tokenizer)
+        data = embedding.read_embedding_file(path, fmt, **options)
     data.report["kind"] = kind
     return data
