@@ -71,6 +71,14 @@ class QuantizationUnavailableError(TuneforgeError):
     code = "validation_error"
 
 
+class SpecValidationError(TuneforgeError):
+    """A job request that parsed, but whose settled form is invalid (its method chosen from
+    the data, OpenAI's top-level hyperparameters moved into it): a request error (422) like
+    any other field error."""
+
+    code = "validation_error"
+
+
 class UnsupportedModelError(InvalidRequestError):
     """The model cannot be written as GGUF (architecture, tokenizer or rope scaling)."""
 

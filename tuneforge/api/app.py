@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tuneforge import __version__
-from tuneforge.api import errors, openapi
+from tuneforge.api import docs, errors, openapi
 from tuneforge.api.edge import JsonTextCheck
 from tuneforge.api.event_watch import EventWatcher
 from tuneforge.api.limits import BodySizeLimit
@@ -91,9 +91,13 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         description="Self-hosted fine-tuning: files, datasets, jobs, models.",
+        # Served by tuneforge.api.docs, with assets from a package rather than a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     openapi.install(app)
+    docs.install(app)
     # Innermost: what no exception handler took is still answered in our shape.
     app.add_middleware(errors.LastResort)
     # Inside the body limit, which bounds the JSON body it reads whole.

@@ -57,6 +57,10 @@ def job_body(
         else:
             body["training_files"] = list(training_files)
     chosen = {k: v for k, v in (hyperparameters or {}).items() if v is not None}
+    if chosen and not loss and "method" not in body:
+        # The server picks the method from the data; these go into it.
+        body["hyperparameters"] = {**body.get("hyperparameters", {}), **chosen}
+        return body
     if loss or chosen:
         method = body.setdefault("method", {})
         if not isinstance(method, dict):

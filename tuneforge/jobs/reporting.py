@@ -18,6 +18,7 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Store, new_id
 from tuneforge.errors import LeaseLostError
 from tuneforge.jobs.status import StopReason
+from tuneforge.training.integrations import WandbRun, job_runs
 
 # Progress rows and cancel checks at most this often: a database round trip per step would
 # cost more than a small model's step.
@@ -54,6 +55,7 @@ class JobReporter:
         self._first_step: int | None = None
         self._last_write = 0.0
         self._last_check = 0.0
+        self._integrations: list[WandbRun] | None = None
 
     def progress(self, step: int, total_steps: int, epoch: float) -> None:
         if not self.is_main:
@@ -84,6 +86,11 @@ class JobReporter:
         self.latest.update(values)
         if not self.is_main:
             return
+        if self._integrations is None:  # started on the first metrics: a job without any
+            spec = self.store.require_job(self.job_id)["spec"]  # reads its spec once
+            self._integrations = job_runs(self.job_id, spec) if spec.get("integrations") else []
+        for run in self._integrations:
+            run.log(step, values)
         shown = ", ".join(
             f"{k}={v:.4g}"
             for k, v in values.items()
@@ -171,7 +178,22 @@ class JobReporter:
     ) -> None:
         if not self.is_main:
             return
+        if data and data.get("hyperparameters"):
+            self._settle(data["hyperparameters"])
         self.store.add_event(self.job_id, message, level=level, data=data, lease=self.lease)
+
+    def _settle(self, values: dict[str, Any]) -> None:
+        # The stored method then holds the rate in use: the job object shows it, and a
+        # resumed run trains with it without deciding again.
+        spec = dict(self.store.require_job(self.job_id)["spec"])
+        method = spec["method"]
+        params = method[method["type"]]
+        params["hyperparameters"] = {
+            **params.get("hyperparameters", {}),
+            **values,
+            "learning_rate_multiplier": None,
+        }
+        self.store.update_job_fields(self.job_id, lease=self.lease, spec=spec)
 
 
 def _alive(pid: int) -> bool:

@@ -9,7 +9,9 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import JobNotFoundError
 from tuneforge.jobs.data import JobInputs, load_job_data
+from tuneforge.jobs.method_choice import settle_method
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
+from tuneforge.training.integrations import check_integrations
 from tuneforge.training.llm import check_quantization
 from tuneforge.training.spec import JobCreate
 
@@ -18,6 +20,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     """Check the request against the files and the model, then queue the job.
 
     Nothing is written unless every check passes: a bad request leaves no job behind."""
+    request, method_note = settle_method(store, request)
+    check_integrations(request)
     # 4-bit/8-bit loading needs a CUDA GPU: refused here (422), not found out by the worker.
     check_quantization(request)
     inputs = JobInputs(store, settings, request)
@@ -56,6 +60,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
         },
         "Validating training file(s).",
     )
+    if method_note:
+        store.add_event(job_id, method_note, data={"method": spec.method.type})
     return store.transition(
         job_id,
         JobStatus.QUEUED,

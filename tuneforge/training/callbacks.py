@@ -23,7 +23,10 @@ class Reporter(Protocol):
     def ensure_lease(self) -> None: ...
     def note(
         self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
-    ) -> None: ...
+    ) -> None:
+        """An event; `data["hyperparameters"]` (values decided at run time, such as an
+        automatic learning rate) is also recorded in the job's method, where the job object
+        shows it."""
 
 
 # Stop reasons as the number rank 0 broadcasts to the other ranks (0: go on).

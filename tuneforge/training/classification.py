@@ -174,10 +174,11 @@ def parameter_count(model: Any) -> int:
 
 def learning_rate(hp: ClassificationHyperparameters, parameters: int) -> float:
     """The job's learning rate, or the default for a model of `parameters` (before
-    adapters)."""
+    adapters), times learning_rate_multiplier when given."""
     if hp.learning_rate is not None:
         return hp.learning_rate
-    return SMALL_MODEL_LEARNING_RATE if parameters < SMALL_MODEL_PARAMETERS else LEARNING_RATE
+    rate = SMALL_MODEL_LEARNING_RATE if parameters < SMALL_MODEL_PARAMETERS else LEARNING_RATE
+    return min(rate * (hp.learning_rate_multiplier or 1.0), 1.0)
 
 
 def train_classification(
@@ -224,7 +225,7 @@ def train_classification(
     if hp.learning_rate is None:
         reporter.note(
             f"Learning rate {rate:g} (auto, for a model of {parameters / 1e6:.1f}M parameters).",
-            data={"learning_rate": rate},
+            data={"learning_rate": rate, "hyperparameters": {"learning_rate": rate}},
         )
     if params.tuning == "lora":
         model = add_lora(model, params.lora)

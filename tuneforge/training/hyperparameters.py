@@ -78,6 +78,13 @@ class Hyperparameters(Strict):
         description="Write a checkpoint every this many steps (default: at each epoch's end); "
         "a crashed run continues from the newest one.",
     )
+    learning_rate_multiplier: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="OpenAI's: the kind's default learning rate times this (instead of "
+        "learning_rate). Once the rate is known it is shown as learning_rate.",
+    )
 
     # The fields that make a run end on its best evaluation's weights (see keeps_best_model).
     keep_best_fields: ClassVar[tuple[str, ...]] = ()
@@ -90,8 +97,20 @@ class Hyperparameters(Strict):
     @model_validator(mode="before")
     @classmethod
     def _auto_means_default(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v != "auto"}
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if v != "auto"}
+        multiplier = data.get("learning_rate_multiplier")
+        if multiplier is None:
+            return data
+        if data.get("learning_rate") is not None:
+            raise ValueError("give learning_rate or learning_rate_multiplier, not both")
+        default = cls.model_fields["learning_rate"].default
+        # A fixed default is scaled now; one that depends on the model's size is scaled when
+        # the job knows its model (see learning_rate), and then recorded as learning_rate.
+        if default is not None and isinstance(multiplier, int | float):
+            data["learning_rate"] = min(default * multiplier, 1.0)
+            data.pop("learning_rate_multiplier")
         return data
 
     @model_validator(mode="after")
@@ -300,8 +319,10 @@ LLM_LEARNING_RATE = 2e-4
 
 
 def learning_rate(hp: LLMHyperparameters, tuning: str, parameters: int) -> float:
-    """The job's learning rate, or the default for `tuning` of a model of `parameters`."""
+    """The job's learning rate, or the default for `tuning` of a model of `parameters` (times
+    learning_rate_multiplier when given)."""
     if hp.learning_rate is not None:
         return hp.learning_rate
     small = tuning == "lora" and parameters < SMALL_LLM_PARAMETERS
-    return SMALL_LLM_LORA_LEARNING_RATE if small else LLM_LEARNING_RATE
+    rate = SMALL_LLM_LORA_LEARNING_RATE if small else LLM_LEARNING_RATE
+    return min(rate * (hp.learning_rate_multiplier or 1.0), 1.0)

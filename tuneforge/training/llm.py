@@ -272,7 +272,7 @@ def with_learning_rate(
         ctx.reporter.note(
             f"Learning rate {rate:g} (auto, for {params.tuning} tuning of a model of "
             f"{parameters / 1e6:.1f}M parameters).",
-            data={"learning_rate": rate},
+            data={"learning_rate": rate, "hyperparameters": {"learning_rate": rate}},
         )
     return hp.model_copy(update={"learning_rate": rate})
 

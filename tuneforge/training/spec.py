@@ -207,6 +207,32 @@ Method = Annotated[
 ]
 
 
+class WandbSettings(Strict):
+    """OpenAI's Weights & Biases integration: the run is logged to this project."""
+
+    project: str = Field(..., min_length=1, max_length=128)
+    name: str | None = Field(None, max_length=128, description="The run's name (the job id).")
+    entity: str | None = Field(None, max_length=128, description="Team or user (the key's).")
+    tags: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=50)
+
+
+class Integration(Strict):
+    type: Literal["wandb"] = Field(..., description="wandb: Weights & Biases.")
+    wandb: WandbSettings
+
+
+class OpenAIHyperparameters(Strict):
+    """The top-level `hyperparameters` of OpenAI's API (deprecated there; its client still
+    sends them): moved into the method's hyperparameters when the job is created."""
+
+    n_epochs: int | Literal["auto"] | None = None
+    batch_size: int | Literal["auto"] | None = None
+    learning_rate_multiplier: float | Literal["auto"] | None = None
+    learning_rate: float | Literal["auto"] | None = Field(
+        None, description="tuneforge: the learning rate itself (what the CLI's option sends)."
+    )
+
+
 REGISTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
 ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 
@@ -322,7 +348,20 @@ class JobCreate(Strict):
         None, ge=0, le=2**31 - 1, description="Seed for shuffling, splitting and init."
     )
     metadata: dict[str, str] | None = Field(None, description="Up to 16 key-value pairs.")
-    method: Method = Field(default_factory=EmbeddingMethod)
+    method: Method = Field(
+        default_factory=EmbeddingMethod,
+        description="How to train. Left out, it follows the training file's data: chat or "
+        "prompt/completion -> supervised, preference pairs -> dpo, text and label -> "
+        "classification, pairs, triplets or scored pairs -> embedding.",
+    )
+    hyperparameters: OpenAIHyperparameters | None = Field(
+        None,
+        description="OpenAI's deprecated top-level form of the method's hyperparameters; "
+        "moved into them (naming one in both places is an error).",
+    )
+    integrations: list[Integration] | None = Field(
+        None, max_length=8, description="Where else to log the run: wandb (Weights & Biases)."
+    )
     timeout_seconds: int | None = Field(
         None,
         ge=1,
@@ -416,6 +455,31 @@ class JobCreate(Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def with_method(self, kind: str | None) -> JobCreate:
+        """This request with its method settled: the default method of `kind` (the training
+        data's) when the request named none, and the top-level `hyperparameters` moved into
+        the method's. ValueError when both places name the same hyperparameter."""
+        data = self.model_dump(mode="json", exclude={"hyperparameters"})
+        if kind is not None and "method" not in self.model_fields_set:
+            data["method"] = {"type": kind}
+        top = self.hyperparameters.model_dump(exclude_none=True) if self.hyperparameters else {}
+        if top:
+            method = data["method"]
+            params = method.setdefault(method["type"], {})
+            given: dict[str, Any] = {}
+            if "method" in self.model_fields_set:
+                hp = getattr(self.method, self.method.type).hyperparameters
+                given = hp.model_dump(mode="json", exclude_unset=True)
+            both = sorted(set(top) & set(given))
+            if both:
+                raise ValueError(
+                    f"hyperparameters.{both[0]} and method.{method['type']}.hyperparameters."
+                    f"{both[0]} are both given: name it in one place (the top-level form is "
+                    "OpenAI's deprecated one)"
+                )
+            params["hyperparameters"] = {**given, **top}
+        return JobCreate.model_validate(data)
 
     def world_size(self) -> int:
         """Training processes over all machines."""

@@ -157,7 +157,7 @@ def public_job(job: Row) -> FineTuningJobPublic:
         result_files=[],
         trained_tokens=None,
         estimated_finish=estimated_finish,
-        integrations=[],
+        integrations=spec.get("integrations") or [],
         user_provided_suffix=spec.get("suffix"),
         progress=progress,
         metrics=job.get("metrics"),

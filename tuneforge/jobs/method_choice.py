@@ -1,0 +1,62 @@
+"""The method of a job that names none: OpenAI's clients send a chat file with no `method`
+and mean supervised fine-tuning, so the kind follows the training data (`detect_kind`, as
+the upload recorded it in the file's report).
+
+Reinforcement data (messages ending in a user turn, plus the fields a grader reads) cannot
+be told from chat without the grader: such a file trains supervised unless the method says
+otherwise."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from tuneforge.datasets.ingest import require_dataset
+from tuneforge.db.store import Store
+from tuneforge.errors import InvalidRequestError, SpecValidationError
+from tuneforge.training.spec import JobCreate
+
+# Why each kind was chosen, as the job's event says it.
+DATA_SHAPES = {
+    "supervised": "chat messages or prompt/completion",
+    "dpo": "preference pairs",
+    "classification": "texts with labels",
+    "embedding": "pairs, triplets or scored pairs",
+}
+
+
+def settle_method(store: Store, request: JobCreate) -> tuple[JobCreate, str | None]:
+    """`request` with its method chosen from its first training file when it names none, and
+    OpenAI's top-level hyperparameters moved into it; with the event that says what was
+    chosen and why (None when the request named its method). InvalidRequestError when the
+    result is no valid job."""
+    kind = None
+    note = None
+    if "method" not in request.model_fields_set:
+        file_id = request.all_training_files()[0]
+        param = "training_file" if request.training_file else "training_files[0]"
+        kind = require_dataset(store, file_id, param)["report"].get("kind")
+        if kind is not None:
+            note = (
+                f"No method given: file {file_id} holds {DATA_SHAPES.get(kind, kind)}, so this "
+                f"is a {kind} job."
+            )
+    try:
+        return request.with_method(kind), note
+    except ValidationError as exc:
+        errors = [{"param": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        raise SpecValidationError(
+            "; ".join(f"{e['param']}: {e['message']}" for e in errors),
+            param=errors[0]["param"] if errors else None,
+            details=errors,
+        ) from None
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc), param="hyperparameters") from exc
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    """pydantic's location as the request's field path: `method` is a union told apart by
+    `type`, and pydantic puts the tag into the path (method.dpo.dpo.beta)."""
+    parts = [str(part) for part in loc]
+    if len(parts) > 1 and parts[0] == "method":
+        del parts[1]
+    return ".".join(parts) or "body"
