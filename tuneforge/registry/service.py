@@ -138,6 +138,27 @@ def delete_version(store: Store, settings: Settings, name: str, version: int) ->
         shutil.rmtree(folder)
 
 
+def delete_fine_tuned_model(store: Store, settings: Settings, model_id: str) -> None:
+    """OpenAI's model deletion: a fine-tuned model, its registry version and its files.
+    Base models are refused (they are the Hub's or an import's), and so is a version an alias
+    points at (409, as in the registry)."""
+    row = store.get_model(model_id)
+    if row is None:
+        raise ModelNotFoundError(f"No model named {model_id!r}.", param="model")
+    if row["kind"] == "base":
+        raise InvalidRequestError(
+            f"{model_id} is a base model; only fine-tuned models can be deleted.", param="model"
+        )
+    version = store.version_of_model(model_id)
+    if version is not None:
+        delete_version(store, settings, version.name, version.version)
+        return
+    store.delete_model(model_id)
+    folder = (settings.home / row["path"]).resolve() if row.get("path") else None
+    if folder and folder.is_relative_to(settings.models_dir.resolve()) and folder.is_dir():
+        shutil.rmtree(folder)
+
+
 def resolve_reference(store: Store, reference: str) -> str:
     """`name@alias` or `name@vN` -> the fine-tuned model id it stands for (ft:...)."""
     name, _, which = reference.partition("@")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tuneforge.api.deps import StoreDep
+from tuneforge.api.deps import SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
-from tuneforge.api.schemas.models import ModelPublic, ModelsPublic, public_model
+from tuneforge.api.schemas.models import ModelDeleted, ModelPublic, ModelsPublic, public_model
 from tuneforge.errors import ModelNotFoundError
+from tuneforge.registry.service import delete_fine_tuned_model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -23,3 +24,11 @@ def get_model(store: StoreDep, model_id: str) -> ModelPublic:
     if row is None:
         raise ModelNotFoundError(f"No model named {model_id!r}.", param="model")
     return public_model(row)
+
+
+@router.delete("/{model_id:path}", responses=error_responses(400, 404, 409))
+def delete_model(store: StoreDep, settings: SettingsDep, model_id: str) -> ModelDeleted:
+    """Delete a fine-tuned model with its files and its registry version (OpenAI's model
+    deletion); refused for base models and for a version an alias points at."""
+    delete_fine_tuned_model(store, settings, model_id)
+    return ModelDeleted(id=model_id)

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
@@ -84,10 +84,58 @@ class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="A last chunk with `usage` before [DONE].")
 
 
+# OpenAI's request fields that tuneforge does not implement, and what each would ask for: a
+# request that uses one gets a sentence saying so (400), not pydantic's "Extra inputs are not
+# permitted". A value that asks for nothing (null, false, 0, empty, a text response_format)
+# passes.
+UNSUPPORTED_FIELDS = {
+    "tools": "tool calling",
+    "tool_choice": "tool calling",
+    "parallel_tool_calls": "tool calling",
+    "functions": "function calling",
+    "function_call": "function calling",
+    "logprobs": "log probabilities",
+    "top_logprobs": "log probabilities",
+    "logit_bias": "logit_bias",
+    "response_format": "structured output (response_format)",
+    "modalities": "output modalities other than text",
+    "audio": "audio output",
+    "prediction": "predicted outputs",
+    "reasoning_effort": "reasoning effort",
+    "web_search_options": "web search",
+    "echo": "echo",
+    "best_of": "best_of",
+    "suffix": "suffix (insertion)",
+}
+NOTHING_ASKED: tuple[Any, ...] = (None, False, 0, "", [], {}, {"type": "text"}, ["text"])
+
+
+def refuse_unsupported_fields(data: Any) -> Any:
+    """InvalidRequestError naming the first field of UNSUPPORTED_FIELDS that asks for
+    something; `data` unchanged, less such fields that ask for nothing."""
+    if not isinstance(data, dict):
+        return data
+    for name, feature in UNSUPPORTED_FIELDS.items():
+        value = data.get(name)
+        asks_nothing = (*NOTHING_ASKED, 1) if name == "best_of" else NOTHING_ASKED
+        if name in data and not any(value == nothing for nothing in asks_nothing):
+            raise InvalidRequestError(
+                f"{name} is not supported: tuneforge's models do not do {feature}. Leave "
+                f"{name} out.",
+                param=name,
+            )
+    return {k: v for k, v in data.items() if k not in UNSUPPORTED_FIELDS}
+
+
 class GenerationRequest(BaseModel):
     """What chat completions and completions share."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported_fields(cls, data: Any) -> Any:
+        return refuse_unsupported_fields(data)
 
     model: ModelName
     max_tokens: int | None = Field(

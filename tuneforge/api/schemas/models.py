@@ -47,6 +47,12 @@ class ModelPublic(Public):
     )
 
 
+class ModelDeleted(Public):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
+
+
 class ModelsPublic(Public):
     object: Literal["list"] = "list"
     data: list[ModelPublic]
