@@ -440,3 +440,23 @@ def test_openai_preference_problems(tmp_path: Path) -> None:
     assert "got 2 messages" in listed[(7, "preferred_output")]
     assert "got object" in listed[(7, "non_preferred_output")]
     assert "end with a user message" in listed[(5, "input.messages[1]")]
+
+
+def test_a_line_in_another_layout_gets_its_line_number_and_both_layouts(tmp_path: Path) -> None:
+    openai_pair = {
+        "input": {"messages": [msg("user", "hello")]},
+        "preferred_output": [msg("assistant", "hi")],
+        "non_preferred_output": [msg("assistant", "no")],
+    }
+    data = chat(
+        tmp_path,
+        [SHORT, SHORT, openai_pair, {"prompt": "hello", "completion": "hi"}, SHORT],
+    )
+    assert problems(data) == [(3, None, "other_layout"), (4, None, "other_layout")]
+    messages = [p["message"] for p in data.report["problems"]]
+    assert "OpenAI's preference" in messages[0] and "chat (messages) file" in messages[0]
+    assert "prompt/completion layout" in messages[1]
+
+    flat = {"prompt": "hello", "chosen": "hi", "rejected": "no"}
+    data = preference(tmp_path, [openai_pair, flat, SHORT])
+    assert problems(data) == [(2, None, "other_layout"), (3, None, "other_layout")]

@@ -27,8 +27,8 @@ dropped in silence. Codes besides the readers' (`invalid_json`, `not_an_object`,
 `missing_content`, `unknown_role`, `unknown_message_key`, `invalid_weight`, `wrong_type`,
 `invalid_task_type`, `invalid_metadata`, `empty_content`, `special_token`,
 `no_assistant_message`, `no_user_message`, `role_order`, `unknown_column`, `missing_field`,
-`invalid_output`, `identical_outputs`, `too_long`, `chat_template_error`, `too_few_rows`,
-`empty_file`.
+`invalid_output`, `identical_outputs`, `other_layout` (a line in another layout than its
+file's), `too_long`, `chat_template_error`, `too_few_rows`, `empty_file`.
 
 This module reads a file and measures it; the checks of each line are in
 `datasets.chat_checks`.
@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.datasets.chat_checks import (
+    PREFERENCE_LAYOUTS,
     ROLES,
+    SUPERVISED_LAYOUTS,
     Checks,
     Message,
     Row,
@@ -59,14 +61,6 @@ from tuneforge.datasets.statistics import DuplicateCounter, histogram, lengths_a
 # The line, the sequences the model reads and the texts the loss is computed on.
 Example = tuple[int, list[list[Message]], list[str]]
 
-SUPERVISED_LAYOUTS: dict[str, tuple[str, ...]] = {
-    "chat": ("messages",),
-    "prompt_completion": ("prompt", "completion"),
-}
-PREFERENCE_LAYOUTS: dict[str, tuple[str, ...]] = {
-    "preference": ("prompt", "chosen", "rejected"),
-    "openai_preference": ("input", "preferred_output", "non_preferred_output"),
-}
 # Examples measured in one go (one tokenizer call for their texts).
 MEASURE_BATCH = 512
 

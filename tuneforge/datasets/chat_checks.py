@@ -17,6 +17,21 @@ from tuneforge.datasets.problems import Problem, ProblemLog, shown
 Message = dict[str, Any]
 Row = dict[str, Any]
 
+SUPERVISED_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "chat": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+}
+PREFERENCE_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "preference": ("prompt", "chosen", "rejected"),
+    "openai_preference": ("input", "preferred_output", "non_preferred_output"),
+}
+LAYOUT_NAMES = {
+    "chat": "chat (messages)",
+    "prompt_completion": "prompt/completion",
+    "preference": "preference (prompt, chosen, rejected)",
+    "openai_preference": "OpenAI's preference (input, preferred_output, non_preferred_output)",
+}
+
 # Optional fields of a supervised row, besides its layout's columns.
 SUPERVISED_EXTRAS = ("task_type", "metadata")
 TASK_TYPE_MAX_CHARS = 64
@@ -76,6 +91,24 @@ def special_tokens(tokenizer: Any) -> re.Pattern[str]:
 RowCheck = Callable[[dict[str, Any], str, tuple[str, ...], Checks], Row | None]
 
 
+def _other_layout(record: dict[str, Any], layout: str, checks: Checks) -> bool:
+    """Whether the line is written in another chat or preference layout than its file's (one
+    problem then names both, rather than one per unknown field)."""
+    names = {str(key).strip().lower() for key in record}
+    every = SUPERVISED_LAYOUTS | PREFERENCE_LAYOUTS
+    if set(every[layout]) <= names:
+        return False
+    for other, columns in every.items():
+        if other != layout and set(columns) <= names:
+            why = (
+                f"This line is in the {LAYOUT_NAMES[other]} layout, but the file's first line "
+                f"made it a {LAYOUT_NAMES[layout]} file; write every line in one layout."
+            )
+            checks.add("other_layout", why)
+            return True
+    return False
+
+
 def _fields(
     record: dict[str, Any], layout: str, wanted: tuple[str, ...], checks: Checks
 ) -> tuple[dict[str, Any], bool]:
@@ -96,6 +129,8 @@ def supervised_row(
 ) -> Row | None:
     """A line of a `chat` or `prompt_completion` file as `{"messages": […]}` (with its
     `task_type` and `metadata` where given), or None when `checks` got a problem of it."""
+    if _other_layout(record, layout, checks):
+        return None
     fields, ok = _fields(record, layout, wanted + SUPERVISED_EXTRAS, checks)
     extras = _supervised_extras(fields, checks)
     messages: list[Message] | None = None
@@ -161,6 +196,8 @@ def preference_row(
 ) -> Row | None:
     """A line of a `preference` or `openai_preference` file as `{"prompt", "chosen",
     "rejected"}` messages, or None when `checks` got a problem of it."""
+    if _other_layout(record, layout, checks):
+        return None
     fields, ok = _fields(record, layout, wanted, checks)
     prompt: list[Message] | None
     if layout == "preference":
