@@ -182,6 +182,28 @@ def test_openai_flows_with_only_base_url_changed(client: openai.OpenAI, tmp_path
     # --- RFT: end ---
 
 
+@pytest.mark.parametrize(
+    ("rows", "kind"),
+    [
+        (
+            [{"text": f"I want to pay with {w}", "label": w} for w in ("card", "cash") * 6],
+            "classification",
+        ),
+        ([{"anchor": f"a {w}", "positive": f"one {w}"} for w in TOPICS], "embedding"),
+    ],
+)
+def test_the_method_follows_the_data(
+    client: openai.OpenAI, model_id: str, tmp_path: Path, rows: list, kind: str
+) -> None:
+    data = upload(client, write_jsonl(tmp_path / f"{kind}.jsonl", rows))
+    # tuneforge's own kinds are outside the client's Method type; it reads them leniently.
+    job = client.fine_tuning.jobs.create(model=model_id, training_file=data.id)
+    assert job.method is not None and job.method.type == kind  # type: ignore[comparison-overlap]
+    client.fine_tuning.jobs.cancel(job.id)
+    events = client.fine_tuning.jobs.list_events(job.id, limit=50).data
+    assert any(f"so this is a {kind} job" in e.message for e in events)
+
+
 def test_openai_request_errors_are_sentences(client: openai.OpenAI, server: Server) -> None:
     chats = upload(client, write_jsonl(server.home.parent / "few.jsonl", json_chats()))
     jobs_before = len(client.fine_tuning.jobs.list(limit=100).data)

@@ -27,14 +27,21 @@ DATA_SHAPES = {
 def settle_method(store: Store, request: JobCreate) -> tuple[JobCreate, str | None]:
     """`request` with its method chosen from its first training file when it names none, and
     OpenAI's top-level hyperparameters moved into it; with the event that says what was
-    chosen and why (None when the request named its method). InvalidRequestError when the
-    result is no valid job."""
+    chosen and why (None when the request named its method). SpecValidationError (422, naming
+    the field) when the result is no valid job; InvalidRequestError when a hyperparameter is
+    given twice, or the data's kind cannot be trained without a method (reinforcement)."""
     kind = None
     note = None
     if "method" not in request.model_fields_set:
         file_id = request.all_training_files()[0]
         param = "training_file" if request.training_file else "training_files[0]"
         kind = require_dataset(store, file_id, param)["report"].get("kind")
+        if kind is not None and kind not in DATA_SHAPES:
+            raise InvalidRequestError(
+                f"File {file_id} holds {kind} data, which needs more than the data to train "
+                f"on: name the method (method.type {kind!r} and its settings).",
+                param="method",
+            )
         if kind is not None:
             note = (
                 f"No method given: file {file_id} holds {DATA_SHAPES.get(kind, kind)}, so this "
