@@ -31,6 +31,7 @@ STATUS_BY_CODE = {
     "model_exists": 409,
     "file_too_large": 413,
     "validation_error": 422,
+    "queue_full": 429,
 }
 # The router's own answers (no route, or not that method) in the same shape.
 CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}
