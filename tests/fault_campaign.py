@@ -183,7 +183,8 @@ def kill_during_uploads(
         ]
         for t in threads:
             t.start()
-        time.sleep(random.Random(trial).uniform(0.05, 0.4))
+        _first_file_stored(home / "files")  # the bad moment: uploads are being stored
+        time.sleep(random.Random(trial).uniform(0.0, 0.3))
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait()
         server.client.close()
@@ -216,6 +217,12 @@ def kill_during_uploads(
             server.stop()
     result.absent = result.uploads_started - result.listed_whole
     return result
+
+
+def _first_file_stored(files: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(files.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _upload(url: str, body: bytes) -> None:

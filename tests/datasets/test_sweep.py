@@ -15,6 +15,7 @@ from tests.fault_campaign import NO_WORKER, kill_during_uploads, pairs_file
 from tests.server import Server
 from tuneforge.config import Settings
 from tuneforge.datasets.sweep import GRACE_SECONDS
+from tuneforge.db import tables
 from tuneforge.db.store import Store, new_id
 from tuneforge.jobs.status import JobStatus
 
@@ -36,13 +37,14 @@ def _running_job(home: Path, lease: int) -> str:
             "id": job_id,
             "kind": "embedding",
             "model": "m",
-            "lease": lease,
             "status": JobStatus.RUNNING.value,
             "spec": {},
             "created_at": time.time(),
         },
         "running elsewhere",
     )
+    with store.engine.begin() as conn:  # as a claim under `lease` leaves it
+        conn.execute(tables.jobs.update().where(tables.jobs.c.id == job_id).values(lease=lease))
     store.dispose()
     return job_id
 

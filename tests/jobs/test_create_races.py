@@ -25,6 +25,13 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
 
 @pytest.fixture
 def server(tmp_path: Path, database_url: str | None, offline_hub: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "tuneforge-data", database_url, args=NO_WORKER)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def bounded_server(tmp_path: Path, database_url: str | None, offline_hub: Path) -> Iterator[Server]:
     env = {**TEST_ENV, "TUNEFORGE_MAX_QUEUED_JOBS_PER_KEY": str(BOUND)}
     srv = Server(tmp_path / "tuneforge-data", database_url, args=NO_WORKER, env=env)
     yield srv
@@ -48,8 +55,9 @@ def test_creating_a_job_and_deleting_its_file_at_once_one_wins(
 
 
 def test_the_queue_bound_is_exact_under_concurrent_creations(
-    server: Server, model_id: str, tmp_path: Path
+    bounded_server: Server, model_id: str, tmp_path: Path
 ) -> None:
+    server = bounded_server
     assert queue_bound(server, model_id, tmp_path, CREATIONS) == BOUND
     queued = server.client.get("/v1/fine_tuning/jobs", params={"limit": 100}).json()["data"]
     assert len(queued) == BOUND

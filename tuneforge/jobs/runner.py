@@ -20,7 +20,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tuneforge.config import Settings
@@ -87,14 +87,18 @@ JOB_ERROR_CODES = frozenset(
     }
 )
 # How libraries say that the disk is full when they do not raise OSError(ENOSPC): safetensors
-# ("No space left on device (os error 28)"), torch's zip writer, SQLite.
+# ("No space left on device (os error 28)"), older torch, SQLite.
 DISK_FULL_SIGNS = (
     "no space left on device",
     "os error 28",
-    "pytorchstreamwriter failed writing file",
     "database or disk is full",
     "disk quota exceeded",
 )
+# torch's zip writer (torch.save: optimizer and RNG states) reports a short write only as
+# "[enforce fail at inline_container.cc] … unexpected pos N vs M": a full disk when the
+# disk it wrote to has (nearly) no space left.
+SHORT_WRITE_SIGNS = ("inline_container.cc", "pytorchstreamwriter")
+LOW_SPACE_BYTES = 1024**3
 
 
 def fine_tuned_name(spec: JobCreate, job_id: str) -> str:
@@ -308,7 +312,7 @@ def _fail(store: Store, job_id: str, lease: int, exc: TuneforgeError) -> None:
 def _classify(exc: Exception, settings: Settings, work_dir: Path) -> TuneforgeError:
     """Map library exceptions to errors a user can act on."""
     text = f"{type(exc).__name__}: {exc}"
-    if is_disk_full(exc):
+    if is_disk_full(exc, [settings.home, work_dir]):
         return DiskFullError(f"{text}. {space_note(settings, work_dir)}")
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
         return OutOfMemoryError(
@@ -317,30 +321,40 @@ def _classify(exc: Exception, settings: Settings, work_dir: Path) -> TuneforgeEr
     return TuneforgeError(text)
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether `exc`, or an exception it was raised from, says that a disk is full."""
+def is_disk_full(exc: BaseException, folders: Iterable[Path] = ()) -> bool:
+    """Whether `exc`, or an exception it was raised from, says that a disk is full; a short
+    write of torch's counts when one of `folders` (where the job writes) is low on space."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        text = str(current).lower()
         if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if any(sign in str(current).lower() for sign in DISK_FULL_SIGNS):
+        if any(sign in text for sign in DISK_FULL_SIGNS):
+            return True
+        if any(sign in text for sign in SHORT_WRITE_SIGNS) and any(
+            shutil.disk_usage(folder).free < LOW_SPACE_BYTES for folder in folders
+        ):
             return True
         current = current.__cause__ or current.__context__
     return False
 
 
 def space_note(settings: Settings, work_dir: Path) -> str:
-    """What a user needs to know to retry after a full disk: the space free in the data
-    folder and the size of what the job had written."""
-    free = shutil.disk_usage(settings.home).free
+    """What a user needs to know to run the job again after a full disk: the space left
+    where it writes (the data folder, or its jobs folder where that is a disk of its own),
+    named relative to the data folder, and what the job had written there."""
+    free, folder = min(
+        (shutil.disk_usage(settings.home).free, f"{settings.home.name}/"),
+        (shutil.disk_usage(work_dir).free, f"{settings.home.name}/jobs/{work_dir.name}/"),
+    )
     written = sum(p.stat().st_size for p in work_dir.rglob("*") if p.is_file())
     return (
-        f"The data folder {settings.home.name}/ has {free / 2**20:.1f} MiB free; this job had "
-        f"written {written / 2**20:.1f} MiB and needs more than that again (one more "
-        "checkpoint and the model). Free space, then create the job again; it is not retried "
-        "on a full disk."
+        f"{folder} has {free / 2**20:.1f} MiB free; the job had {written / 2**20:.1f} MiB of "
+        "checkpoints there. It is not retried on a full disk: free space (a checkpoint holds "
+        "the model and its optimizer state, about three times the model's size), then create "
+        "the job again."
     )
 
 
