@@ -28,6 +28,11 @@ from tuneforge.datasets.sweep import GRACE_SECONDS
 
 # A server whose jobs stay queued: no worker claims them.
 NO_WORKER = ("--no-worker",)
+# A deletion starts up to this much later than its job's creation (which reads the file
+# first), so that each side wins some of the races.
+DELETE_JITTER = 0.2
+# The kill comes this many seconds at most after the first upload reached files/.
+KILL_WITHIN = 3.0
 
 
 def pairs_file(folder: Path, rows: int = 12, seed: int = 0) -> Path:
@@ -85,18 +90,20 @@ def race_create_delete(server: Server, model_id: str, folder: Path, races: int) 
     """Upload a file, then create a job on it and delete it at the same moment, `races`
     times. Exactly one must win each time; afterwards no job names a file that is gone."""
     result = RaceResult()
+    rng = random.Random(races)
     with (
         httpx.Client(base_url=server.url, timeout=60) as create,
         httpx.Client(base_url=server.url, timeout=60) as delete,
     ):
         for i in range(races):
             file_id = server.upload(pairs_file(folder, seed=i))["id"]
+            wait = rng.uniform(0, DELETE_JITTER)
             made, deleted = all_at_once(
                 [
                     lambda f=file_id: create.post(
                         "/v1/fine_tuning/jobs", json=job_request(model_id, f)
                     ),
-                    lambda f=file_id: delete.delete(f"/v1/files/{f}"),
+                    lambda f=file_id, w=wait: _later(w, lambda: delete.delete(f"/v1/files/{f}")),
                 ]
             )
             result.races += 1
@@ -110,6 +117,11 @@ def race_create_delete(server: Server, model_id: str, folder: Path, races: int) 
                 result.delete_won += 1
     result.jobs_on_missing_files = jobs_on_missing_files(server)
     return result
+
+
+def _later(seconds: float, call: Callable[[], httpx.Response]) -> httpx.Response:
+    time.sleep(seconds)
+    return call()
 
 
 def jobs_on_missing_files(server: Server) -> int:
@@ -167,7 +179,7 @@ def kill_during_uploads(
     folder: Path,
     trials: int,
     uploads: int,
-    size: int = 1024 * 1024,
+    size: int = 64 * 1024,
 ) -> KillResult:
     """`trials` times: start a server, start `uploads` concurrent uploads, kill -9 the server
     mid-way, start it again and let its start-up sweep run. Every upload is then listed with
@@ -177,6 +189,9 @@ def kill_during_uploads(
     sums = {hashlib.sha256(b).hexdigest(): i for i, b in bodies.items()}
     for trial in range(trials):
         server = Server(home, database_url, args=NO_WORKER)
+        # A server in use: its first upload has loaded the statistics' tokenizer.
+        warm = server.upload(pairs_file(folder, seed=-1 - trial))["id"]
+        server.client.delete(f"/v1/files/{warm}").raise_for_status()
         threads = [
             threading.Thread(target=_upload, args=(server.url, bodies[i]), daemon=True)
             for i in range(uploads)
@@ -184,7 +199,8 @@ def kill_during_uploads(
         for t in threads:
             t.start()
         _first_file_stored(home / "files")  # the bad moment: uploads are being stored
-        time.sleep(random.Random(trial).uniform(0.0, 0.3))
+        # Some uploads are still arriving, some being checked, some recorded.
+        time.sleep(random.Random(trial).uniform(0.0, KILL_WITHIN))
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait()
         server.client.close()
