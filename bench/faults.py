@@ -126,7 +126,8 @@ def campaign(args: argparse.Namespace, work: Path) -> dict[str, object]:
         print(
             f"kill -9: {kills.trials} trials x {args.uploads} uploads: {kills.listed_whole} "
             f"listed and whole, {kills.absent} absent, {kills.broken} broken, "
-            f"{kills.orphans} orphans; integrity "
+            f"{kills.orphans} orphans after the restart ({kills.swept} removed by its sweep); "
+            "integrity "
             f"{sum(i == 'ok' for i in kills.integrity)}/{kills.trials} ok",
             flush=True,
         )

@@ -169,6 +169,7 @@ class KillResult:
     listed_whole: int = 0
     absent: int = 0
     orphans: int = 0
+    swept: int = 0
     broken: int = 0
     integrity: list[str] = field(default_factory=list)
 
@@ -231,6 +232,9 @@ def kill_during_uploads(
                 server.client.delete(f"/v1/files/{file_id}")
         finally:
             server.stop()
+        # What the start-up sweep removed: the orphans the kill left.
+        log = Path(server.log.name).read_text(errors="replace")
+        result.swept += log.count("which no database row refers to")
     result.absent = result.uploads_started - result.listed_whole
     return result
 

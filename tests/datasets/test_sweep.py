@@ -55,7 +55,8 @@ def test_a_restart_removes_orphans_and_nothing_a_row_refers_to(tmp_path: Path) -
     kept_file = server.upload(pairs_file(tmp_path))["id"]
     server.stop()
     files, models = home / "files", home / "models"
-    kept = [files / kept_file, files / f"{kept_file}.idx"]  # and what is kept beside it
+    # The file, what is kept beside it, and what uploads never write (not the sweep's).
+    kept = [files / kept_file, files / f"{kept_file}.idx", files / "notes.txt"]
     kept[1].write_bytes(b"index")
     job_id = _running_job(home, lease=3)
     kept.append(models / f".staging-{job_id}-3")  # its run writes there now

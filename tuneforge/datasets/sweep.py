@@ -81,7 +81,9 @@ def sweep_files(store: Store, settings: Settings, now: float) -> tuple[list[Path
     if not settings.files_dir.is_dir():
         return [], 0
     groups: dict[str, list[Path]] = {}
-    for path in settings.files_dir.iterdir():
+    # Only what uploads write (`file-<id>` and `file-<id>.<suffix>`); anything else there is
+    # not the sweep's to judge.
+    for path in settings.files_dir.glob("file-*"):
         groups.setdefault(path.name.split(".", 1)[0], []).append(path)
     known = store.file_ids()
     removed: list[Path] = []
