@@ -39,6 +39,7 @@ STATUS_BY_CODE = {
     "model_exists": 409,
     "file_too_large": 413,
     "validation_error": 422,
+    "queue_full": 429,
     "disk_full": 507,
 }
 # The router's own answers (no route, or not that method) in the same shape.

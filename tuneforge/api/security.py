@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tuneforge.api.edge import nul_param
 from tuneforge.api.errors import send_error
 from tuneforge.config import Settings
+from tuneforge.db.jobs import QUEUE_BOUND, QueueBound
 from tuneforge.db.store import Store
 from tuneforge.security.keys import LOCAL, Identity, KeyRing
 from tuneforge.security.keys import Scope as KeyScope
@@ -201,6 +202,8 @@ class ApiGuard:
                         headers=((b"retry-after", b"30"),),
                     )
                     return
+                # The exact bound: counted again in the job's insert (this request's task only).
+                QUEUE_BOUND.set(QueueBound(identity.actor, self.settings.max_queued_jobs_per_key))
         if not is_write(method, path):
             await self.app(scope, receive, send)
             return

@@ -88,7 +88,11 @@ jobs = Table(
     Column("claimed_at", Float),
     # Seconds spent running over all attempts; timeout_seconds is measured against it.
     Column("run_seconds", Float, nullable=False, default=0.0, server_default="0"),
+    # The API key's actor that created the job (the queue bound counts by it); null for the
+    # jobs that workers create themselves and for jobs from before migration 0009.
+    Column("created_by", String(128)),
     Index("ix_jobs_status_created", "status", "created_at"),
+    Index("ix_jobs_created_by_status", "created_by", "status"),
 )
 
 events = Table(
