@@ -216,7 +216,8 @@ def kill_during_uploads(
             listed = {f["id"] for f in server.client.get("/v1/files").json()["data"]}
             stored = stored_sums(home, database_url)
             result.broken += len(listed ^ set(stored))  # listed and recorded alike
-            on_disk = {p.name for p in (home / "files").iterdir()}
+            # A stored file's row index (`file-….idx`) is its own.
+            on_disk = {p.name.removesuffix(".idx") for p in (home / "files").iterdir()}
             result.orphans += len(on_disk - set(stored))
             for file_id, sha256 in stored.items():
                 path = home / "files" / file_id
