@@ -143,7 +143,7 @@ def jobs_on_missing_files(server: Server) -> int:
 
 def queue_bound(server: Server, model_id: str, folder: Path, creations: int) -> int:
     """How many of `creations` concurrent job creations were accepted (each answer is 200 or
-    429 queue_full)."""
+    429 queue_full with a `Retry-After`)."""
     file_id = server.upload(pairs_file(folder, seed=10**6))["id"]
     clients = [httpx.Client(base_url=server.url, timeout=120) for _ in range(creations)]
     try:
@@ -158,7 +158,10 @@ def queue_bound(server: Server, model_id: str, folder: Path, creations: int) -> 
             c.close()
     codes = {a.status_code for a in answers}
     assert codes <= {200, 429}, [a.text for a in answers if a.status_code not in (200, 429)]
-    assert all(a.json()["error"]["code"] == "queue_full" for a in answers if a.status_code == 429)
+    refused = [a for a in answers if a.status_code == 429]
+    assert all(a.json()["error"]["code"] == "queue_full" for a in refused)
+    # Refused early or in the insert, a full queue says when to ask again.
+    assert all(a.headers.get("retry-after") == "30" for a in refused)
     return sum(a.status_code == 200 for a in answers)
 
 
