@@ -95,10 +95,14 @@ jobs = Table(
     Index("ix_jobs_created_by_status", "created_by", "status"),
 )
 
+# Row numbers of the tables that grow without end: 64 bits everywhere (SQLite's INTEGER
+# PRIMARY KEY already is, and must stay INTEGER to number rows itself).
+ROW_NUMBER = BigInteger().with_variant(Integer, "sqlite")
+
 events = Table(
     "events",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_NUMBER, primary_key=True, autoincrement=True),
     Column("job_id", String(64), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("level", String(8), nullable=False),
@@ -245,7 +249,7 @@ api_keys = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_NUMBER, primary_key=True, autoincrement=True),
     Column("created_at", Float, nullable=False),
     Column("actor", String(64), nullable=False),
     Column("method", String(8), nullable=False),
