@@ -130,6 +130,12 @@ class DiskFullError(TuneforgeError):
     code = "disk_full"
 
 
+class QueueFullError(TuneforgeError):
+    """The API key already has as many jobs waiting to run as it may (429)."""
+
+    code = "queue_full"
+
+
 class LeaseLostError(TuneforgeError):
     """This process's claim on a job was taken over: it may no longer change the job."""
 

@@ -286,8 +286,10 @@ def cancelled_job(client: httpx.Client, file_id: str, model: str) -> str:
 
 
 def orphans(home: Path, client: httpx.Client) -> list[str]:
-    """Files in the data folder's files/ that no file row names (parts included)."""
+    """Files in the data folder's files/ that are neither a listed file nor its row index
+    (`file-….idx`); parts and unlisted files included."""
     listed = {f["id"] for f in client.get("/v1/files", params={"limit": 1000}).json()["data"]}
+    kept = listed | {f"{file_id}.idx" for file_id in listed}
     files = home / "files"
-    return sorted(p.name for p in files.iterdir() if p.name not in listed) if files.exists() \
+    return sorted(p.name for p in files.iterdir() if p.name not in kept) if files.exists() \
         else []

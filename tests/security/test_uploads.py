@@ -97,7 +97,9 @@ def test_file_name_is_never_a_path(client: TestClient, tmp_path: Path) -> None:
     body = r.json()
     assert body["filename"] == "outside.jsonl"
     assert not list(tmp_path.rglob("outside.jsonl"))
-    assert [p.name for p in (tmp_path / "data" / "files").iterdir()] == [body["id"]]
+    # The stored file and its row index, both named by the id.
+    stored = sorted(p.name for p in (tmp_path / "data" / "files").iterdir())
+    assert stored == [body["id"], f"{body['id']}.idx"]
 
 
 def test_upload_over_the_limit_gets_413_while_streaming(make_client) -> None:

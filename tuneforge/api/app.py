@@ -37,6 +37,7 @@ from tuneforge.api.routes.model_imports import MODEL_UPLOAD_PATH
 from tuneforge.api.schemas.system import HealthPublic
 from tuneforge.api.security import ApiGuard
 from tuneforge.config import Settings
+from tuneforge.datasets.sweep import sweep_at_start
 from tuneforge.db.store import Store
 from tuneforge.jobs.worker import Worker
 from tuneforge.serving.cache import ModelCache
@@ -53,6 +54,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         settings.ensure_dirs()
         store = Store(settings.db_url)
         store.create_schema()
+        sweep_at_start(store, settings)  # what a crash left in the data folder (issue 22)
         app.state.store = store
         app.state.settings = settings
         app.state.model_cache = ModelCache(settings.serving_memory_mb * 1024 * 1024)

@@ -41,12 +41,6 @@ ID_SHAPE = re.compile(r"[a-z]+-[0-9a-f]{32}")
 # An event id is `ftevent-N`: N is a row number, below 2**63 as our clients may count.
 EVENT_ID = re.compile(r"ftevent-([0-9]{1,19})")
 MAX_ROW_ID = 2**63 - 1
-# The largest row number stored: event and audit ids are INTEGER columns, 32 bits on
-# PostgreSQL. A cursor past it reaches SQL as this, which selects the same rows (none stored
-# above it) without overflowing the column's type.
-MAX_STORED_ROW_ID = 2**31 - 1
-
-
 def page_cursor(
     after: Annotated[
         str | None, Query(description="The id of the previous page's last item.")
@@ -67,8 +61,7 @@ def page_cursor(
 
 def event_number(event_id: str | None, param: str) -> int | None:
     """The row number of an event id `ftevent-N`, checked before it reaches SQL (N below
-    2**63, and no more than MAX_STORED_ROW_ID); None for no id, InvalidRequestError for any
-    other text."""
+    2**63: event ids are 64-bit); None for no id, InvalidRequestError for any other text."""
     if event_id is None or event_id == "":
         return None
     match = EVENT_ID.fullmatch(event_id)
@@ -77,7 +70,7 @@ def event_number(event_id: str | None, param: str) -> int | None:
             f"{param}: {event_id[:100]!r} is not an event id (ftevent-N, N below 2**63).",
             param=param,
         )
-    return min(int(match.group(1)), MAX_STORED_ROW_ID)
+    return int(match.group(1))
 
 
 PageCursorDep = Annotated[str | None, Depends(page_cursor)]

@@ -39,8 +39,11 @@ STATUS_BY_CODE = {
     "model_exists": 409,
     "file_too_large": 413,
     "validation_error": 422,
+    "queue_full": 429,
     "disk_full": 507,
 }
+# When a client whose jobs fill its queue should ask again (`Retry-After`), in seconds.
+QUEUE_RETRY_SECONDS = "30"
 # The router's own answers (no route, or not that method) in the same shape.
 CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}
 # Out of space, or over a quota: the same fault to the client.
@@ -164,7 +167,10 @@ def install(app: FastAPI) -> None:
     async def _tuneforge_error(_: Request, exc: TuneforgeError) -> JSONResponse:
         status = STATUS_BY_CODE.get(exc.code, 500)
         body = error_body(exc.code, exc.message, exc.param, exc.details, status)
-        return JSONResponse(body, status_code=status)
+        # A full queue (counted in the job's insert) says when to try again, as the early
+        # check in `api.security` does.
+        headers = {"Retry-After": QUEUE_RETRY_SECONDS} if status == 429 else None
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

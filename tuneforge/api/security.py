@@ -22,8 +22,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneforge.api.edge import nul_param
-from tuneforge.api.errors import send_error
+from tuneforge.api.errors import QUEUE_RETRY_SECONDS, send_error
 from tuneforge.config import Settings
+from tuneforge.db.jobs import QUEUE_BOUND, QueueBound
 from tuneforge.db.store import Store
 from tuneforge.security.keys import LOCAL, Identity, KeyRing
 from tuneforge.security.keys import Scope as KeyScope
@@ -198,9 +199,11 @@ class ApiGuard:
                         f"{waiting} jobs of yours are waiting to run (at most "
                         f"{self.settings.max_queued_jobs_per_key}); wait for some to start, "
                         "or cancel some.",
-                        headers=((b"retry-after", b"30"),),
+                        headers=((b"retry-after", QUEUE_RETRY_SECONDS.encode()),),
                     )
                     return
+                # The exact bound: counted again in the job's insert (this request's task only).
+                QUEUE_BOUND.set(QueueBound(identity.actor, self.settings.max_queued_jobs_per_key))
         if not is_write(method, path):
             await self.app(scope, receive, send)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -10,8 +11,9 @@ from typing import Any, BinaryIO
 from tuneforge.config import Settings
 from tuneforge.datasets.kinds import FileData, read_upload
 from tuneforge.datasets.readers import detect_format
-from tuneforge.datasets.row_index import RowIndexBuilder, index_path
+from tuneforge.datasets.row_index import RowIndexBuilder
 from tuneforge.datasets.statistics import load_tokenizer
+from tuneforge.datasets.sweep import hold
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import (
     FileNotFoundInStoreError,
@@ -64,6 +66,9 @@ def ingest_file(
     size = 0
     try:
         with partial.open("wb") as out:
+            # Held until the row is committed: the start-up sweep of another process sharing
+            # the data folder leaves this upload alone (tuneforge.datasets.sweep).
+            hold(out)
             while chunk := source.read(CHUNK):
                 if size == 0 and is_model:
                     refuse_model(chunk)
@@ -76,18 +81,38 @@ def ingest_file(
                     )
                 digest.update(chunk)
                 out.write(chunk)
-        partial.rename(dest)
-    finally:
-        partial.unlink(missing_ok=True)
+            out.flush()
+            os.fsync(out.fileno())  # whole on disk before it has a name and a row
+            partial.rename(dest)
+            row = _record(store, settings, dest, filename, purpose, size, digest, annotations)
+    except BaseException:
+        # Nothing of a failed upload stays: no part, no file, nothing kept beside it.
+        for path in [partial, *stored_paths(dest)]:
+            path.unlink(missing_ok=True)
+        raise
+    return row
+
+
+def _record(
+    store: Store,
+    settings: Settings,
+    dest: Path,
+    filename: str,
+    purpose: str,
+    size: int,
+    digest: Any,
+    annotations: dict[str, Any] | None,
+) -> Row:
+    """Check a stored upload and write its row."""
     safe_name = file_label(filename)
-    if is_model:
+    if purpose == MODEL_PURPOSE:
         fmt, report = "gguf", {"valid": True, "kind": MODEL_PURPOSE}
     else:
         fmt = detect_format(safe_name, dest)
         report = check_upload(settings, dest, fmt)
     report.update(annotations or {})
     row = {
-        "id": file_id,
+        "id": dest.name,
         "filename": safe_name,
         "purpose": purpose,
         "bytes": size,
@@ -96,12 +121,7 @@ def ingest_file(
         "created_at": time.time(),
         "report": report,
     }
-    try:
-        return store.insert_file(row)
-    except Exception:
-        dest.unlink(missing_ok=True)
-        index_path(dest).unlink(missing_ok=True)
-        raise
+    return store.insert_file(row)
 
 
 def refuse_model(head: bytes) -> None:
@@ -152,12 +172,15 @@ def require_dataset(store: Store, file_id: str, param: str = "file_id") -> Row:
 
 
 def delete_file(store: Store, settings: Settings, file_id: str) -> None:
-    require_file(store, file_id)
-    users = store.files_in_use(file_id)
-    if users:
-        raise InvalidRequestError(
-            f"File {file_id} is used by unfinished jobs: {', '.join(users)}.", param="file_id"
-        )
-    store.delete_file(file_id)
-    file_path(settings, file_id).unlink(missing_ok=True)
-    index_path(file_path(settings, file_id)).unlink(missing_ok=True)
+    """Delete a file no unfinished job names: its row first, in one transaction with the
+    check (tuneforge.db.files), then what it has on disk, so that a job created at the same
+    moment either holds the file or is refused."""
+    path = file_path(settings, file_id)
+    store.delete_unused_file(file_id)
+    for stored in stored_paths(path):
+        stored.unlink(missing_ok=True)
+
+
+def stored_paths(path: Path) -> list[Path]:
+    """A stored file and what is kept beside it under its name (`file-….<suffix>`)."""
+    return [path, *path.parent.glob(f"{path.name}.*")]

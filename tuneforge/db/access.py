@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from tuneforge.db import tables as t
 from tuneforge.db.engine import Database, every, page
 from tuneforge.db.records import ApiKey, AuditLogEntry, Row
-from tuneforge.jobs.status import JobStatus
+from tuneforge.jobs.status import WAITING
 
 
 class AccessStore(Database):
@@ -64,12 +64,11 @@ class AccessStore(Database):
         return page(AuditLogEntry, rows, limit)
 
     def count_waiting_jobs_of(self, actor: str) -> int:
-        """Jobs (of any kind) that `actor` created, by the audit log, still waiting to run."""
-        waiting = [JobStatus.VALIDATING_FILES.value, JobStatus.QUEUED.value]
-        query = (
-            select(func.count(func.distinct(t.jobs.c.id)))
-            .select_from(t.jobs.join(t.audit_log, t.audit_log.c.resource_id == t.jobs.c.id))
-            .where(t.audit_log.c.actor == actor, t.jobs.c.status.in_(waiting))
+        """Jobs (of any kind) that `actor` created still waiting to run. A quick look for
+        the API to refuse early; the bound itself holds in the insert (tuneforge.db.jobs
+        QUEUE_BOUND)."""
+        query = select(func.count()).where(
+            t.jobs.c.created_by == actor, t.jobs.c.status.in_([s.value for s in WAITING])
         )
         with self._tx() as conn:
             return int(conn.execute(query).scalar() or 0)

@@ -8,17 +8,42 @@ or after `check_lease`), so that a job's event ids grow in commit order.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from tuneforge.db import tables as t
 from tuneforge.db.engine import Database, after_cursor, one, page
+from tuneforge.db.files import lock_files
 from tuneforge.db.records import Checkpoint, Event, Job, JobControls, Row
-from tuneforge.errors import JobNotFoundError, LeaseLostError
-from tuneforge.jobs.status import JobStatus
+from tuneforge.errors import (
+    FileNotFoundInStoreError,
+    JobNotFoundError,
+    LeaseLostError,
+    QueueFullError,
+)
+from tuneforge.jobs.status import WAITING, JobStatus
+
+
+@dataclass(frozen=True)
+class QueueBound:
+    """Who creates jobs in this context, and how many of theirs may wait to run at once."""
+
+    actor: str
+    limit: int
+
+
+# Set by the API for a request that creates a job (tuneforge.api.security); a job inserted in
+# that context is the actor's, and is refused when the actor has `limit` jobs waiting. The
+# workers' own jobs (a study's trials) have none.
+QUEUE_BOUND: ContextVar[QueueBound | None] = ContextVar("tuneforge_queue_bound", default=None)
+# The first key of PostgreSQL's advisory lock on one actor's queue (the second: the actor).
+QUEUE_LOCK = 0x7175_6575
 
 
 def no_such_job(job_id: str) -> JobNotFoundError:
@@ -71,11 +96,45 @@ def check_lease(conn: Connection, job_id: str, lease: int | None) -> Job:
     return job
 
 
+def check_queue_bound(conn: Connection, bound: QueueBound) -> None:
+    """QueueFullError if `bound.actor` has `bound.limit` jobs waiting. The count holds until
+    commit: SQLite's BEGIN IMMEDIATE holds the database, PostgreSQL an advisory lock on the
+    actor, so concurrent creations by one actor are counted one after another."""
+    if conn.dialect.name != "sqlite":
+        key = zlib.crc32(bound.actor.encode()) - 2**31  # into PostgreSQL's int4
+        conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": QUEUE_LOCK, "b": key})
+    waiting = conn.execute(
+        select(func.count()).where(
+            t.jobs.c.created_by == bound.actor,
+            t.jobs.c.status.in_([s.value for s in WAITING]),
+        )
+    ).scalar_one()
+    if waiting >= bound.limit:
+        raise QueueFullError(
+            f"{waiting} jobs of yours are waiting to run (at most {bound.limit}); wait for some "
+            "to start, or cancel some."
+        )
+
+
 class JobStore(Database):
     """The `jobs`, `events` and `checkpoints` tables."""
 
-    def insert_job(self, row: Row, message: str) -> Job:
+    def insert_job(self, row: Row, message: str, *, files: Collection[str] = ()) -> Job:
+        """Add a job with its first event. In the same transaction: the uploaded `files` it
+        names must still exist (their rows locked against deletion until commit, else
+        FileNotFoundInStoreError), and under a QUEUE_BOUND the actor must have fewer than its
+        limit of jobs waiting (counted under a lock, else QueueFullError)."""
+        bound = QUEUE_BOUND.get()
         with self._tx() as conn:
+            missing = set(files) - lock_files(conn, files, shared=True)
+            if missing:
+                raise FileNotFoundInStoreError(
+                    f"No file with id {sorted(missing)[0]!r} (it was deleted).",
+                    param="training_file",
+                )
+            if bound is not None:
+                check_queue_bound(conn, bound)
+                row = {**row, "created_by": bound.actor}
             conn.execute(
                 t.jobs.insert().values(
                     cancel_requested=False,

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from tuneforge.db import tables as t
@@ -26,11 +27,12 @@ class RegistryStore(Database):
             with self._tx() as conn:
                 self.upsert_model(row, conn=conn)
             return
-        exists = conn.execute(select(t.models.c.id).where(t.models.c.id == row["id"])).first()
-        if exists:
-            conn.execute(t.models.update().where(t.models.c.id == row["id"]).values(**row))
-        else:
-            conn.execute(t.models.insert().values(**row))
+        # One statement: two jobs created at once on a new base model both insert it, and on
+        # PostgreSQL a read-then-insert lets both through to a unique violation (a 500).
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(t.models).values(**row)
+        changed = {k: insert.excluded[k] for k in row if k != "id"}
+        conn.execute(insert.on_conflict_do_update(index_elements=[t.models.c.id], set_=changed))
 
     def get_model(self, model_id: str, *, conn: Connection | None = None) -> Model | None:
         """The model row `model_id` (read inside `conn`'s transaction when given)."""

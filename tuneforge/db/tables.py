@@ -88,13 +88,21 @@ jobs = Table(
     Column("claimed_at", Float),
     # Seconds spent running over all attempts; timeout_seconds is measured against it.
     Column("run_seconds", Float, nullable=False, default=0.0, server_default="0"),
+    # The API key's actor that created the job (the queue bound counts by it); null for the
+    # jobs that workers create themselves and for jobs from before migration 0009.
+    Column("created_by", String(128)),
     Index("ix_jobs_status_created", "status", "created_at"),
+    Index("ix_jobs_created_by_status", "created_by", "status"),
 )
+
+# Row numbers of the tables that grow without end: 64 bits everywhere (SQLite's INTEGER
+# PRIMARY KEY already is, and must stay INTEGER to number rows itself).
+ROW_NUMBER = BigInteger().with_variant(Integer, "sqlite")
 
 events = Table(
     "events",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_NUMBER, primary_key=True, autoincrement=True),
     Column("job_id", String(64), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("level", String(8), nullable=False),
@@ -241,7 +249,7 @@ api_keys = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_NUMBER, primary_key=True, autoincrement=True),
     Column("created_at", Float, nullable=False),
     Column("actor", String(64), nullable=False),
     Column("method", String(8), nullable=False),

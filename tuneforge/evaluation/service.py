@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuneforge.config import Settings
 from tuneforge.datasets.ingest import require_dataset
+from tuneforge.db.files import files_of
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import InvalidDatasetError, InvalidRequestError
 from tuneforge.jobs.status import JobStatus
@@ -98,6 +99,7 @@ def create_evaluation(store: Store, settings: Settings, request: EvaluationCreat
             "max_attempts": 3,
         },
         "Evaluation accepted.",
+        files=files_of(spec),
     )
     return store.transition(
         job_id, JobStatus.QUEUED, f"Evaluation of {request.model} queued ({kind} data)."

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuneforge.config import Settings
 from tuneforge.datasets.ingest import MODEL_PURPOSE, file_path, require_file
+from tuneforge.db.files import files_of
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import (
     InvalidRequestError,
@@ -114,6 +115,7 @@ def create_import(store: Store, settings: Settings, request: ModelImportCreate) 
             "max_attempts": 2,
         },
         "Import accepted.",
+        files=files_of(spec),
     )
     return store.transition(job_id, JobStatus.QUEUED, f"Import of {label} as {name} queued.")
 

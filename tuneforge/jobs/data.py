@@ -22,7 +22,7 @@ from tuneforge.datasets.embedding import read_embedding_file
 from tuneforge.datasets.ingest import file_path, require_dataset
 from tuneforge.datasets.kinds import FileData
 from tuneforge.db.store import Store
-from tuneforge.errors import InvalidDatasetError
+from tuneforge.errors import FileNotFoundInStoreError, InvalidDatasetError
 from tuneforge.registry.models import ModelSource, resolve_model
 from tuneforge.training.base import JobData
 from tuneforge.training.llm import cached_chat_tokenizer, method_params
@@ -154,7 +154,10 @@ def read_job_file(
     reader = JOB_READERS[kind]
     if param == "validation_file" or not for_training:
         reader = VALIDATION_READERS.get(kind, reader)
-    data = reader(inputs, file_path(inputs.settings, file_id), row["format"])
+    try:
+        data = reader(inputs, file_path(inputs.settings, file_id), row["format"])
+    except FileNotFoundError:  # deleted since its row was read
+        raise FileNotFoundInStoreError(f"No file with id {file_id!r}.", param=param) from None
     if not data.valid:
         report = data.report
         raise InvalidDatasetError(

@@ -20,7 +20,8 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
@@ -63,8 +64,41 @@ PRELOAD = (
     "trl",
     "sklearn.metrics",
 )
-# Errors worth another attempt from the last checkpoint; the others would fail again.
+# Errors worth another attempt from the last checkpoint; the others would fail again (a full
+# disk stays full: the job fails with disk_full at once, saying how much space is free).
 RETRYABLE = frozenset({"out_of_memory", "internal"})
+# Every `error.code` a failed job may carry, as the README lists them; any other code a
+# library or service raises is recorded as `internal`, its own code kept in the message.
+JOB_ERROR_CODES = frozenset(
+    {
+        "invalid_dataset",
+        "invalid_request",
+        "file_not_found",
+        "model_not_found",
+        "model_exists",
+        "unsupported_architecture",
+        "remote_code_refused",
+        "unsafe_weights",
+        "timeout",
+        "out_of_memory",
+        "disk_full",
+        "endpoint_error",
+        "internal",
+    }
+)
+# How libraries say that the disk is full when they do not raise OSError(ENOSPC): safetensors
+# ("No space left on device (os error 28)"), older torch, SQLite.
+DISK_FULL_SIGNS = (
+    "no space left on device",
+    "os error 28",
+    "database or disk is full",
+    "disk quota exceeded",
+)
+# torch's zip writer (torch.save: optimizer and RNG states) reports a short write only as
+# "[enforce fail at inline_container.cc] … unexpected pos N vs M": a full disk when the
+# disk it wrote to has (nearly) no space left.
+SHORT_WRITE_SIGNS = ("inline_container.cc", "pytorchstreamwriter")
+LOW_SPACE_BYTES = 1024**3
 
 
 def fine_tuned_name(spec: JobCreate, job_id: str) -> str:
@@ -127,7 +161,7 @@ def run_job(
     except TuneforgeError as exc:
         _fail(store, job_id, lease, exc)
     except Exception as exc:  # the last line of defence: every failure ends the run
-        _fail(store, job_id, lease, _classify(exc))
+        _fail(store, job_id, lease, _classify(exc, settings, work_dir))
     finally:
         if job["kind"] == SYNTHETIC:
             forget_finished_keys(store, settings)  # an ended job's endpoint key goes
@@ -268,20 +302,60 @@ def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, ste
 
 
 def _fail(store: Store, job_id: str, lease: int, exc: TuneforgeError) -> None:
-    error = {"code": exc.code, "message": exc.message, "param": exc.param}
-    store.retry_or_fail(job_id, lease, error, retry=exc.code in RETRYABLE)
+    code, message = exc.code, exc.message
+    if code not in JOB_ERROR_CODES:
+        code, message = "internal", f"{exc.code}: {message}"
+    error = {"code": code, "message": message, "param": exc.param}
+    store.retry_or_fail(job_id, lease, error, retry=code in RETRYABLE)
 
 
-def _classify(exc: Exception) -> TuneforgeError:
+def _classify(exc: Exception, settings: Settings, work_dir: Path) -> TuneforgeError:
     """Map library exceptions to errors a user can act on."""
     text = f"{type(exc).__name__}: {exc}"
+    if is_disk_full(exc, [settings.home, work_dir]):
+        return DiskFullError(f"{text}. {space_note(settings, work_dir)}")
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
         return OutOfMemoryError(
             f"{text}. Try a smaller batch_size or max_seq_length.", param="batch_size"
         )
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return DiskFullError(f"{text}. Free space in the data folder.")
     return TuneforgeError(text)
+
+
+def is_disk_full(exc: BaseException, folders: Iterable[Path] = ()) -> bool:
+    """Whether `exc`, or an exception it was raised from, says that a disk is full; a short
+    write of torch's counts when one of `folders` (where the job writes) is low on space."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).lower()
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(sign in text for sign in DISK_FULL_SIGNS):
+            return True
+        if any(sign in text for sign in SHORT_WRITE_SIGNS) and any(
+            shutil.disk_usage(folder).free < LOW_SPACE_BYTES for folder in folders
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def space_note(settings: Settings, work_dir: Path) -> str:
+    """What a user needs to know to run the job again after a full disk: the space left
+    where it writes (the data folder, or its jobs folder where that is a disk of its own),
+    named relative to the data folder, and what the job had written there."""
+    free, folder = min(
+        (shutil.disk_usage(settings.home).free, f"{settings.home.name}/"),
+        (shutil.disk_usage(work_dir).free, f"{settings.home.name}/jobs/{work_dir.name}/"),
+    )
+    written = sum(p.stat().st_size for p in work_dir.rglob("*") if p.is_file())
+    return (
+        f"{folder} has {free / 2**20:.1f} MiB free; the job had {written / 2**20:.1f} MiB of "
+        "checkpoints there. It is not retried on a full disk: free space (a checkpoint holds "
+        "the model and its optimizer state, about three times the model's size), then create "
+        "the job again."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

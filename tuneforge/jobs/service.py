@@ -6,6 +6,7 @@ import random
 import time
 
 from tuneforge.config import Settings
+from tuneforge.db.files import files_of
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import JobNotFoundError
 from tuneforge.jobs.data import JobInputs, load_job_data
@@ -47,18 +48,22 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
             }
         )
     job_id = new_id("ftjob")
+    stored_spec = spec.model_dump(mode="json")
+    # The files are checked again, locked, in the insert: a file deleted since it was read
+    # above fails the creation (404), never the job later.
     store.insert_job(
         {
             "id": job_id,
             "kind": spec.method.type,
             "model": spec.model,
             "status": JobStatus.VALIDATING_FILES.value,
-            "spec": spec.model_dump(mode="json"),
+            "spec": stored_spec,
             "created_at": time.time(),
             "device": spec.device,
             "max_attempts": spec.max_attempts,
         },
         "Validating training file(s).",
+        files=files_of(stored_spec),
     )
     if method_note:
         store.add_event(job_id, method_note, data={"method": spec.method.type})

@@ -44,6 +44,8 @@ CHECKPOINTING_STOPS = frozenset({StopReason.PAUSED, StopReason.TIMEOUT, StopReas
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# A job waiting to run: what the per-key queue bound counts.
+WAITING = frozenset({JobStatus.VALIDATING_FILES, JobStatus.QUEUED})
 
 # Which status may follow which. RUNNING -> QUEUED is a retry, or the requeue of a job whose
 # worker shut down or vanished.

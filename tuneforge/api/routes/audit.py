@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from tuneforge.api.deps import MAX_ROW_ID, MAX_STORED_ROW_ID, StoreDep
+from tuneforge.api.deps import MAX_ROW_ID, StoreDep
 from tuneforge.api.schemas.audit import AuditEntriesPublic, AuditEntryPublic
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -26,8 +26,6 @@ def list_audit_entries(
 ) -> AuditEntriesPublic:
     """Writes, newest first: who (key id or `local`), method, path, status, when, and the id
     of what was created or changed when known."""
-    if after is not None:
-        after = min(after, MAX_STORED_ROW_ID)
     rows, has_more = store.list_audit_entries(after=after, limit=limit, actor=actor)
     data = [AuditEntryPublic(**row) for row in rows]
     return AuditEntriesPublic(data=data, has_more=has_more, last_id=data[-1].id if data else None)
