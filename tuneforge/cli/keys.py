@@ -62,12 +62,8 @@ def list_keys() -> None:
     keys = table("id", "name", "scope", "prefix", "created", "revoked")
     for row in rows:
         keys.add_row(
-            row["id"],
-            escape(row["name"]),
-            row["scope"],
-            row["prefix"] + "…",
-            when(row["created_at"]),
-            when(row["revoked_at"]),
+            row["id"], escape(row["name"]), row["scope"], row["prefix"] + "…",
+            when(row["created_at"]), when(row["revoked_at"]),
         )
     console.print(keys)
 

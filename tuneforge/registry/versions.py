@@ -167,3 +167,5 @@ def model_card(row: Row, files: list[dict[str, Any]], result: dict[str, Any]) ->
     lines += ["", "## Libraries", ""]
     lines += [f"- {k} {v}" for k, v in sorted(row["library_versions"].items())]
     return "\n".join(lines) + "\n"
+
+

@@ -221,22 +221,14 @@ class StudyDriver:
             f"Pruned by study {trial['study_id']}: eval_{spec.objective.name}={value:.4g} at "
             f"step {step} trails the other trials ({spec.pruner.type} pruner); stopping.",
             level="warning",
-            data={
-                "pruned": True,
-                "study": trial["study_id"],
-                "trial": trial["number"],
-                "step": step,
-                "value": value,
-            },
+            data={"pruned": True, "study": trial["study_id"], "trial": trial["number"],
+                  "step": step, "value": value},
         )
         with contextlib.suppress(InvalidStateError):
             self.store.request_cancel(job["id"])
         study.tell(trial["number"], state=TrialState.PRUNED)
         self.store.update_trial(
-            trial["study_id"],
-            trial["number"],
-            state="pruned",
-            value=value,
+            trial["study_id"], trial["number"], state="pruned", value=value,
             finished_at=time.time(),
         )
 
@@ -259,10 +251,7 @@ class StudyDriver:
                     level="warning",
                 )
         self.store.update_trial(
-            trial["study_id"],
-            trial["number"],
-            state=state,
-            value=value,
+            trial["study_id"], trial["number"], state=state, value=value,
             finished_at=time.time(),
         )
 
@@ -307,11 +296,8 @@ class StudyDriver:
             registered = (job.get("result") or {}).get("registered_model")
             if registered:
                 name, version = registered["name"], int(registered["version"])
-                result["registered_model"] = {
-                    "name": name,
-                    "version": version,
-                    "alias": spec.best_alias,
-                }
+                result["registered_model"] = {"name": name, "version": version,
+                                              "alias": spec.best_alias}
                 if spec.best_alias:
                     self.store.set_alias(name, spec.best_alias, version)
                 if spec.promote is not None:
@@ -326,12 +312,8 @@ class StudyDriver:
         gate = spec.promote
         evaluation = (job.get("result") or {}).get("evaluation") or {}
         metric = gate.metric or evaluation.get("primary_metric") or spec.objective.name
-        decision: dict[str, Any] = {
-            "alias": gate.alias,
-            "metric": metric,
-            "min_delta": gate.min_delta,
-            "promote": False,
-        }
+        decision: dict[str, Any] = {"alias": gate.alias, "metric": metric,
+                                    "min_delta": gate.min_delta, "promote": False}
         new = (evaluation.get("fine_tuned_model") or {}).get(metric)
         current = self.store.alias_version(name, gate.alias)
         if current is not None:
@@ -345,14 +327,8 @@ class StudyDriver:
             decision["reason"] = f"no {metric} to compare with {against}"
             return decision
         gain = better_by(KINDS[spec.job.method.type], metric, float(new), float(old))
-        decision.update(
-            new=new,
-            old=old,
-            against=against,
-            against_version=current,
-            gain=gain,
-            promote=gain >= gate.min_delta,
-        )
+        decision.update(new=new, old=old, against=against, against_version=current, gain=gain,
+                        promote=gain >= gate.min_delta)
         if decision["promote"]:
             self.store.set_alias(name, gate.alias, version)
         return decision

@@ -39,10 +39,8 @@ class Range(Strict):
 
     @property
     def is_int(self) -> bool:
-        return (
-            isinstance(self.low, int)
-            and isinstance(self.high, int)
-            and (self.step is None or isinstance(self.step, int))
+        return isinstance(self.low, int) and isinstance(self.high, int) and (
+            self.step is None or isinstance(self.step, int)
         )
 
 
@@ -75,10 +73,8 @@ class PrunerSpec(Strict):
 
     type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
     n_startup_trials: int = Field(
-        2,
-        ge=0,
-        le=1000,
-        description="median/percentile: no pruning before this many trials completed.",
+        2, ge=0, le=1000, description="median/percentile: no pruning before this many trials "
+        "completed."
     )
     n_warmup_steps: int = Field(
         0, ge=0, description="median/percentile: no pruning of a trial before this step."

@@ -15,12 +15,8 @@ from tuneforge.errors import NotFoundError
 router = APIRouter(include_in_schema=False)
 
 # Module scripts need a JavaScript type; the browser refuses them otherwise.
-MEDIA_TYPES = {
-    ".html": "text/html",
-    ".js": "text/javascript",
-    ".css": "text/css",
-    ".svg": "image/svg+xml",
-}
+MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
+               ".svg": "image/svg+xml"}
 # The files change with the installed version only, but a reload should see a new one.
 HEADERS = {"Cache-Control": "no-cache"}
 
