@@ -29,6 +29,7 @@ def test_every_kind_of_the_spec_is_in_the_table() -> None:
         ("classification", "classification", "f1_macro", True),
         ("supervised", "chat", "loss", False),
         ("dpo", "preference", "preference_accuracy", True),
+        ("reinforcement", "reinforcement", "reward_mean", True),
     ],
 )
 def test_each_kind_ranks_its_primary_metric(
@@ -58,8 +59,14 @@ def test_the_table_loads_no_training_library() -> None:
     """The API, the worker and the study driver read the table: it must not import torch or
     transformers (the kinds import them when they train or measure)."""
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, tuneforge.training.kinds; "
-         f"print([m for m in {HEAVY!r} if m in sys.modules])"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, tuneforge.training.kinds; "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert loaded == "[]"
