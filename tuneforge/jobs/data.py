@@ -114,9 +114,11 @@ def _read_reinforcement(inputs: JobInputs, path: Path, fmt: str) -> FileData:
         tokenizer=inputs.tokenizer,
         max_seq_length=params.hyperparameters.max_seq_length,
     )
-    # The rows say how they are graded: a model is measured on them with the job's grader.
+    # The rows say how they are answered and graded: a model is measured on them as the job
+    # measures its models (see `training.reinforcement.evaluate_model`).
     for row in data.rows:
         row["grader"] = params.grader
+        row["max_completion_length"] = params.hyperparameters.max_completion_length
     return data
 
 

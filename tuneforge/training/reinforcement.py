@@ -13,7 +13,8 @@ fine-tuned.
 
 | layout          | rows                                                              |
 |-----------------|-------------------------------------------------------------------|
-| `reinforcement` | `{"messages": [prompt ending with a user message], "item": {line}}` |
+| `reinforcement` | `{"messages": [prompt ending with a user message], "item": {line},` |
+|                 | `"grader": {the job's}, "max_completion_length": n}`              |
 
 Graders run in the job's process; judges (score_model, label_model) and the cosine metric's
 embedding model are the service's served models, loaded here. A python grader scores a
@@ -60,14 +61,14 @@ def greater_is_better(metric: str) -> bool:
 def evaluate_model(
     model_location: str, layout: str, rows: list[dict[str, Any]], device: str
 ) -> dict[str, float]:
-    """Mean reward of a saved model's greedy answers to reinforcement rows, graded by the
-    grader the rows were read for (graders that need no served model only)."""
+    """Mean reward of a saved model's greedy answers to reinforcement rows, as long and graded
+    as for the job the rows were read for (graders that need no served model only)."""
     if not rows:
         return {}
     grader = parse_grader(rows[0]["grader"], "method.reinforcement.grader")
     tokenizer = llm.load_chat_tokenizer(model_location)
     model = llm.load_causal_lm(model_location, device=device).to(device)
-    measure = reward_metrics(grader, LocalBackends(), max_new_tokens=256)
+    measure = reward_metrics(grader, LocalBackends(), rows[0]["max_completion_length"])
     return measure(model, tokenizer, rows)
 
 
