@@ -59,14 +59,8 @@ def test_the_table_loads_no_training_library() -> None:
     """The API, the worker and the study driver read the table: it must not import torch or
     transformers (the kinds import them when they train or measure)."""
     loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, tuneforge.training.kinds; "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", "import sys, tuneforge.training.kinds; "
+         f"print([m for m in {HEAVY!r} if m in sys.modules])"],
+        capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert loaded == "[]"
