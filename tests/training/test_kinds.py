@@ -29,6 +29,7 @@ def test_every_kind_of_the_spec_is_in_the_table() -> None:
         ("classification", "classification", "f1_macro", True),
         ("supervised", "chat", "loss", False),
         ("dpo", "preference", "preference_accuracy", True),
+        ("reinforcement", "reinforcement", "reward_mean", True),
     ],
 )
 def test_each_kind_ranks_its_primary_metric(

@@ -11,9 +11,9 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidRequestError, TuneforgeError
 from tuneforge.graders.judge import JudgeSampling
-from tuneforge.graders.run import JudgeAnswer, JudgeFailed
+from tuneforge.graders.run import JudgeAnswer, JudgeFailed, require_allowed
 from tuneforge.graders.sandbox import PythonLimits
-from tuneforge.graders.spec import LabelModelGrader, ScoreModelGrader, leaves
+from tuneforge.graders.spec import LabelModelGrader, ScoreModelGrader, leaves, parse_grader
 from tuneforge.registry.models import local_model
 from tuneforge.serving.cache import ModelCache
 from tuneforge.serving.generation import Sampling
@@ -40,11 +40,7 @@ class ServedBackends:
 
     def check_models(self, grader: Any, param: str = "grader") -> None:
         """Raise (naming the field) unless every judge of `grader` is a causal LM here."""
-        for path, leaf in leaves(grader, param):
-            if isinstance(leaf, ScoreModelGrader | LabelModelGrader):
-                with _naming(f"{path}.model"):
-                    location = local_model(self.store, self.settings, leaf.model).resolve()
-                    require_kind(leaf.model, location, "causal_lm")
+        check_models(self.store, self.settings, grader, param)
 
     def judge(
         self, model: str, messages: list[dict[str, str]], sampling: JudgeSampling, param: str
@@ -72,6 +68,25 @@ class ServedBackends:
         embedder = served_model(self.store, self.settings, self.cache, name, "embedding")
         vectors, _ = embedder.embed(texts)
         return [[float(x) for x in vector] for vector in vectors]
+
+
+def check_models(store: Store, settings: Settings, grader: Any, param: str = "grader") -> None:
+    """Raise (naming the field) unless every judge of `grader` is a causal LM here."""
+    for path, leaf in leaves(grader, param):
+        if isinstance(leaf, ScoreModelGrader | LabelModelGrader):
+            with _naming(f"{path}.model"):
+                location = local_model(store, settings, leaf.model).resolve()
+                require_kind(leaf.model, location, "causal_lm")
+
+
+def check_job_grader(store: Store, settings: Settings, data: Any, param: str) -> Any:
+    """The grader of a reinforcement job, parsed and checked as the grader endpoints check
+    one: every bad field (400), python graders while they are off (403), judges that are no
+    causal LM here; `param` is the grader's field in the job."""
+    grader = parse_grader(data, param)
+    require_allowed(grader, settings.python_graders, param)
+    check_models(store, settings, grader, param)
+    return grader
 
 
 class _naming:

@@ -21,12 +21,20 @@ from tuneforge.datasets.classification import (
 from tuneforge.datasets.embedding import read_embedding_file
 from tuneforge.datasets.ingest import file_path, require_dataset
 from tuneforge.datasets.kinds import FileData
+from tuneforge.datasets.reinforcement import read_reinforcement_file
 from tuneforge.db.store import Store
 from tuneforge.errors import FileNotFoundInStoreError, InvalidDatasetError
+from tuneforge.graders.backends import check_job_grader
 from tuneforge.registry.models import ModelSource, resolve_model
 from tuneforge.training.base import JobData
 from tuneforge.training.llm import cached_chat_tokenizer, method_params
-from tuneforge.training.spec import LOSS_LAYOUTS, ClassificationMethod, EmbeddingMethod, JobCreate
+from tuneforge.training.spec import (
+    LOSS_LAYOUTS,
+    ClassificationMethod,
+    EmbeddingMethod,
+    JobCreate,
+    ReinforcementMethod,
+)
 
 VALIDATION_SHARE = 0.1
 
@@ -91,6 +99,29 @@ def _llm_reader(read: Callable[..., FileData]) -> JobReader:
     return reader
 
 
+def _read_reinforcement(inputs: JobInputs, path: Path, fmt: str) -> FileData:
+    """Prompts and their items, each line checked against the job's grader (which is
+    checked first: its fields, python graders while they are off, its judges)."""
+    assert isinstance(inputs.spec.method, ReinforcementMethod)
+    params = inputs.spec.method.reinforcement
+    param = "method.reinforcement.grader"
+    data = read_reinforcement_file(
+        path,
+        fmt,
+        min_rows=inputs.settings.min_rows,
+        grader=check_job_grader(inputs.store, inputs.settings, params.grader, param),
+        grader_param=param,
+        tokenizer=inputs.tokenizer,
+        max_seq_length=params.hyperparameters.max_seq_length,
+    )
+    # The rows say how they are answered and graded: a model is measured on them as the job
+    # measures its models (see `training.reinforcement.evaluate_model`).
+    for row in data.rows:
+        row["grader"] = params.grader
+        row["max_completion_length"] = params.hyperparameters.max_completion_length
+    return data
+
+
 def _read_classification_validation(inputs: JobInputs, path: Path, fmt: str) -> FileData:
     assert isinstance(inputs.spec.method, ClassificationMethod)
     params = inputs.spec.method.classification
@@ -116,7 +147,11 @@ JOB_READERS: dict[str, JobReader] = {
     "classification": _read_classification,
     "supervised": _llm_reader(read_chat_file),
     "dpo": _llm_reader(read_preference_file),
+    "reinforcement": _read_reinforcement,
 }
+# Kinds that read files uploaded as another kind: the upload's check, from the columns alone,
+# takes reinforcement prompts (`messages`) for chat data.
+READS_UPLOADS_OF = {"reinforcement": ("supervised",)}
 
 
 def named_files(spec: JobCreate) -> list[tuple[str, str]]:
@@ -145,7 +180,8 @@ def read_job_file(
     names_columns = isinstance(spec.method, ClassificationMethod) and bool(
         spec.method.classification.text_column or spec.method.classification.label_column
     )
-    if uploaded_as and uploaded_as != kind and not names_columns:
+    readable = uploaded_as == kind or uploaded_as in READS_UPLOADS_OF.get(kind, ())
+    if uploaded_as and not readable and not names_columns:
         raise InvalidDatasetError(
             f"File {file_id} holds {uploaded_as} data (its columns say so); a {kind} job "
             "cannot train on it.",

@@ -94,7 +94,7 @@ class JobReporter:
         shown = ", ".join(
             f"{k}={v:.4g}"
             for k, v in values.items()
-            if k in ("loss", "learning_rate", "train_loss")
+            if k in ("loss", "learning_rate", "train_loss", "reward")
             or k.startswith("eval_")
             and "runtime" not in k
             and "per_second" not in k

@@ -224,6 +224,8 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
             resume_from=resume_from,
             rank=reporter.rank,
             world_size=spec.world_size(),
+            store=store,
+            settings=settings,
         )
     )
     if not main:

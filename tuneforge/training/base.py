@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tuneforge.config import Settings
+    from tuneforge.db.store import Store
     from tuneforge.training.callbacks import Reporter
     from tuneforge.training.spec import JobCreate
 
@@ -43,6 +45,10 @@ class RunContext:
     resume_from: Path | None = None  # a complete checkpoint to continue from
     rank: int = 0  # this process's rank in a distributed job; only rank 0 saves
     world_size: int = 1  # processes training together (num_processes × machines)
+    # The service's store and settings, for kinds that use served models while they train
+    # (reinforcement: the grader's judges, its python sandbox's limits).
+    store: Store | None = None
+    settings: Settings | None = None
 
 
 @dataclass

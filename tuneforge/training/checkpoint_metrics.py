@@ -11,7 +11,10 @@
 | `full_valid_mean_token_accuracy`    | at the checkpoint's step                                |
 
 DPO checkpoints add `train_reward_accuracy` and `train_reward_margin` (trl's
-`rewards/accuracies` and `rewards/margins`) and their `full_valid_` counterparts; every other
+`rewards/accuracies` and `rewards/margins`) and their `full_valid_` counterparts;
+reinforcement checkpoints add `train_reward_mean` and `train_reward_std` (the grader's reward
+over the step's answers, trl's `reward` and `reward_std`) and `full_valid_reward_mean`,
+`full_valid_reward_std` (answers sampled for the validation prompts); every other
 metric of the trainer's evaluation at that step becomes `full_valid_<name>` (a classifier's
 `full_valid_f1_macro`). Metrics a kind does not have are left out: a job without validation
 rows has no `valid_` ones.
@@ -31,10 +34,16 @@ TRAIN_NAMES = {
     "mean_token_accuracy": "train_mean_token_accuracy",
     "rewards/accuracies": "train_reward_accuracy",
     "rewards/margins": "train_reward_margin",
+    "reward": "train_reward_mean",
+    "reward_std": "train_reward_std",
 }
 # Evaluation metrics that are about the run, not the model.
 NOT_METRICS = ("runtime", "per_second", "epoch", "num_tokens")
-RENAMED = {"rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_margin"}
+RENAMED = {
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/margins": "reward_margin",
+    "reward": "reward_mean",
+}
 # Validation rows of the small batch (the first ones: the same rows at every checkpoint).
 VALID_BATCH_ROWS = 8
 

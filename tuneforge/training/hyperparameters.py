@@ -326,3 +326,87 @@ def learning_rate(hp: LLMHyperparameters, tuning: str, parameters: int) -> float
     small = tuning == "lora" and parameters < SMALL_LLM_PARAMETERS
     rate = SMALL_LLM_LORA_LEARNING_RATE if small else LLM_LEARNING_RATE
     return min(rate * (hp.learning_rate_multiplier or 1.0), 1.0)
+
+
+class ReinforcementHyperparameters(LLMHyperparameters):
+    """Hyperparameters of a reinforcement job: OpenAI's (n_epochs, batch_size,
+    learning_rate_multiplier, eval_interval, eval_samples, compute_multiplier,
+    reasoning_effort) and trl's GRPO settings. `"auto"` (OpenAI's word) takes the default."""
+
+    n_epochs: Epochs = 1
+    batch_size: int = Field(
+        4,
+        ge=1,
+        le=4096,
+        description="Prompts per optimizer step; each is answered num_generations times and "
+        "its answers are compared with each other (GRPO's group).",
+    )
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Forward passes a step's answers are split into (less memory, same step).",
+    )
+    compute_multiplier: float = Field(
+        1.0,
+        gt=0,
+        le=16,
+        description="OpenAI's exploration budget: answers sampled per prompt are "
+        "round(4 x compute_multiplier), at least 2 (unless num_generations is given).",
+    )
+    num_generations: int | None = Field(
+        None, ge=2, le=256, description="Answers sampled per prompt (GRPO's group size)."
+    )
+    eval_interval: int | None = Field(
+        None,
+        ge=1,
+        description="OpenAI's name for eval_steps: evaluate the validation prompts every this "
+        "many steps (default: at each epoch's end).",
+    )
+    eval_samples: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Answers sampled per validation prompt in the trainer's evaluations.",
+    )
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = Field(
+        None, description="OpenAI's reasoning effort: accepted, no effect on these models."
+    )
+    max_completion_length: int = Field(
+        256, ge=1, le=32768, description="Longest answer sampled, in tokens."
+    )
+    max_seq_length: int = Field(
+        1024,
+        ge=16,
+        le=131072,
+        description="Longest prompt in tokens (chat template included); longer prompts are "
+        "reported when the job is created, never cut.",
+    )
+    temperature: float = Field(
+        1.0, gt=0, le=10, description="Sampling temperature of the training answers."
+    )
+    beta: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="KL penalty towards the base model (0: none, and no reference pass).",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, slower."
+    )
+    logging_steps: LoggingSteps = 1
+
+    @property
+    def generations(self) -> int:
+        """Answers sampled per training prompt."""
+        return self.num_generations or max(2, round(4 * self.compute_multiplier))
+
+    @model_validator(mode="after")
+    def _answers_split_evenly(self) -> ReinforcementHyperparameters:
+        answers = self.batch_size * self.generations
+        if answers % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"a step's {answers} answers (batch_size x answers per prompt) must split "
+                f"evenly into gradient_accumulation_steps {self.gradient_accumulation_steps}"
+            )
+        return self

@@ -8,6 +8,7 @@ maps a job's `method.type` to the module that trains and measures it.
 | `classification` | `training.classification` | the job's metric_for_best_model (f1_macro)      |
 | `supervised`     | `training.supervised`     | loss (lower is better)                          |
 | `dpo`            | `training.dpo`            | preference_accuracy                             |
+| `reinforcement`  | `training.reinforcement`  | reward_mean (graded validation answers)         |
 
 The kinds' modules import their libraries (torch, transformers …) only when they train or
 measure, so reading this table costs the API and the worker nothing.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from tuneforge.training import classification, dpo, embedding, supervised
+from tuneforge.training import classification, dpo, embedding, reinforcement, supervised
 from tuneforge.training.base import RunContext, TrainResult
 
 
@@ -48,6 +49,7 @@ KINDS: dict[str, Kind] = {
     "classification": classification,
     "supervised": supervised,
     "dpo": dpo,
+    "reinforcement": reinforcement,
 }
 
 

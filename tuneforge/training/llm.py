@@ -22,7 +22,7 @@ from tuneforge.errors import InvalidRequestError, QuantizationUnavailableError
 from tuneforge.training.base import TrainResult, batch_arguments
 from tuneforge.training.checkpoint_metrics import VALID_BATCH_ROWS
 from tuneforge.training.hyperparameters import learning_rate
-from tuneforge.training.spec import DPOMethod, SupervisedMethod, hub_id_of
+from tuneforge.training.spec import DPOMethod, ReinforcementMethod, SupervisedMethod, hub_id_of
 
 if TYPE_CHECKING:
     from tuneforge.training.base import RunContext
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         GenerationChecks,
         JobCreate,
         LLMMethodParams,
+        ReinforcementMethodParams,
         SupervisedMethodParams,
     )
 
@@ -138,12 +139,16 @@ def check_quantization(spec: JobCreate) -> None:
             )
 
 
-def method_params(spec: JobCreate) -> SupervisedMethodParams | DPOMethodParams | None:
-    """The supervised or DPO settings of a job (None for other kinds)."""
+def method_params(
+    spec: JobCreate,
+) -> SupervisedMethodParams | DPOMethodParams | ReinforcementMethodParams | None:
+    """The supervised, DPO or reinforcement settings of a job (None for other kinds)."""
     if isinstance(spec.method, SupervisedMethod):
         return spec.method.supervised
     if isinstance(spec.method, DPOMethod):
         return spec.method.dpo
+    if isinstance(spec.method, ReinforcementMethod):
+        return spec.method.reinforcement
     return None
 
 

@@ -13,6 +13,7 @@ from tuneforge.training.hyperparameters import (
     ClassificationHyperparameters,
     DPOHyperparameters,
     EmbeddingHyperparameters,
+    ReinforcementHyperparameters,
     Strict,
     SupervisedHyperparameters,
 )
@@ -151,6 +152,29 @@ class DPOMethod(Strict):
     dpo: DPOMethodParams = Field(default_factory=DPOMethodParams)
 
 
+class ReinforcementMethodParams(LLMMethodParams):
+    """Reinforcement fine-tuning (OpenAI's `reinforcement` method) with trl's GRPO: answers
+    sampled for each prompt are scored by `grader`, and the model learns towards the better
+    ones of each group."""
+
+    grader: dict[str, Any] = Field(
+        ...,
+        description="The grader object that scores each answer from 0 to 1 (string_check, "
+        "text_similarity, score_model, label_model, python, multi, tuneforge_checks; see "
+        "tuneforge.graders); checked with the data when the job is created.",
+    )
+    # The reward is the evaluation here: answers to the validation prompts are graded.
+    generation_checks: GenerationChecks = Field(default_factory=lambda: GenerationChecks(samples=0))
+    hyperparameters: ReinforcementHyperparameters = Field(
+        default_factory=ReinforcementHyperparameters
+    )
+
+
+class ReinforcementMethod(Strict):
+    type: Literal["reinforcement"] = "reinforcement"
+    reinforcement: ReinforcementMethodParams
+
+
 class ClassificationMethodParams(Strict):
     text_column: str | None = Field(
         None,
@@ -202,7 +226,8 @@ Method = Annotated[
     Annotated[EmbeddingMethod, Tag("embedding")]
     | Annotated[ClassificationMethod, Tag("classification")]
     | Annotated[SupervisedMethod, Tag("supervised")]
-    | Annotated[DPOMethod, Tag("dpo")],
+    | Annotated[DPOMethod, Tag("dpo")]
+    | Annotated[ReinforcementMethod, Tag("reinforcement")],
     Discriminator(method_type),
 ]
 
