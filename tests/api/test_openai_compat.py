@@ -176,10 +176,56 @@ def test_openai_flows_with_only_base_url_changed(client: openai.OpenAI, tmp_path
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve(model.id)
 
-    # RFT (method type "reinforcement" with a string_check grader) joins this flow once the
-    # reinforcement method lands: create, follow to the end, read its events and checkpoints.
-    # --- RFT: begin ---
-    # --- RFT: end ---
+    # Reinforcement fine-tuning, OpenAI's way: prompt-only lines with the field the grader
+    # reads, a string_check grader, OpenAI's hyperparameter names (and two of ours to keep it
+    # small); followed to the end, with rewards in its events and checkpoints.
+    prompts = [
+        {
+            "messages": [{"role": "user", "content": f"Write a word with the letter {letter}."}],
+            "letter": letter,
+        }
+        for letter in "eaoeaoea"
+    ]
+    rft_file = upload(client, write_jsonl(tmp_path / "rft.jsonl", prompts))
+    raw = client.fine_tuning.jobs.with_raw_response.create(
+        model=QWEN,
+        training_file=rft_file.id,
+        method={
+            "type": "reinforcement",
+            "reinforcement": {
+                "grader": {
+                    "type": "string_check",
+                    "name": "has the letter",
+                    "input": "{{sample.output_text}}",
+                    "reference": "{{item.letter}}",
+                    "operation": "like",
+                },
+                "hyperparameters": {
+                    "n_epochs": 1,
+                    "batch_size": 4,
+                    "compute_multiplier": 1,
+                    "max_completion_length": 8,  # tuneforge's own
+                    "learning_rate": 1e-2,
+                },
+            },
+        },
+        seed=7,
+    )
+    rft = strict(FineTuningJob, raw)
+    assert rft.method is not None and rft.method.type == "reinforcement"
+    assert rft.method.reinforcement is not None
+    assert rft.method.reinforcement.grader.type == "string_check"
+    done = wait(client, rft.id, ("succeeded", "failed", "cancelled"))
+    assert done.status == "succeeded", done.error
+    raw = client.fine_tuning.jobs.with_raw_response.list_events(rft.id, limit=100)
+    events = [strict(FineTuningJobEvent, e) for e in raw.http_response.json()["data"]]
+    rewards = [e.data["reward"] for e in events if isinstance(e.data, dict) and "reward" in e.data]
+    assert rewards and all(0 <= r <= 1 for r in rewards), rewards
+    raw = client.fine_tuning.jobs.checkpoints.with_raw_response.list(rft.id)
+    checkpoints = [strict(FineTuningJobCheckpoint, c) for c in raw.http_response.json()["data"]]
+    assert checkpoints and all(c.fine_tuning_job_id == rft.id for c in checkpoints)
+    assert all(c.metrics.model_extra and "train_reward_mean" in c.metrics.model_extra
+               for c in checkpoints)
 
 
 @pytest.mark.parametrize(

@@ -81,14 +81,19 @@ def test_a_restart_removes_orphans_and_nothing_a_row_refers_to(tmp_path: Path) -
     young = files / "file-young.part"  # written just now: judged after the grace period
     young.write_bytes(b"new")
     _old(*kept, *orphans, held)
+    written = time.time()
     with held.open("rb") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         server = Server(home, args=NO_WORKER)
         try:
             for path in orphans:
                 assert not path.exists(), path
-            for path in [*kept, held, young]:
+            for path in [*kept, held]:
                 assert path.exists(), path
+            if time.time() - written < GRACE_SECONDS:
+                # The start-up sweep ran within the grace period of the young part (on a
+                # loaded machine the server may take longer to start, and then it may go).
+                assert young.exists(), young
             assert server.client.get(f"/v1/files/{kept_file}").status_code == 200
             deadline = time.monotonic() + GRACE_SECONDS + 10
             while young.exists() and time.monotonic() < deadline:

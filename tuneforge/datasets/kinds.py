@@ -6,6 +6,7 @@
 | `dpo`            | `prompt` + `chosen` + `rejected`, or `input` + `preferred_output` |
 | `embedding`      | `anchor` + `positive` (+ `negative`); `sentence1` + `sentence2` + `score` |
 | `classification` | a text column (`text`, `chunk_text`, …) + a label column     |
+| `reinforcement`  | `messages` ending before the answer (+ the fields a grader reads) |
 
 An upload is checked for the kind its columns name; a job reads its files again with its own
 settings (named columns, the model's tokenizer and sequence length), see `jobs.data`.
@@ -19,8 +20,9 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuneforge.datasets import chat, classification, embedding
-from tuneforge.datasets.readers import IndexSink
+from tuneforge.datasets import chat, classification, embedding, reinforcement
+from tuneforge.datasets.problems import ProblemLog
+from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
 
 
 class FileData(Protocol):
@@ -88,6 +90,8 @@ def read_upload(
     row (an upload's validation: memory grows with the longest line, not the file); `index`
     learns where each record starts (see `datasets.row_index`)."""
     kind = detect_kind(first_columns(path, fmt))
+    if kind == "supervised" and _prompts_only(path, fmt):
+        kind = "reinforcement"
     options: dict[str, Any] = {
         "min_rows": min_rows,
         "tokenizer": tokenizer,
@@ -97,6 +101,9 @@ def read_upload(
     data: FileData
     if kind == "supervised":
         data = chat.read_chat_file(path, fmt, **options)
+    elif kind == "reinforcement":
+        # No grader yet: the job that names one checks its fields on every line.
+        data = reinforcement.read_reinforcement_file(path, fmt, **options)
     elif kind == "dpo":
         data = chat.read_preference_file(path, fmt, **options)
     elif kind == "classification":
@@ -105,3 +112,14 @@ def read_upload(
         data = embedding.read_embedding_file(path, fmt, **options)
     data.report["kind"] = kind
     return data
+
+
+def _prompts_only(path: Path, fmt: str) -> bool:
+    """Whether the file's first conversation ends before an answer (OpenAI's reinforcement
+    format: the prompt in `messages`, the answer left to the model), rather than with the
+    assistant's turn that supervised data trains on."""
+    found = first_record(RecordStream(path, fmt, ProblemLog()))
+    messages = found[1].get("messages") if found is not None else None
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return False
+    return messages[-1].get("role") in ("user", "developer", "system")

@@ -149,8 +149,8 @@ JOB_READERS: dict[str, JobReader] = {
     "dpo": _llm_reader(read_preference_file),
     "reinforcement": _read_reinforcement,
 }
-# Kinds that read files uploaded as another kind: the upload's check, from the columns alone,
-# takes reinforcement prompts (`messages`) for chat data.
+# Kinds that read files uploaded as another kind: reinforcement prompts uploaded before the
+# upload's check told them from chat data were recorded as supervised.
 READS_UPLOADS_OF = {"reinforcement": ("supervised",)}
 
 

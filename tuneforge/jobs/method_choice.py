@@ -2,9 +2,9 @@
 and mean supervised fine-tuning, so the kind follows the training data (`detect_kind`, as
 the upload recorded it in the file's report).
 
-Reinforcement data (messages ending in a user turn, plus the fields a grader reads) cannot
-be told from chat without the grader: such a file trains supervised unless the method says
-otherwise."""
+Reinforcement data (prompts whose answer is left to the model, plus the fields a grader
+reads; see `datasets.kinds`) needs a grader, which only the method can give: such a file
+without a method is refused with a sentence that says so."""
 
 from __future__ import annotations
 
