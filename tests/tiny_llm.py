@@ -11,6 +11,9 @@ Face cache that the tests use, so the product finds it by its Hub id.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +131,18 @@ def install_in_hf_cache(hf_home: Path, repo_id: str) -> Path:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     return path
+
+
+@contextmanager
+def one_thread_jobs() -> Iterator[None]:
+    """Job processes compute on one thread each while this is open (set it before a module's
+    server starts: the server passes its environment on)."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = threads

@@ -5,7 +5,6 @@ are read with the official `openai` client."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import Server
-from tests.tiny_llm import QWEN, install_in_hf_cache, write_jsonl
+from tests.tiny_llm import QWEN, install_in_hf_cache, one_thread_jobs, write_jsonl
 from tests.training.conftest import json_chats, preference_pairs
 
 pytestmark = pytest.mark.slow
@@ -37,13 +36,8 @@ def tiny_models(offline_hub: Path) -> Iterator[None]:
     """The tiny Qwen2 model in the offline cache, and job processes on one thread each (set
     before the module's server starts: it passes its environment on)."""
     install_in_hf_cache(offline_hub, QWEN)
-    threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    if threads is None:
-        os.environ.pop("OMP_NUM_THREADS")
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
+    with one_thread_jobs():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ being parsed by the client as a user's script would."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 from pydantic import BaseModel
 
 from tests.conftest import Server
-from tests.tiny_llm import QWEN, install_in_hf_cache, write_jsonl
+from tests.tiny_llm import QWEN, install_in_hf_cache, one_thread_jobs, write_jsonl
 from tests.training.conftest import TOPICS, json_chats
 
 pytestmark = pytest.mark.slow
@@ -36,13 +35,8 @@ T = TypeVar("T", bound=BaseModel)
 def tiny_models(offline_hub: Path) -> Iterator[None]:
     """The tiny Qwen2 model in the offline cache; job processes on one thread each."""
     install_in_hf_cache(offline_hub, QWEN)
-    threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    if threads is None:
-        os.environ.pop("OMP_NUM_THREADS")
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
+    with one_thread_jobs():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ refused when the job is created, and nothing is queued."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import Server
-from tests.tiny_llm import QWEN, install_in_hf_cache, write_jsonl
+from tests.tiny_llm import QWEN, install_in_hf_cache, one_thread_jobs, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -40,13 +39,8 @@ FAST = {
 def tiny_models(offline_hub: Path) -> Iterator[None]:
     """The tiny Qwen2 model in the offline cache, and job processes on one thread each."""
     install_in_hf_cache(offline_hub, QWEN)
-    threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    if threads is None:
-        os.environ.pop("OMP_NUM_THREADS")
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
+    with one_thread_jobs():
+        yield
 
 
 def prompts(letters: str) -> list[dict]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import tarfile
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Server
-from tests.tiny_llm import LLAMA, QWEN, install_in_hf_cache, write_jsonl
+from tests.tiny_llm import LLAMA, QWEN, install_in_hf_cache, one_thread_jobs, write_jsonl
 from tests.training.conftest import json_chats
 from tuneforge.export.modelfile import render_template
 
@@ -30,13 +29,8 @@ SYSTEM = "You answer with one JSON object."
 def tiny_models(offline_hub: Path) -> Iterator[None]:
     for repo in (QWEN, LLAMA):
         install_in_hf_cache(offline_hub, repo)
-    threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    if threads is None:
-        os.environ.pop("OMP_NUM_THREADS")
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
+    with one_thread_jobs():
+        yield
 
 
 @pytest.fixture(scope="module")
