@@ -15,6 +15,7 @@ from tuneforge.errors import UnsupportedModelError, VerificationError
 from tuneforge.export import gguf_convert, modelfile
 from tuneforge.export.verify import Reference, verify_gguf
 from tuneforge.registry.models import cached_snapshot
+from tuneforge.serving.generation import cpu_has_bf16
 from tuneforge.training.llm import load_chat_tokenizer
 
 CONVERSATIONS = [
@@ -50,8 +51,16 @@ def _export_and_verify(folder: Path, out: Path, file_type: str) -> dict:
     )
 
 
+# Without bf16 instructions (AVX2 only), torch emulates bf16 arithmetic, rounding its
+# activations differently from llama.cpp's float32 ones; a random tiny model's near-ties then
+# part ways within a few tokens (seen on qwen3), whatever the file holds.
+NATIVE_BF16 = pytest.mark.skipif(
+    not cpu_has_bf16(), reason="this CPU has no bf16 instructions: torch emulates bf16"
+)
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-@pytest.mark.parametrize("file_type", ["f32", "bf16"])
+@pytest.mark.parametrize("file_type", ["f32", pytest.param("bf16", marks=NATIVE_BF16)])
 def test_llama_cpp_generates_what_transformers_generates(
     tiny: dict[str, Path], tmp_path: Path, arch: str, file_type: str
 ) -> None:

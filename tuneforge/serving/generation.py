@@ -263,7 +263,7 @@ def serving_dtype(device: str, location: Path | None = None) -> Any:
 
     if device != "cpu":
         return compute_dtype(device)
-    if location is not None and _stored_dtype(location) == "bfloat16" and _cpu_has_bf16():
+    if location is not None and _stored_dtype(location) == "bfloat16" and cpu_has_bf16():
         return torch.bfloat16
     return torch.float32
 
@@ -277,7 +277,7 @@ def _stored_dtype(location: Path) -> str | None:
 
 
 @lru_cache(maxsize=1)
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
     """Whether the CPU has bfloat16 instructions (Linux: its flags in /proc/cpuinfo)."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():
