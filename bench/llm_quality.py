@@ -148,6 +148,25 @@ class Product:
         return float(values[-1]) if values else None
 
 
+
+def offline_smollm2(tmp: Path, device_option: str, bench: str) -> tuple[str, str, dict[str, Any]]:
+    """SMOLLM2 in an offline Hugging Face cache under `tmp` (the Hub switched off), quiet
+    transformers, and the device asked for: (the model's Hub id, the device, the machine as
+    the report describes it, printed under `bench`'s name)."""
+    hf_home = tmp / "hf"
+    running.offline_hub(hf_home)
+    from tests.offline_models import SMOLLM2, install_smollm2
+
+    install_smollm2(hf_home)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    device = measure.pick_device(device_option)
+    machine = report.describe_machine(device, 0.0, {})
+    print(f"{bench}: {machine['description']}", flush=True)
+    return SMOLLM2, device, machine
+
 def load(location: str, device: str) -> tuple[Any, Any]:
     """A model and its chat tokenizer, loaded as the server and the evaluations load them."""
     from tuneforge.training import llm
@@ -227,18 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"sizes": {k: getattr(options, k) for k in DEFAULT_SIZES}}
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-llm-quality-") as tmp:
-        hf_home = Path(tmp) / "hf"
-        running.offline_hub(hf_home)
-        from tests.offline_models import SMOLLM2, install_smollm2
-
-        install_smollm2(hf_home)
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        device = measure.pick_device(options.device)
-        machine = report.describe_machine(device, 0.0, {})
-        print(f"llm_quality: {machine['description']}", flush=True)
+        SMOLLM2, device, machine = offline_smollm2(Path(tmp), options.device, "llm_quality")
 
         with phase(phases, "data: draw, write and ingest the files"):
             drawn = task.draw(

@@ -34,10 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import measure
 import report
 import running
-from llm_quality import Phase, Product, phase
+from llm_quality import Phase, Product, offline_smollm2, phase
 
 SYSTEM_PROMPT = "You are a calculator. Reply with the result as a number only, nothing else."
 GRADER = {
@@ -112,18 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     phases: list[Phase] = []
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-rft-") as tmp:
-        hf_home = Path(tmp) / "hf"
-        running.offline_hub(hf_home)
-        from tests.offline_models import SMOLLM2, install_smollm2
-
-        install_smollm2(hf_home)
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        device = measure.pick_device(options.device)
-        machine = report.describe_machine(device, 0.0, {})
-        print(f"rft: {machine['description']}", flush=True)
+        SMOLLM2, _, machine = offline_smollm2(Path(tmp), options.device, "rft")
 
         with phase(phases, "data: draw, write and ingest the files"):
             rows = problems(options.train + options.held_out, options.seed)
