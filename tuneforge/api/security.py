@@ -241,18 +241,15 @@ class ApiGuard:
     ) -> None:
         status = 500
         body = bytearray()
+        recorded = False
 
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and len(body) < AUDIT_BODY_BYTES:
-                body.extend(message.get("body", b"")[: AUDIT_BODY_BYTES - len(body)])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
+        async def record() -> None:
+            # Written before the last byte of the answer leaves, so a client that reads the
+            # audit log right after its write finds the write there.
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             entry = {
                 "created_at": time.time(),
                 "actor": identity.actor,
@@ -263,6 +260,22 @@ class ApiGuard:
                 "client": _client_address(scope)[:64],
             }
             await run_in_threadpool(store.add_audit_entry, entry)
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                if len(body) < AUDIT_BODY_BYTES:
+                    body.extend(message.get("body", b"")[: AUDIT_BODY_BYTES - len(body)])
+                if not message.get("more_body", False):
+                    await record()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            await record()
 
 
 def _client_address(scope: Scope) -> str:
