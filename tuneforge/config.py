@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -74,9 +75,11 @@ class Settings(BaseSettings):
         "GGUF file or model folder by path (default: HOME/imports). Paths outside are refused.",
     )
     min_rows: int = Field(2, ge=1, description="Fewest rows a training file may have.")
-    model_dirs: list[Path] = Field(
+    model_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description="Folders searched for base models by name (plain or `models--org--name`).",
+        description="Folders searched for base models by name (plain or `models--org--name`): "
+        "a model named org/name is the folder DIR/org/name. JSON list, or separated by "
+        "`:` as PATH is.",
     )
     stats_tokenizer: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",
@@ -151,6 +154,16 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [h.strip() for h in text.split(",") if h.strip()]
+        return value
+
+    @field_validator("model_dirs", mode="before")
+    @classmethod
+    def _path_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [p for p in text.split(os.pathsep) if p.strip()]
         return value
 
     @field_validator("home", "model_dirs", "import_roots")

@@ -26,6 +26,15 @@ class TuneforgeError(Exception):
         return body
 
 
+class FieldValueError(ValueError):
+    """A model validator's ValueError about one field (pydantic reports a model validator's
+    error at the model, not at a field): the API's validation errors name `param`."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
 class InvalidRequestError(TuneforgeError):
     code = "invalid_request"
 

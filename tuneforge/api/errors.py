@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,7 +18,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneforge.api.schemas.base import Public
-from tuneforge.errors import DiskFullError, TuneforgeError
+from tuneforge.errors import DiskFullError, FieldValueError, TuneforgeError
 
 # The server's log (uvicorn's), where tracebacks of failed requests belong.
 log = logging.getLogger("uvicorn.error")
@@ -162,6 +163,89 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return out
 
 
+# A part of pydantic's location that names a member of a union (`str`, `list[int]`,
+# `function-after[...]`), not a field.
+_UNION_MEMBER = re.compile(r"(str|int|float|bool|bytes|none|dict|list|constrained-\w+|[\w-]+\[.*\])")
+# Errors that say only "the value is not of this member's type".
+_MISMATCH = ("_type", "_parsing", "literal_error", "union_tag_invalid")
+
+
+def json_error_message(error: Any, body: Any) -> str:
+    """One sentence for a body that is not JSON, with the line and column where it breaks
+    (FastAPI gives the character offset and, as the body, the text)."""
+    reason = str((error.get("ctx") or {}).get("error") or "it does not parse")
+    loc = error.get("loc") or ()
+    offset = loc[-1] if loc and isinstance(loc[-1], int) else None
+    if offset is None or not isinstance(body, str):
+        return f"The request body is not valid JSON: {reason}."
+    line = body.count("\n", 0, offset) + 1
+    column = offset - (body.rfind("\n", 0, offset) + 1) + 1
+    return f"The request body is not valid JSON: {reason} at line {line}, column {column}."
+
+
+def validation_errors(raw: Any) -> list[dict[str, Any]]:
+    """pydantic's errors as (param, message, type), one per field: the members of a union
+    collapse into one sentence (the error of the member whose type the value has, or what
+    the field takes), and a model validator's error about one field names it."""
+    groups: dict[str, list[tuple[dict[str, Any], str | None]]] = {}
+    for e in raw:
+        loc = list(e["loc"])
+        member = next((str(p) for p in loc if _is_union_member(p)), None)
+        if member is not None:
+            cut = next(i for i, p in enumerate(loc) if _is_union_member(p))
+            loc = loc[:cut] + [p for p in loc[cut + 1 :] if not _is_union_member(p)]
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldValueError):
+            loc = [*loc, *cause.param.split(".")]
+        message = str(e["msg"]).removeprefix("Value error, ")
+        groups.setdefault(field_path(loc), []).append(({**e, "msg": message}, member))
+    errors = []
+    for param, found in groups.items():
+        members = [m for _, m in found if m is not None]
+        if len(set(members)) < 2:
+            errors += [{"param": param, "message": e["msg"], "type": e["type"]} for e, _ in found]
+            continue
+        real = [e for e, m in found if not str(e["type"]).endswith(_MISMATCH)]
+        if real:
+            messages = list(dict.fromkeys(e["msg"] for e in real))
+            errors.append({"param": param, "message": messages[0], "type": real[0]["type"]})
+        else:
+            kinds = list(dict.fromkeys(_member_name(m) for m in members))
+            errors.append({
+                "param": param,
+                "message": f"expected {', '.join(kinds[:-1])} or {kinds[-1]}"
+                if len(kinds) > 1 else f"expected {kinds[0]}",
+                "type": "union_type",
+            })
+    return errors
+
+
+def _is_union_member(part: Any) -> bool:
+    return isinstance(part, str) and _UNION_MEMBER.fullmatch(part) is not None
+
+
+_NAMES = {
+    "str": ("a string", "strings"),
+    "int": ("an integer", "integers"),
+    "float": ("a number", "numbers"),
+    "bool": ("a boolean", "booleans"),
+    "dict": ("an object", "objects"),
+    "none": ("null", "nulls"),
+}
+
+
+def _member_name(member: str, plural: bool = False) -> str:
+    """A union member as the user reads it: `list[constrained-str]` -> "a list of strings"."""
+    name = member.strip().removeprefix("constrained-")
+    wrapped = re.fullmatch(r"(?:function-\w+|nullable|lax-or-strict|json-or-python)\[(.*)\]", name)
+    if wrapped:
+        name = wrapped.group(1).split(",")[-1].strip().removeprefix("constrained-")
+    if name.startswith("list[") and name.endswith("]"):
+        return ("lists of " if plural else "a list of ") + _member_name(name[5:-1], True)
+    words = _NAMES.get(name)
+    return (words[1] if plural else words[0]) if words else name
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(TuneforgeError)
     async def _tuneforge_error(_: Request, exc: TuneforgeError) -> JSONResponse:
@@ -174,10 +258,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"param": field_path(e["loc"]), "message": e["msg"], "type": e["type"]}
-            for e in exc.errors()
-        ]
+        unparsed = [e for e in exc.errors() if e["type"] == "json_invalid"]
+        if unparsed:
+            message = json_error_message(unparsed[0], exc.body)
+            return JSONResponse(
+                error_body("validation_error", message, None, [
+                    {"param": None, "message": message, "type": "json_invalid"}
+                ]),
+                status_code=422,
+            )
+        errors = validation_errors(exc.errors())
         first = errors[0] if errors else {"param": None, "message": "invalid request"}
         message = "; ".join(f"{e['param'] or 'body'}: {e['message']}" for e in errors)
         return JSONResponse(

@@ -33,6 +33,12 @@ HEADERLESS = {
     2: [LAYOUTS["pair"]],
     3: [LAYOUTS["scored_pair"], LAYOUTS["triplet"]],
 }
+EXPECTED = (
+    "embedding data has the columns "
+    + "; or ".join(", ".join(cols) for cols in LAYOUTS.values())
+    + " (`question` may stand for `anchor`), and classification data a text column "
+    "(text, sentence, …) and a label column (label, category, …)"
+)
 
 
 @dataclass
@@ -68,7 +74,9 @@ def read_embedding_file(
     text_columns = [c for c in wanted if c != "score"]
     tally = _Tally(text_columns, tokenizer)
     rows: list[dict[str, Any]] = []
-    stream = RecordStream(path, fmt, problems, KNOWN_COLUMNS, HEADERLESS, index=index)
+    stream = RecordStream(
+        path, fmt, problems, KNOWN_COLUMNS, HEADERLESS, expected=EXPECTED, index=index
+    )
     for line, record in stream:
         if layout is None:
             continue

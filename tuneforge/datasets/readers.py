@@ -187,6 +187,7 @@ class RecordStream:
         known_columns: Iterable[str] = (),
         headerless_layouts: dict[int, list[tuple[str, ...]]] | None = None,
         *,
+        expected: str = "",
         index: IndexSink | None = None,
         resume: tuple[int, int, list[str] | None] | None = None,
     ):
@@ -195,6 +196,8 @@ class RecordStream:
         self.problems = problems
         self.known = {c.strip().lower() for c in known_columns}
         self.layouts = headerless_layouts or {}
+        # What the kind's columns are, for the problem of a header that names none of them.
+        self.expected = expected
         self.index = index
         self.resume = resume
         self.has_header = True
@@ -266,6 +269,9 @@ class RecordStream:
             base = self.resume[1] - 1 if self.resume else 0
             start = base + 1
             header = self.header
+            # A headerless first row that reads like column names waits for the second row:
+            # unlike it, the row is a header naming no known column (see `_header_like`).
+            pending: tuple[int, int, list[str]] | None = None
             while True:
                 try:
                     cells = next(reader)
@@ -299,19 +305,48 @@ class RecordStream:
                         self.index.header = header
                     if self.has_header:
                         continue
-                if len(cells) != len(header):
-                    self.problems.append(
-                        Problem(
-                            "wrong_column_count",
-                            f"Expected {len(header)} columns, found {len(cells)}.",
-                            line=line,
-                        )
-                    )
-                    continue
-                record = dict(zip(header, cells, strict=True))
-                if self.index is not None:
-                    self.index.add(offset, line, record)
-                yield line, record
+                    if self.layouts and _header_like(cells):
+                        pending = (line, offset, cells)
+                        continue
+                if pending is not None:
+                    if not _header_like(cells) or _numbers_below(pending[2], cells):
+                        self._unknown_header(pending[2], pending[0])
+                        return
+                    yield from self._record(*pending, header)
+                    pending = None
+                yield from self._record(line, offset, cells, header)
+            if pending is not None:
+                yield from self._record(*pending, header)
+
+    def _record(
+        self, line: int, offset: int, cells: list[str], header: list[str]
+    ) -> Iterator[tuple[int, Record]]:
+        """The record of one CSV row, or its problem."""
+        if len(cells) != len(header):
+            self.problems.append(
+                Problem(
+                    "wrong_column_count",
+                    f"Expected {len(header)} columns, found {len(cells)}.",
+                    line=line,
+                )
+            )
+            return
+        record = dict(zip(header, cells, strict=True))
+        if self.index is not None:
+            self.index.add(offset, line, record)
+        yield line, record
+
+    def _unknown_header(self, cells: list[str], line: int) -> None:
+        names = ", ".join(c.strip() for c in cells)
+        self.problems.append(
+            Problem(
+                "unknown_header",
+                f"The first line ({names}) is a header that names no column tuneforge "
+                f"knows{'; ' + self.expected if self.expected else ''}. Rename the columns "
+                "(or leave the header out).",
+                line=line,
+            )
+        )
 
     def _decide_header(self, first: list[str], line: int) -> list[str] | None:
         if any(cell.strip().lower() in self.known for cell in first):
@@ -401,6 +436,22 @@ def _headerless_columns(
         if numeric_ok:
             return list(layout)
     return None
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+
+
+def _header_like(cells: list[str]) -> bool:
+    """Whether a CSV row reads like column names: every cell one word, no number."""
+    return all(_NAME.fullmatch(c.strip()) for c in cells)
+
+
+def _numbers_below(first: list[str], second: list[str]) -> bool:
+    """Whether a column holds a word in the first row and a number in the second (a score
+    column under its name)."""
+    return any(
+        not _is_number(a) and _is_number(b) for a, b in zip(first, second, strict=False)
+    )
 
 
 def _is_number(text: str) -> bool:

@@ -60,9 +60,22 @@ def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
         return _checked(ModelSource(name, str(cached), True, hub_id))
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelNotFoundError(
-            f"Model {name!r} is not available locally and the Hub is offline.", param="model"
+            f"Model {name!r} is not available locally and the Hub is offline. "
+            + how_to_add_a_model(name),
+            param="model",
         )
     return ModelSource(name, hub_id, False, hub_id)
+
+
+def how_to_add_a_model(name: str) -> str:
+    """What makes a base model available on a machine without the Hub, in one sentence."""
+    return (
+        "To make it available: import it (`tuneforge models import FILE.gguf --name NAME`, or "
+        f"a Hugging Face folder), put its folder at DIR/{name} with DIR named in "
+        "TUNEFORGE_MODEL_DIRS, or place it in the Hugging Face cache (HF_HOME/hub, e.g. "
+        f"`huggingface-cli download {name}` on a machine with internet); "
+        "`tuneforge doctor` lists the models this server sees."
+    )
 
 
 def _checked(source: ModelSource) -> ModelSource:
@@ -101,7 +114,8 @@ def local_model(store: Store, settings: Settings, name: str) -> Path:
     source = resolve_model(store, settings, name)
     if not source.is_local:
         raise ModelNotFoundError(
-            f"Model {name!r} is not available locally; train or download it first.",
+            f"Model {name!r} is not available locally; train or download it first. "
+            + how_to_add_a_model(name),
             param="model",
         )
     return Path(source.location)

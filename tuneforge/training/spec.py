@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
+from tuneforge.errors import FieldValueError
 from tuneforge.training.hyperparameters import (
     ClassificationHyperparameters,
     DPOHyperparameters,
@@ -450,7 +451,10 @@ class JobCreate(Strict):
     @model_validator(mode="after")
     def _one_training_source(self) -> JobCreate:
         if not self.training_file and not self.training_files:
-            raise ValueError("training_file or training_files is required")
+            raise FieldValueError(
+                "training_file", "a training file is required: training_file (a file id) or "
+                "training_files (a list of them)"
+            )
         return self
 
     @model_validator(mode="after")
