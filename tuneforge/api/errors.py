@@ -165,7 +165,9 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
 
 # A part of pydantic's location that names a member of a union (`str`, `list[int]`,
 # `function-after[...]`), not a field.
-_UNION_MEMBER = re.compile(r"(str|int|float|bool|bytes|none|dict|list|constrained-\w+|[\w-]+\[.*\])")
+_UNION_MEMBER = re.compile(
+    r"(str|int|float|bool|bytes|none|dict|list|constrained-\w+|[\w-]+\[.*\])"
+)
 # Errors that say only "the value is not of this member's type".
 _MISMATCH = ("_type", "_parsing", "literal_error", "union_tag_invalid")
 
@@ -184,39 +186,37 @@ def json_error_message(error: Any, body: Any) -> str:
 
 
 def validation_errors(raw: Any) -> list[dict[str, Any]]:
-    """pydantic's errors as (param, message, type), one per field: the members of a union
-    collapse into one sentence (the error of the member whose type the value has, or what
-    the field takes), and a model validator's error about one field names it."""
-    groups: dict[str, list[tuple[dict[str, Any], str | None]]] = {}
+    """pydantic's errors as (param, message, type): the members of a union collapse into the
+    errors of the member whose type the value has (or one sentence of what the field takes,
+    when it has none of them), and a model validator's error about one field names it."""
+    errors: list[dict[str, Any]] = []
+    unions: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for e in raw:
         loc = list(e["loc"])
-        member = next((str(p) for p in loc if _is_union_member(p)), None)
-        if member is not None:
-            cut = next(i for i, p in enumerate(loc) if _is_union_member(p))
-            loc = loc[:cut] + [p for p in loc[cut + 1 :] if not _is_union_member(p)]
         cause = (e.get("ctx") or {}).get("error")
         if isinstance(cause, FieldValueError):
             loc = [*loc, *cause.param.split(".")]
         message = str(e["msg"]).removeprefix("Value error, ")
-        groups.setdefault(field_path(loc), []).append(({**e, "msg": message}, member))
-    errors = []
-    for param, found in groups.items():
-        members = [m for _, m in found if m is not None]
-        if len(set(members)) < 2:
-            errors += [{"param": param, "message": e["msg"], "type": e["type"]} for e, _ in found]
+        cut = next((i for i, p in enumerate(loc) if _is_union_member(p)), None)
+        if cut is None:
+            errors.append({"param": field_path(loc), "message": message, "type": e["type"]})
             continue
-        real = [e for e, m in found if not str(e["type"]).endswith(_MISMATCH)]
-        if real:
-            messages = list(dict.fromkeys(e["msg"] for e in real))
-            errors.append({"param": param, "message": messages[0], "type": real[0]["type"]})
-        else:
-            kinds = list(dict.fromkeys(_member_name(m) for m in members))
-            errors.append({
-                "param": param,
-                "message": f"expected {', '.join(kinds[:-1])} or {kinds[-1]}"
-                if len(kinds) > 1 else f"expected {kinds[0]}",
-                "type": "union_type",
-            })
+        rest = [p for p in loc[cut + 1 :] if not _is_union_member(p)]
+        found = {"param": field_path(loc[:cut] + rest), "message": message, "type": e["type"]}
+        members = unions.setdefault(field_path(loc[:cut]), {})
+        members.setdefault(str(loc[cut]), []).append(found)
+    for param, members in unions.items():
+        fitting = [
+            found for found in members.values()
+            if any(not str(f["type"]).endswith(_MISMATCH) for f in found)
+        ]
+        if fitting:
+            kept = [f for f in fitting[0] if not str(f["type"]).endswith(_MISMATCH)]
+            errors += list({(f["param"], f["message"]): f for f in kept}.values())
+            continue
+        kinds = list(dict.fromkeys(_member_name(m) for m in members))
+        takes = f"{', '.join(kinds[:-1])} or {kinds[-1]}" if len(kinds) > 1 else kinds[0]
+        errors.append({"param": param, "message": f"expected {takes}", "type": "union_type"})
     return errors
 
 

@@ -45,6 +45,16 @@ def print_api_error(error: dict[str, Any]) -> None:
         print_problems(details["problems"], sum(details.get("problems_by_code", {}).values()))
 
 
+def print_warnings(job: dict[str, Any]) -> None:
+    """A job's warnings (what trains, but not as asked), one a line, before anything else."""
+    for item in job.get("warnings") or []:
+        err_console.print(
+            f"[bold yellow]Warning [{escape(str(item.get('code')))}]:[/] "
+            f"{escape(str(item.get('message')))}",
+            soft_wrap=True,
+        )
+
+
 def print_field_errors(errors: list[dict[str, Any]]) -> None:
     """Field errors (`param`, `message`), one a line, the field by its dotted path."""
     for item in errors:

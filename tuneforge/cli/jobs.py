@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from tuneforge.cli.client import ApiClient
-from tuneforge.cli.console import console, err_console, fail, table, when
+from tuneforge.cli.console import console, err_console, fail, print_warnings, table, when
 from tuneforge.cli.options import DEFAULT_URL, Loss, Url, read_yaml
 from tuneforge.jobs.status import TERMINAL, JobStatus
 from tuneforge.training.spec import DEFAULT_METHOD_TYPE
@@ -122,6 +122,7 @@ def create_job(
     )
     api = ApiClient(url)
     job = api.post("/v1/fine_tuning/jobs", json=body)
+    print_warnings(job)
     console.print(job["id"], soft_wrap=True)
     if watch:
         _watch_over_http(api, job["id"])
@@ -154,8 +155,10 @@ def list_jobs(
 
 @app.command("get")
 def get_job(job_id: str, url: Url = DEFAULT_URL) -> None:
-    """Show a job object as JSON."""
-    console.print_json(data=ApiClient(url).get(f"/v1/fine_tuning/jobs/{job_id}"))
+    """Show a job object as JSON, its warnings first (on stderr)."""
+    job = ApiClient(url).get(f"/v1/fine_tuning/jobs/{job_id}")
+    print_warnings(job)
+    console.print_json(data=job)
 
 
 @app.command("events")

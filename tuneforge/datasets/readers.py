@@ -315,7 +315,7 @@ class RecordStream:
                     yield from self._record(*pending, header)
                     pending = None
                 yield from self._record(line, offset, cells, header)
-            if pending is not None:
+            if pending is not None and header is not None:
                 yield from self._record(*pending, header)
 
     def _record(

@@ -208,6 +208,22 @@ class JobStore(Database):
             if conn.execute(query.values(**fields)).rowcount != 1 and lease is not None:
                 raise LeaseLostError(f"Job {job_id} is no longer held by lease {lease}.")
 
+    def add_warning(
+        self, job_id: str, warning: dict[str, Any], *, lease: int | None = None
+    ) -> None:
+        """Add one warning to the job's list (one with the same code replaces it) and log it
+        as a warning event, in one transaction; given a `lease`, only while it holds."""
+        with self._tx() as conn:
+            job = check_lease(conn, job_id, lease)
+            kept = [w for w in job.get("warnings") or [] if w.get("code") != warning["code"]]
+            conn.execute(
+                t.jobs.update().where(t.jobs.c.id == job_id).values(warnings=[*kept, warning])
+            )
+            write_event(
+                conn, job_id, warning["message"], level="warning",
+                data={"warning": warning["code"], **warning.get("data", {})},
+            )
+
     def add_metrics(
         self, job_id: str, message: str, data: dict[str, Any], latest: dict[str, Any], lease: int
     ) -> None:

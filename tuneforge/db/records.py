@@ -104,6 +104,7 @@ class Job(Record):
     device: str
     claimed_at: float | None
     run_seconds: float
+    warnings: list[dict[str, Any]] | None
 
 
 class JobControls(Record):

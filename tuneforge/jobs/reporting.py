@@ -182,6 +182,12 @@ class JobReporter:
             self._settle(data["hyperparameters"])
         self.store.add_event(self.job_id, message, level=level, data=data, lease=self.lease)
 
+    def warn(self, code: str, message: str, **data: Any) -> None:
+        """A warning kept on the job (shown at its top) and logged as a warning event."""
+        if self.is_main:
+            warning = {"code": code, "message": message, "data": data}
+            self.store.add_warning(self.job_id, warning, lease=self.lease)
+
     def _settle(self, values: dict[str, Any]) -> None:
         # The stored method then holds the rate in use: the job object shows it, and a
         # resumed run trains with it without deciding again.

@@ -117,9 +117,13 @@ def pick_device(requested: str, reporter: JobReporter) -> str:
 
     has_cuda = torch.cuda.is_available()
     if requested == "cuda" and not has_cuda:
-        reporter.note(
-            "CUDA was requested but this worker has no CUDA device; training on CPU.",
-            level="warning",
+        reporter.warn(
+            "device_unavailable",
+            "The job asked for device cuda, but the worker that runs it has no CUDA device: "
+            "it trains on the CPU (much slower). Leave device at auto, or run a worker on a "
+            "machine with a CUDA GPU (`tuneforge worker --devices cuda`).",
+            requested="cuda",
+            used="cpu",
         )
         return "cpu"
     if requested == "auto":

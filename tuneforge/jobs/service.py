@@ -12,6 +12,7 @@ from tuneforge.errors import JobNotFoundError
 from tuneforge.jobs.data import JobInputs, load_job_data
 from tuneforge.jobs.method_choice import settle_method
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
+from tuneforge.jobs.warnings import job_warnings
 from tuneforge.training.integrations import check_integrations
 from tuneforge.training.llm import check_quantization
 from tuneforge.training.spec import JobCreate
@@ -26,11 +27,14 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     # 4-bit/8-bit loading needs a CUDA GPU: refused here (422), not found out by the worker.
     check_quantization(request)
     inputs = JobInputs(store, settings, request)
-    layout = load_job_data(inputs, request.seed or 0).layout
+    seed = request.seed if request.seed is not None else random.randrange(2**31 - 1)
+    data = load_job_data(inputs, seed)
+    layout = data.layout
     source = inputs.model  # resolved once: the LLM kinds have read the files with its tokenizer
+    warnings = job_warnings(request, data, source.location if source.is_local else None)
     spec = request.model_copy(
         update={
-            "seed": request.seed if request.seed is not None else random.randrange(2**31 - 1),
+            "seed": seed,
             "training_files": request.all_training_files(),
             "training_file": request.all_training_files()[0],
         }
@@ -61,12 +65,16 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
             "created_at": time.time(),
             "device": spec.device,
             "max_attempts": spec.max_attempts,
+            "warnings": warnings,
         },
         "Validating training file(s).",
         files=files_of(stored_spec),
     )
     if method_note:
         store.add_event(job_id, method_note, data={"method": spec.method.type})
+    for found in warnings:
+        numbers = {"warning": found["code"], **found["data"]}
+        store.add_event(job_id, found["message"], level="warning", data=numbers)
     return store.transition(
         job_id,
         JobStatus.QUEUED,

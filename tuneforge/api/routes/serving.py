@@ -51,6 +51,7 @@ SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 
 Text = Annotated[str, Field(min_length=1)]
 TokenIds = Annotated[list[int], Field(min_length=1)]
+TokenBatches = Annotated[list[TokenIds], Field(min_length=1)]
 ModelName = Annotated[
     str, Field(min_length=1, max_length=255, description="A model id, `NAME@alias` or base model.")
 ]
@@ -67,7 +68,7 @@ class EmbeddingRequest(BaseModel):
         Text
         | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)]
         | TokenIds
-        | list[TokenIds]
+        | TokenBatches
     ) = Field(..., description=f"A text or a list of up to {MAX_INPUTS} texts.")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="`base64`: each vector as little-endian float32 bytes, base64."
@@ -214,7 +215,7 @@ class ChatCompletionRequest(GenerationRequest):
 
 
 class CompletionRequest(GenerationRequest):
-    prompt: Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | list[TokenIds] = Field(
+    prompt: Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | TokenBatches = Field(
         ..., description="A prompt or a list of prompts, written on as they are."
     )
 

@@ -56,6 +56,13 @@ class FineTuningJobPublic(Public):
     max_attempts: int | None
     pause_requested: bool
     worker_id: str | None = Field(..., description="The worker running it, while it runs.")
+    warnings: list[dict[str, Any]] = Field(
+        ...,
+        description="What trains, but not as asked, each with its code, a sentence and its "
+        "numbers (`data`): texts longer than the model's maximum length, validation rows "
+        "that are also training rows, a warm-up longer than the training, a device the "
+        "worker does not have.",
+    )
 
 
 class FineTuningJobsPublic(Public):
@@ -170,6 +177,7 @@ def public_job(job: Row) -> FineTuningJobPublic:
         max_attempts=job.get("max_attempts"),
         pause_requested=bool(job.get("pause_requested")),
         worker_id=job.get("worker_id") if job["status"] == "running" else None,
+        warnings=job.get("warnings") or [],
     )
 
 

@@ -39,6 +39,10 @@ class TrainStatus(Public):
     error_code: str | None
     trained_model_id: str | None
     progress: dict[str, Any] | None
+    warnings: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="What trains, but not as asked (tuneforge's addition; see the job object).",
+    )
 
 
 class TrainCancelled(Public):
@@ -84,6 +88,7 @@ def train_status(task_id: str, job: Row) -> TrainStatus:
         error_code=error["code"] if error else None,
         trained_model_id=job.get("fine_tuned_model"),
         progress=job.get("progress"),
+        warnings=job.get("warnings") or [],
     )
 
 
