@@ -15,6 +15,7 @@ import typer
 
 from tuneforge.cli import (
     datasets,
+    doctor,
     exports,
     feedback,
     files,
@@ -36,6 +37,7 @@ app.command("worker")(service.run_worker)
 app.command("predict")(predict.predict)
 app.command("train")(train.train)
 app.command("export")(exports.export_model)
+app.command("doctor")(doctor.doctor)
 
 app.add_typer(files.app, name="files")
 app.add_typer(datasets.app, name="datasets")

@@ -34,11 +34,35 @@ def serve(
         update={k: v for k, v in {"host": host, "port": port}.items() if v}
     )
     _refuse_open_exposure(settings)
+    _say_where_models_come_from(settings)
     uvicorn.run(
         create_app(settings, run_worker=worker),
         host=settings.host,
         port=settings.port,
         log_level="info",
+    )
+
+
+def _say_where_models_come_from(settings: Settings) -> None:
+    """The base models this machine has, and where they come from: the first lines a
+    newcomer reads (`make serve`)."""
+    from huggingface_hub import constants
+
+    from tuneforge.cli.doctor import local_models
+
+    names = local_models(settings)
+    dirs = ":".join(str(d) for d in settings.model_dirs) or "not set"
+    hub = "off" if constants.HF_HUB_OFFLINE else "on (downloads a Hub id on first use)"
+    shown = ", ".join(names[:6]) + (f", … ({len(names) - 6} more)" if len(names) > 6 else "")
+    console.print(
+        f"Models on this machine: {len(names)}{': ' + shown if names else ''}. They come from "
+        f"the data folder ({settings.home}), TUNEFORGE_MODEL_DIRS ({dirs}) and the Hugging "
+        f"Face cache ({constants.HF_HUB_CACHE}); the Hub is {hub}."
+        + ("" if names else " To add one offline, see the README's \"A base model, offline\" "
+           "(or run `tuneforge doctor`)."),
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
     )
 
 

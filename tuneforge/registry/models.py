@@ -48,10 +48,13 @@ def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
     if row is not None and (row["kind"] == "fine-tuned" or row["provenance"] is not None):
         # Ours, in the data folder: a fine-tuned model, or a base model imported here.
         return _checked(ModelSource(name, str(inside(settings.home, row["path"])), True))
+    # MODEL_NAME has no `..`; the operator's links are theirs. `org/name` is also found under
+    # its Hub cache name, `models--org--name` (a cache folder copied as it is).
+    names = [name, "models--" + name.replace("/", "--")] if "/" in name else [name]
     for folder in settings.model_dirs:
-        candidate = folder / name  # MODEL_NAME has no `..`; the operator's links are theirs
-        if candidate.is_dir():
-            return _checked(ModelSource(name, str(snapshot_or_self(candidate)), True))
+        for candidate in (folder / n for n in names):
+            if candidate.is_dir():
+                return _checked(ModelSource(name, str(snapshot_or_self(candidate)), True))
     hub_id = hub_id_of(name)
     if name.startswith("ft:") or "/" not in hub_id and ":" in hub_id:
         raise ModelNotFoundError(f"No fine-tuned model named {name!r}.", param="model")
