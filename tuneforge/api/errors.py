@@ -240,6 +240,9 @@ def _member_name(member: str, plural: bool = False) -> str:
     wrapped = re.fullmatch(r"(?:function-\w+|nullable|lax-or-strict|json-or-python)\[(.*)\]", name)
     if wrapped:
         name = wrapped.group(1).split(",")[-1].strip().removeprefix("constrained-")
+    literal = re.fullmatch(r"literal\[(.*)\]", name)
+    if literal:
+        return literal.group(1).replace("'", '"')
     if name.startswith("list[") and name.endswith("]"):
         return ("lists of " if plural else "a list of ") + _member_name(name[5:-1], True)
     words = _NAMES.get(name)
