@@ -44,6 +44,7 @@ def test_the_readme_blocks_are_found() -> None:
     assert set(readme_blocks()) == {"offline-model", "walkthrough", "use-model"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("jq") is None, reason="the walk-through reads ids with jq")
 def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     blocks = readme_blocks()

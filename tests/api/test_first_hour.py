@@ -9,6 +9,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.offline_models import MINILM
 from tests.server import Server
 from tuneforge.jobs.status import TERMINAL
@@ -71,6 +73,7 @@ def test_a_csv_header_that_names_no_known_column_is_a_problem_not_a_row(
     assert server.upload(words)["status"] == "processed"
 
 
+@pytest.mark.slow
 def test_a_job_carries_its_warnings_with_their_numbers(server: Server, tmp_path: Path) -> None:
     pairs = [{"anchor": f"question number {i} about tea", "positive": f"answer {i} on tea"}
              for i in range(12)]

@@ -106,7 +106,12 @@ def test_examples_run_verbatim(server: Server, seed_datasets, example: str) -> N
     if request.get("device") == "cuda":
         warnings = server.client.get(f"/v1/fine_tuning/jobs/{job['id']}/events",
                                      params={"level": "warning"}).json()["data"]
-        assert any("CUDA was requested" in e["message"] for e in warnings)
+        assert any("asked for device cuda" in e["message"] for e in warnings)
+        # ... and at the top of the job, and of its seed-000 status.
+        assert "device_unavailable" in [w["code"] for w in job["warnings"]]
+        assert "device_unavailable" in [w["code"] for w in status["warnings"]]
+    if request.get("warmup_steps", 0) >= 200:  # against a few dozen steps
+        assert "warmup_longer_than_training" in [w["code"] for w in job["warnings"]]
     # The trained model is usable as a base model by its seed-000 id.
     assert server.client.get(f"/v1/models/{model}").status_code == 200
 

@@ -192,6 +192,8 @@ export async function detail(main, ctx, id) {
       h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / "),
       h("div", { class: "title-row" }, h("h1", {}, job.id),
         h("span", { id: "job-status" }, badge(job.status))),
+      // What trains, but not as asked (cut texts, overlap, warm-up, device): at the top.
+      ...(job.warnings || []).map((w) => message(`${w.code}: ${w.message}`, "warning")),
       facts([
         ["kind", job.method.type],
         ["base model", job.model],
