@@ -6,6 +6,9 @@ training, a device the worker does not have)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -119,6 +122,16 @@ def test_a_job_carries_its_warnings_with_their_numbers(server: Server, tmp_path:
     warned = {e["data"]["warning"] for e in events["data"]
               if e["level"] == "warning" and e["data"] and "warning" in e["data"]}
     assert warned == set(found) | {"device_unavailable"}
+    # The CLI shows them first, on stderr, above the job's JSON.
+    shown = subprocess.run(
+        [sys.executable, "-m", "tuneforge.cli", "jobs", "get", job["id"]],
+        env={**os.environ, "TUNEFORGE_URL": server.url}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr.startswith("Warning [validation_overlap]: 3 of the 4 rows"), shown.stderr
+    assert "Warning [truncated_texts]: 1 of 32 texts" in shown.stderr
+    assert "Warning [device_unavailable]" in shown.stderr and job["id"] in shown.stdout
 
 
 def test_a_clean_job_has_no_warnings(server: Server, tmp_path: Path) -> None:
