@@ -49,7 +49,7 @@ def print_warnings(job: dict[str, Any]) -> None:
     """A job's warnings (what trains, but not as asked), one a line, before anything else."""
     for item in job.get("warnings") or []:
         err_console.print(
-            f"[bold yellow]Warning [{escape(str(item.get('code')))}]:[/] "
+            f"[bold yellow]Warning \\[{escape(str(item.get('code')))}]:[/] "
             f"{escape(str(item.get('message')))}",
             soft_wrap=True,
         )
