@@ -173,6 +173,12 @@ class VerificationError(TuneforgeError):
     code = "export_verification_failed"
 
 
+class DeploymentError(TuneforgeError):
+    """A deployment's target was unreachable, refused, or failed its health check."""
+
+    code = "deployment_failed"
+
+
 class PythonGradersDisabledError(TuneforgeError):
     """A python grader, on a server whose operator has not turned them on (403)."""
 

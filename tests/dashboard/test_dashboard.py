@@ -310,6 +310,24 @@ def test_move_an_alias(server: Server, page, versions: list[dict]) -> None:
     expect(page.locator("tr", has=page.locator("#cmp-1"))).not_to_contain_text("production")
 
 
+def test_deploy_a_version_here_and_roll_it_back(server: Server, page, versions: list[dict]
+                                                ) -> None:
+    page.goto(f"/#/models/{REGISTERED}?v=1")
+    page.fill("#deploy-alias", "staging")
+    page.get_by_role("button", name="Deploy here").click()
+    rows = page.locator("table.deployments tbody tr")
+    expect(rows.first).to_contain_text("succeeded", timeout=120_000)
+    expect(rows.first).to_contain_text("passed")
+    expect(rows.first).to_contain_text(f"local {REGISTERED}@staging")
+    assert server.client.get(f"/v1/registered_models/{REGISTERED}").json()["aliases"][
+        "staging"] == 1
+    shoot(page, "deployments")
+    # Nothing was live there before: the rollback is refused, and the page says why.
+    rows.first.get_by_role("button", name="Roll back").click()
+    expect(page.locator("#version-detail [role=status]").last).to_contain_text(
+        "Nothing to roll back to")
+
+
 def test_system_page_shows_workers_and_queue(server: Server, page) -> None:
     page.goto("/#/system")
     workers = server.client.get("/v1/workers").json()

@@ -15,6 +15,7 @@ import typer
 
 from tuneforge.cli import (
     datasets,
+    deployments,
     doctor,
     exports,
     feedback,
@@ -48,3 +49,4 @@ app.add_typer(studies.app, name="studies")
 app.add_typer(feedback.app, name="feedback")
 app.add_typer(synthetic.app, name="synthetic")
 app.add_typer(graders.app, name="graders")
+app.add_typer(deployments.app, name="deployments")

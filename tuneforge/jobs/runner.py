@@ -25,6 +25,8 @@ from pathlib import Path
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
+from tuneforge.deploy.run import run_deployment
+from tuneforge.deploy.service import KIND as DEPLOYMENT
 from tuneforge.errors import (
     DiskFullError,
     JobCancelledError,
@@ -84,6 +86,7 @@ JOB_ERROR_CODES = frozenset(
         "python_graders_disabled",
         "export_failed",
         "export_verification_failed",
+        "deployment_failed",
         "timeout",
         "out_of_memory",
         "disk_full",
@@ -261,6 +264,7 @@ def _synthesize(store: Store, settings: Settings, job: Row, reporter: JobReporte
 # every training kind (`training.kinds.KINDS`, by `method.type`), training.
 RUNS: dict[str, Callable[[Store, Settings, Row, JobReporter], None]] = {
     EXPORT: run_export,
+    DEPLOYMENT: run_deployment,
     MODEL_IMPORT: run_import,
     EVALUATION: _evaluate,
     SYNTHETIC: _synthesize,

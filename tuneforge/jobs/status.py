@@ -78,6 +78,6 @@ def sources_of(target: JobStatus) -> frozenset[JobStatus]:
 
 
 # Job kinds that are not fine-tuning: they run on the same engine but are listed under their
-# own endpoints (/v1/evaluations, /v1/exports, /v1/synthetic-data, /v1/model_imports), not under
-# /v1/fine_tuning/jobs.
-SERVICE_KINDS = ("evaluation", "export", "synthetic", "model_import")
+# own endpoints (/v1/evaluations, /v1/exports, /v1/synthetic-data, /v1/model_imports,
+# /v1/deployments), not under /v1/fine_tuning/jobs.
+SERVICE_KINDS = ("evaluation", "export", "synthetic", "model_import", "deployment")

@@ -191,6 +191,81 @@ function exportsSection(version, ctx) {
     status, box);
 }
 
+function deploymentCheck(d) {
+  const c = d.health_check;
+  if (!c) return "–";
+  const how = "agreement" in c ? `agreement ${Math.round(c.agreement * 100)}%` : c.summary;
+  return h("span", {}, badge(c.passed ? "passed" : "failed"), ` ${how}`);
+}
+
+// Deployments of this registered model: where each version went, whether its health check
+// passed, a rollback per target, and a form to deploy this version (here or to Ollama).
+function deploymentsSection(version, ctx) {
+  const box = h("div", {}, message("Loading…"));
+  const status = h("div", { role: "status" });
+  const alias = h("input", { id: "deploy-alias", value: "production", size: 12 });
+  const ollama = h("input", { id: "deploy-ollama", placeholder: "http://localhost:11434",
+    size: 26 });
+  async function load() {
+    const { data } = await api("/v1/deployments?limit=100", { signal: ctx.signal });
+    const mine = data.filter((d) => d.name === version.name);
+    const latest = new Set();
+    const rows = mine.map((d) => {
+      const first = d.status === "succeeded" && !latest.has(d.target_key);
+      if (first) latest.add(d.target_key);
+      return [
+        h("code", {}, d.id), `v${d.version}`, d.target_key,
+        d.error ? h("span", {}, badge(d.status), ` ${d.error.message}`)
+          : h("span", {}, badge(d.status), d.rollback_of ? " (rollback)" : ""),
+        deploymentCheck(d), fmtTime(d.created_at),
+        first ? h("button", { type: "button", class: "btn", onclick: () => rollback(d) },
+          "Roll back") : "",
+      ];
+    });
+    fill(box, rows.length
+      ? table(["Deployment", "Version", "Target", "Status", "Health check", "Created", ""],
+        rows, { className: "deployments" })
+      : message(`${version.name} has not been deployed yet.`));
+    return mine.some((d) => !TERMINAL.has(d.status));
+  }
+  async function submit(target) {
+    try {
+      const created = await api("/v1/deployments", { method: "POST",
+        json: { model: version.model, target } });
+      announce(`Deployment ${created.id} queued.`);
+      fill(status, message(`Deployment ${created.id} queued; a worker runs it.`));
+      await load();
+    } catch (error) {
+      fill(status, message(error.message, "error"));
+    }
+  }
+  async function rollback(d) {
+    try {
+      const created = await api(`/v1/deployments/${enc(d.id)}/rollback`, { method: "POST" });
+      fill(status, message(`Rollback ${created.id} to v${created.version} queued.`));
+      await load();
+    } catch (error) {
+      fill(status, message(error.message, "error"));
+    }
+  }
+  ctx.every(3000, async () => {
+    if (box.isConnected || box.firstChild) await load();
+  });
+  const llm = version.kind === "supervised" || version.kind === "dpo"
+    || version.kind === "reinforcement";
+  return section("Deployments",
+    h("div", { class: "row" },
+      h("label", { for: "deploy-alias" }, "Alias here "), alias,
+      h("button", { type: "button", class: "btn",
+        onclick: () => submit({ type: "local", alias: alias.value }) }, "Deploy here"),
+      llm ? h("label", { for: "deploy-ollama" }, " Ollama server ") : null,
+      llm ? ollama : null,
+      llm ? h("button", { type: "button", class: "btn",
+        onclick: () => submit({ type: "ollama", url: ollama.value }) }, "Deploy to Ollama")
+        : null),
+    status, box);
+}
+
 function versionSection(version, ctx) {
   return h("div", { id: "version-detail" },
     section(`Version ${version.version}`,
@@ -209,7 +284,8 @@ function versionSection(version, ctx) {
       h("details", {}, h("summary", {}, `Files (${version.artefacts.length})`),
         table(["File", "Size", "SHA-256"], version.artefacts.map((a) => [
           a.path, fmtBytes(a.bytes), h("code", { class: "hash" }, a.sha256)])))),
-    exportsSection(version, ctx));
+    exportsSection(version, ctx),
+    deploymentsSection(version, ctx));
 }
 
 export async function detail(main, ctx, name) {
