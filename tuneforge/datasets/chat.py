@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.datasets.chat_render import chat_text, message_text
 from tuneforge.datasets.chat_checks import (
     PREFERENCE_LAYOUTS,
     ROLES,
@@ -58,8 +59,8 @@ from tuneforge.datasets.problems import Problem, ProblemLog
 from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
 from tuneforge.datasets.statistics import DuplicateCounter, histogram, lengths_array, summary
 
-# The line, the sequences the model reads and the texts the loss is computed on.
-Example = tuple[int, list[list[Message]], list[str]]
+# The line, the sequences the model reads, the texts the loss is computed on, the tools.
+Example = tuple[int, list[list[Message]], list[str], list[Any] | None]
 
 # Examples measured in one go (one tokenizer call for their texts).
 MEASURE_BATCH = 512
@@ -205,7 +206,7 @@ def _sequences(row: Row) -> tuple[list[list[Message]], list[str]]:
     """The sequences the model reads for a canonical row, and the texts it is trained on."""
     if "messages" in row:
         trained = [
-            m["content"]
+            message_text(m)
             for m in row["messages"]
             if m["role"] == "assistant" and m.get("weight", 1) == 1
         ]
@@ -254,22 +255,22 @@ class _Tally:
         for message in conversation:
             if message["role"] in self.roles:
                 self.roles[message["role"]] += 1
-        self._pending.append((line, *_sequences(row)))
+        self._pending.append((line, *_sequences(row), row.get("tools")))
         if len(self._pending) >= MEASURE_BATCH:
             self._measure()
 
     def _measure(self) -> None:
         examples, self._pending = self._pending, []
-        for _, seqs, texts in examples:
-            lengths = [sum(len(m["content"]) for m in seq) for seq in seqs]
+        for _, seqs, texts, _ in examples:
+            lengths = [sum(len(message_text(m)) for m in seq) for seq in seqs]
             _add_lengths(self.chars, lengths, sum(map(len, texts)))
         if self.tokenizer is None or not examples:
             return
         sequences = _sequence_tokens(examples, self.tokenizer, self.problems)
         trained = iter(
-            _token_counts([t for _, _, texts in examples for t in texts], self.tokenizer)
+            _token_counts([t for _, _, texts, _ in examples for t in texts], self.tokenizer)
         )
-        for (line, _, texts), tokens in zip(examples, sequences, strict=True):
+        for (line, _, texts, _), tokens in zip(examples, sequences, strict=True):
             trained_tokens = sum(next(trained) for _ in texts)
             if tokens is None:
                 continue
@@ -313,15 +314,15 @@ def _sequence_tokens(
 ) -> list[list[int] | None]:
     """Tokens of each example's sequences; None where the chat template rejects it."""
     if tokenizer.chat_template is None:
-        contents = [m["content"] for _, seqs, _ in examples for seq in seqs for m in seq]
+        contents = [message_text(m) for _, seqs, _, _ in examples for seq in seqs for m in seq]
         counts = iter(_token_counts(contents, tokenizer))
-        return [[sum(next(counts) for _ in seq) for seq in seqs] for _, seqs, _ in examples]
+        return [[sum(next(counts) for _ in seq) for seq in seqs] for _, seqs, _, _ in examples]
     from jinja2 import TemplateError
 
     rendered: list[list[str] | None] = []
-    for line, seqs, _ in examples:
+    for line, seqs, _, tools in examples:
         try:
-            rendered.append([tokenizer.apply_chat_template(seq, tokenize=False) for seq in seqs])
+            rendered.append([chat_text(tokenizer, seq, tools) for seq in seqs])
         except TemplateError as exc:
             problems.append(
                 Problem(
