@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.datasets.chat_render import chat_text, message_text
 from tuneforge.datasets.chat_checks import (
     PREFERENCE_LAYOUTS,
     ROLES,
@@ -55,6 +54,7 @@ from tuneforge.datasets.chat_checks import (
     special_tokens,
     supervised_row,
 )
+from tuneforge.datasets.chat_render import chat_text, message_text
 from tuneforge.datasets.problems import Problem, ProblemLog
 from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
 from tuneforge.datasets.statistics import DuplicateCounter, histogram, lengths_array, summary
@@ -240,7 +240,8 @@ class _Tally:
         self.rows = 0
         self.duplicates = DuplicateCounter()
         self.messages = array("i")
-        self.roles = dict.fromkeys(ROLES, 0)
+        # (`tool` counted only in files that have tool messages)
+        self.roles = dict.fromkeys(ROLES[:3], 0)
         # (longest sequence per example, total, trained total) in chars and in tokens
         self.chars: tuple[array, list[int]] = (array("q"), [0, 0])
         self.tokens: tuple[array, list[int]] = (array("q"), [0, 0])
@@ -253,8 +254,8 @@ class _Tally:
         self.duplicates.add(json.dumps(row, sort_keys=True))
         self.messages.append(len(conversation))
         for message in conversation:
-            if message["role"] in self.roles:
-                self.roles[message["role"]] += 1
+            if message["role"] in ROLES:
+                self.roles[message["role"]] = self.roles.get(message["role"], 0) + 1
         self._pending.append((line, *_sequences(row), row.get("tools")))
         if len(self._pending) >= MEASURE_BATCH:
             self._measure()

@@ -318,8 +318,10 @@ def _check_message(
         checks.add("message_not_an_object", why, column)
         return None
     # Parquet gives absent fields of a struct as null; a call's content may be null.
-    optional = ("name", "weight", "tool_calls", "tool_call_id", "function_call", "content")
+    optional = ("name", "weight", "tool_calls", "tool_call_id", "function_call")
     message = {k: v for k, v in message.items() if not (k in optional and v is None)}
+    if message.get("content") is None and ("tool_calls" in message or "function_call" in message):
+        message.pop("content", None)
     keys = FILE_MESSAGE_KEYS if tools_allowed else MESSAGE_KEYS[:4]
     roles = FILE_ROLES if tools_allowed else ROLES[:3]
     before = len(checks.problems)
@@ -351,7 +353,7 @@ def _check_message(
     if calls and isinstance(message.get("content"), str) and not message["content"].strip():
         del message["content"]
     if "content" not in message:
-        if not calls:
+        if not ("tool_calls" in message or "function_call" in message):
             checks.add("missing_content", "The message has no 'content'.", column)
     else:
         _check_text(message["content"], f"{column}.content", checks)
@@ -393,14 +395,17 @@ def _check_roles(
     for i in range(start, len(roles)):
         previous = roles[i - 1] if i > start else None
         expected = "user" if previous in (None, "assistant") else "assistant"
+        answers_due = previous == "assistant" and calls[i - 1]
         if roles[i] == "tool":
-            right = previous == "tool" or (previous == "assistant" and calls[i - 1])
+            right = previous == "tool" or answers_due
         else:
-            right = roles[i] == expected
+            right = roles[i] == expected and not answers_due
         if not right:
             why = (
                 "a system message may only come first"
                 if roles[i] == "system"
+                else f"the tool calls of message {i - 1} are answered by tool messages first"
+                if answers_due
                 else "a tool message answers the tool calls of the assistant message before it"
                 if roles[i] == "tool"
                 else f"a {expected} message was expected: after the optional system message, "

@@ -50,7 +50,8 @@ def check_tools(fields: dict[str, Any], checks: Checks) -> list[dict[str, Any]] 
         checks.add("invalid_tools", why, "functions")
         return None
     if "parallel_tool_calls" in fields and not isinstance(fields["parallel_tool_calls"], bool):
-        why = f"parallel_tool_calls must be true or false, got {_kind(fields['parallel_tool_calls'])}."
+        got = _kind(fields["parallel_tool_calls"])
+        why = f"parallel_tool_calls must be true or false, got {got}."
         checks.add("invalid_tools", why, "parallel_tool_calls")
     name = "tools" if "tools" in fields else "functions" if "functions" in fields else None
     if name is None:
@@ -60,7 +61,7 @@ def check_tools(fields: dict[str, Any], checks: Checks) -> list[dict[str, Any]] 
         got = "an empty list" if value == [] else _kind(value)
         checks.add("invalid_tools", f"{name} must be a non-empty list, got {got}.", name)
         return None
-    tools = []
+    tools: list[dict[str, Any]] = []
     for i, entry in enumerate(value):
         column = f"{name}[{i}]"
         if name == "tools":
@@ -76,7 +77,8 @@ def check_tools(fields: dict[str, Any], checks: Checks) -> list[dict[str, Any]] 
             tools.append({"type": "function", "function": function})
     names = [t["function"]["name"] for t in tools]
     for dup in sorted({n for n in names if names.count(n) > 1}):
-        checks.add("invalid_tools", f"Two tools are called {dup!r}; names must be unique.", name)
+        why = f"Two tools are called {dup!r}; names must be unique."
+        checks.add("invalid_tools", why, name)
     return tools if len(checks.problems) == before else None
 
 
@@ -136,7 +138,9 @@ def check_calls(message: dict[str, Any], column: str, checks: Checks) -> list[di
     if "function_call" in message:
         call = _check_call_function(message["function_call"], f"{column}.function_call", checks)
         index = column.rsplit("[", 1)[-1].rstrip("]")
-        return [] if call is None else [{"id": f"call_{index}", "type": "function", "function": call}]
+        if call is None:
+            return []
+        return [{"id": f"call_{index}", "type": "function", "function": call}]
     value = message.get("tool_calls")
     if not isinstance(value, list) or not value:
         got = "an empty list" if value == [] else _kind(value)
@@ -147,7 +151,10 @@ def check_calls(message: dict[str, Any], column: str, checks: Checks) -> list[di
     for i, call in enumerate(value):
         where = f"{column}.tool_calls[{i}]"
         if not isinstance(call, dict):
-            why = f'A call must be an object {{"id", "type": "function", "function"}}, got {_kind(call)}.'
+            why = (
+                'A call must be an object {"id", "type": "function", "function"}, got '
+                f"{_kind(call)}."
+            )
             checks.add("invalid_tool_call", why, where)
             continue
         for key in call.keys() - {"id", "type", "function"}:
@@ -175,7 +182,10 @@ def _check_call_function(value: Any, column: str, checks: Checks) -> dict[str, A
     for key in value.keys() - {"name", "arguments"}:
         checks.add("invalid_tool_call", f"{key!r} is not part of a call.", f"{column}.{key}")
     if not isinstance(value.get("name"), str) or not NAME.match(value["name"]):
-        why = f"The called function's name must be 1 to 64 letters, digits, _ or -; got {value.get('name')!r}."
+        why = (
+            "The called function's name must be 1 to 64 letters, digits, _ or -; got "
+            f"{value.get('name')!r}."
+        )
         checks.add("invalid_tool_call", why, f"{column}.name")
     arguments = value.get("arguments")
     if not isinstance(arguments, str):
@@ -247,7 +257,10 @@ def _answer(
         name = message.get("name")
         ids = [i for i, n in pending.items() if n == name and i not in answered]
         if not ids:
-            why = f"This function message answers {name!r}, which the assistant did not call just before."
+            why = (
+                f"This function message answers {name!r}, which the assistant did not call "
+                "just before."
+            )
             checks.add("unknown_tool_call_id", why, f"{where}.name")
             return message
         message = {**message, "role": "tool", "tool_call_id": ids[0]}
@@ -260,7 +273,8 @@ def _answer(
         )
         checks.add("unknown_tool_call_id", why, f"{where}.tool_call_id")
     elif call_id in answered:
-        checks.add("unknown_tool_call_id", f"Call {call_id!r} is answered twice.", f"{where}.tool_call_id")
+        why = f"Call {call_id!r} is answered twice."
+        checks.add("unknown_tool_call_id", why, f"{where}.tool_call_id")
     else:
         answered.add(call_id)
     return message
@@ -293,7 +307,10 @@ def _check_declared(
     if declared is None:
         return
     if name not in declared:
-        why = f"The call names {name!r}, which the line's tools do not declare ({', '.join(declared)})."
+        why = (
+            f"The call names {name!r}, which the line's tools do not declare "
+            f"({', '.join(declared)})."
+        )
         checks.add("undeclared_tool", why, f"{where}.name")
         return
     required = declared[name].get("parameters", {}).get("required", [])

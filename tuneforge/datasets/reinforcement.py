@@ -26,8 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.datasets.chat import ChatData, _read
 from tuneforge.datasets import chat_tools
+from tuneforge.datasets.chat import ChatData, _read
 from tuneforge.datasets.chat_checks import Checks, Row, _check_messages
 from tuneforge.datasets.readers import IndexSink
 from tuneforge.graders.spec import templates
