@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.datasets import chat_tools
-from tuneforge.datasets.problems import Problem, ProblemLog, shown
+from tuneforge.datasets.problems import Checks, shown
+from tuneforge.datasets.problems import type_name as _type_name
 
 Message = dict[str, Any]
 Row = dict[str, Any]
@@ -66,18 +66,6 @@ TEMPLATE_TOKENS = (
     "<|assistant|>",
     "<|end|>",
 )
-
-
-@dataclass
-class Checks:
-    """Where the problems of a file go, the line being checked, and the tokens no text may hold."""
-
-    problems: ProblemLog
-    special: re.Pattern[str]
-    line: int = 0
-
-    def add(self, code: str, message: str, column: str | None = None) -> None:
-        self.problems.append(Problem(code, message, line=self.line, column=column))
 
 
 def special_tokens(tokenizer: Any) -> re.Pattern[str]:
@@ -453,15 +441,3 @@ def _check_text(value: Any, column: str, checks: Checks) -> str | None:
         checks.add("special_token", why, column)
         return None
     return value
-
-
-def _type_name(value: Any) -> str:
-    """A JSON value's type, in JSON's words."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
-    return names.get(type(value), type(value).__name__)

@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from tuneforge.datasets.chat_checks import Checks, Message
+from tuneforge.datasets.problems import Checks
+from tuneforge.datasets.problems import type_name as _kind
+
+Message = dict[str, Any]
 
 # The fields of a chat line that declare its tools.
 TOOL_FIELDS = ("tools", "functions", "parallel_tool_calls")
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FUNCTION_KEYS = ("name", "description", "parameters", "strict")
 
-
-def _kind(value: Any) -> str:
-    from tuneforge.datasets.chat_checks import _type_name
-
-    return _type_name(value)
 
 
 def check_tools(fields: dict[str, Any], checks: Checks) -> list[dict[str, Any]] | None:
