@@ -12,7 +12,9 @@ JSONL is the main format; the flat layouts may also come as CSV or Parquet. Rows
 one shape per job kind, the conversational shapes that trl reads:
 
 - supervised: `{"messages": [{"role": …, "content": …}, …]}`; a message keeps `name` and
-  `weight` (0 or 1, assistant messages only) when the file gives them; the row keeps the
+  `weight` (0 or 1, assistant messages only) when the file gives them, and `tool_calls` or
+  `tool_call_id` (see `datasets.chat_tools`, which also gives the row its `tools`); the row
+  keeps the
   optional `task_type` (a short label such as `"hashtags"`, 1 to 64 characters, one line) and
   `metadata` (an object of at most 32 keys whose values are strings, numbers, booleans or
   null) of either supervised layout. Training reads only the messages; the task type names
@@ -28,7 +30,8 @@ dropped in silence. Codes besides the readers' (`invalid_json`, `not_an_object`,
 `invalid_task_type`, `invalid_metadata`, `empty_content`, `special_token`,
 `no_assistant_message`, `no_user_message`, `role_order`, `unknown_column`, `missing_field`,
 `invalid_output`, `identical_outputs`, `other_layout` (a line in another layout than its
-file's), `too_long`, `chat_template_error`, `too_few_rows`, `empty_file`.
+file's), `too_long`, `chat_template_error`, `too_few_rows`, `empty_file`, and those of tools
+(`datasets.chat_tools`).
 
 This module reads a file and measures it; the checks of each line are in
 `datasets.chat_checks`.
