@@ -14,8 +14,8 @@ one shape per job kind, the conversational shapes that trl reads:
 - supervised: `{"messages": [{"role": …, "content": …}, …]}`; a message keeps `name` and
   `weight` (0 or 1, assistant messages only) when the file gives them, and `tool_calls` or
   `tool_call_id` (see `datasets.chat_tools`, which also gives the row its `tools`); the row
-  keeps the
-  optional `task_type` (a short label such as `"hashtags"`, 1 to 64 characters, one line) and
+  keeps the optional `task_type` (a short label such as `"hashtags"`, 1 to 64 characters, one
+  line) and
   `metadata` (an object of at most 32 keys whose values are strings, numbers, booleans or
   null) of either supervised layout. Training reads only the messages; the task type names
   the row's task in data preparation's statistics;
