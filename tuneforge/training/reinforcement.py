@@ -134,13 +134,21 @@ def train_reinforcement(ctx: RunContext, params: ReinforcementMethodParams) -> T
 
     # Prompts with tools are given to trl as text, rendered with their tools (trl renders
     # conversations without them); all prompts alike, as one dataset holds one shape.
+    # (trl tokenizes text prompts with the tokenizer's special tokens: a BOS the template wrote
+    # is left to it.)
     as_text = any(uses_tools(r["messages"], r.get("tools")) for r in train_rows + eval_rows)
+    adds_bos = tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    bos = tokenizer.bos_token if adds_bos else None
+
+    def text(row: dict[str, Any]) -> str:
+        rendered = chat_text(tokenizer, row["messages"], row.get("tools"), prompt=True)
+        return rendered.removeprefix(bos) if bos else rendered
 
     def prompts(rows: list[dict[str, Any]], offset: int) -> Any:
         return Dataset.from_list(
             [
                 {
-                    "prompt": chat_text(tokenizer, r["messages"], r.get("tools"), prompt=True)
+                    "prompt": text(r)
                     if as_text
                     else [{"role": m["role"], "content": m["content"]} for m in r["messages"]],
                     "row": offset + i,
