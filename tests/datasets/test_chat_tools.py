@@ -248,3 +248,27 @@ def test_tool_calls_are_read_back_from_answers() -> None:
     assert parse_tool_calls('{"name": "Bob", "age": 3}') == []
     assert parse_tool_calls("<tool_call>not json</tool_call>") == []
     assert parse_tool_calls("It is sunny.") == []
+
+
+def test_graders_read_the_calls_of_an_answer() -> None:
+    from tuneforge.graders.run import run_grader
+    from tuneforge.graders.spec import parse_grader
+    from tuneforge.graders.templates import Sample
+    from tuneforge.training.reinforcement import LocalBackends
+
+    grader = parse_grader(
+        {
+            "type": "string_check",
+            "name": "called",
+            "input": "{{sample.output_tools[0].function.name}}",
+            "reference": "{{item.tool}}",
+            "operation": "eq",
+        },
+        "grader",
+    )
+    answer = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    item = {"tool": "get_weather"}
+    assert run_grader(grader, Sample.of_answer(answer), item, LocalBackends()).reward == 1.0
+    # A text answer has no calls: the reference into them is the answer's fault, reward 0.
+    text = run_grader(grader, Sample.of_answer("Sunny."), item, LocalBackends())
+    assert text.reward == 0.0

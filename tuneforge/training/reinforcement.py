@@ -27,7 +27,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from tuneforge.datasets.chat_render import chat_text, parse_tool_calls, uses_tools
+from tuneforge.datasets.chat_render import chat_text, uses_tools
 from tuneforge.errors import InvalidRequestError
 from tuneforge.graders.judge import JudgeSampling
 from tuneforge.graders.run import Backends, JudgeAnswer, JudgeFailed, run_grader
@@ -206,7 +206,7 @@ def grade(grader: Any, samples: list[Sample], items: list[Any], backends: Backen
 def sample_of(answer: str) -> Sample:
     """The `sample` namespace of an answer: its text, and its tool calls where it makes any
     (`<tool_call>` blocks, or one JSON call, see `datasets.chat_render.parse_tool_calls`)."""
-    return Sample(answer, output_tools=parse_tool_calls(answer))
+    return Sample.of_answer(answer)
 
 
 def _answer_text(completion: Any) -> str:
