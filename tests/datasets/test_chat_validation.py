@@ -191,7 +191,7 @@ def test_every_message_problem_is_reported_with_its_line_and_place(tmp_path: Pat
         (17, "messages[2]", "role_order"),
         (18, "messages[0].content", "special_token"),
         (18, "messages[1].content", "special_token"),
-        (19, "tools", "unknown_column"),
+        (19, "tools", "invalid_tools"),
     ]
     assert data.report["problem_count"] == 24
     assert data.report["problems_by_code"]["role_order"] == 4

@@ -12,8 +12,10 @@ JSONL is the main format; the flat layouts may also come as CSV or Parquet. Rows
 one shape per job kind, the conversational shapes that trl reads:
 
 - supervised: `{"messages": [{"role": …, "content": …}, …]}`; a message keeps `name` and
-  `weight` (0 or 1, assistant messages only) when the file gives them; the row keeps the
-  optional `task_type` (a short label such as `"hashtags"`, 1 to 64 characters, one line) and
+  `weight` (0 or 1, assistant messages only) when the file gives them, and `tool_calls` or
+  `tool_call_id` (see `datasets.chat_tools`, which also gives the row its `tools`); the row
+  keeps the optional `task_type` (a short label such as `"hashtags"`, 1 to 64 characters, one
+  line) and
   `metadata` (an object of at most 32 keys whose values are strings, numbers, booleans or
   null) of either supervised layout. Training reads only the messages; the task type names
   the row's task in data preparation's statistics;
@@ -28,7 +30,8 @@ dropped in silence. Codes besides the readers' (`invalid_json`, `not_an_object`,
 `invalid_task_type`, `invalid_metadata`, `empty_content`, `special_token`,
 `no_assistant_message`, `no_user_message`, `role_order`, `unknown_column`, `missing_field`,
 `invalid_output`, `identical_outputs`, `other_layout` (a line in another layout than its
-file's), `too_long`, `chat_template_error`, `too_few_rows`, `empty_file`.
+file's), `too_long`, `chat_template_error`, `too_few_rows`, `empty_file`, and those of tools
+(`datasets.chat_tools`).
 
 This module reads a file and measures it; the checks of each line are in
 `datasets.chat_checks`.
@@ -54,12 +57,13 @@ from tuneforge.datasets.chat_checks import (
     special_tokens,
     supervised_row,
 )
+from tuneforge.datasets.chat_render import chat_text, message_text
 from tuneforge.datasets.problems import Problem, ProblemLog
 from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
 from tuneforge.datasets.statistics import DuplicateCounter, histogram, lengths_array, summary
 
-# The line, the sequences the model reads and the texts the loss is computed on.
-Example = tuple[int, list[list[Message]], list[str]]
+# The line, the sequences the model reads, the texts the loss is computed on, the tools.
+Example = tuple[int, list[list[Message]], list[str], list[Any] | None]
 
 # Examples measured in one go (one tokenizer call for their texts).
 MEASURE_BATCH = 512
@@ -205,7 +209,7 @@ def _sequences(row: Row) -> tuple[list[list[Message]], list[str]]:
     """The sequences the model reads for a canonical row, and the texts it is trained on."""
     if "messages" in row:
         trained = [
-            m["content"]
+            message_text(m)
             for m in row["messages"]
             if m["role"] == "assistant" and m.get("weight", 1) == 1
         ]
@@ -239,7 +243,8 @@ class _Tally:
         self.rows = 0
         self.duplicates = DuplicateCounter()
         self.messages = array("i")
-        self.roles = dict.fromkeys(ROLES, 0)
+        # (`tool` counted only in files that have tool messages)
+        self.roles = dict.fromkeys(ROLES[:3], 0)
         # (longest sequence per example, total, trained total) in chars and in tokens
         self.chars: tuple[array, list[int]] = (array("q"), [0, 0])
         self.tokens: tuple[array, list[int]] = (array("q"), [0, 0])
@@ -252,24 +257,24 @@ class _Tally:
         self.duplicates.add(json.dumps(row, sort_keys=True))
         self.messages.append(len(conversation))
         for message in conversation:
-            if message["role"] in self.roles:
-                self.roles[message["role"]] += 1
-        self._pending.append((line, *_sequences(row)))
+            if message["role"] in ROLES:
+                self.roles[message["role"]] = self.roles.get(message["role"], 0) + 1
+        self._pending.append((line, *_sequences(row), row.get("tools")))
         if len(self._pending) >= MEASURE_BATCH:
             self._measure()
 
     def _measure(self) -> None:
         examples, self._pending = self._pending, []
-        for _, seqs, texts in examples:
-            lengths = [sum(len(m["content"]) for m in seq) for seq in seqs]
+        for _, seqs, texts, _ in examples:
+            lengths = [sum(len(message_text(m)) for m in seq) for seq in seqs]
             _add_lengths(self.chars, lengths, sum(map(len, texts)))
         if self.tokenizer is None or not examples:
             return
         sequences = _sequence_tokens(examples, self.tokenizer, self.problems)
         trained = iter(
-            _token_counts([t for _, _, texts in examples for t in texts], self.tokenizer)
+            _token_counts([t for _, _, texts, _ in examples for t in texts], self.tokenizer)
         )
-        for (line, _, texts), tokens in zip(examples, sequences, strict=True):
+        for (line, _, texts, _), tokens in zip(examples, sequences, strict=True):
             trained_tokens = sum(next(trained) for _ in texts)
             if tokens is None:
                 continue
@@ -313,15 +318,15 @@ def _sequence_tokens(
 ) -> list[list[int] | None]:
     """Tokens of each example's sequences; None where the chat template rejects it."""
     if tokenizer.chat_template is None:
-        contents = [m["content"] for _, seqs, _ in examples for seq in seqs for m in seq]
+        contents = [message_text(m) for _, seqs, _, _ in examples for seq in seqs for m in seq]
         counts = iter(_token_counts(contents, tokenizer))
-        return [[sum(next(counts) for _ in seq) for seq in seqs] for _, seqs, _ in examples]
+        return [[sum(next(counts) for _ in seq) for seq in seqs] for _, seqs, _, _ in examples]
     from jinja2 import TemplateError
 
     rendered: list[list[str] | None] = []
-    for line, seqs, _ in examples:
+    for line, seqs, _, tools in examples:
         try:
-            rendered.append([tokenizer.apply_chat_template(seq, tokenize=False) for seq in seqs])
+            rendered.append([chat_text(tokenizer, seq, tools) for seq in seqs])
         except TemplateError as exc:
             problems.append(
                 Problem(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from tuneforge.datasets.problems import Problem, ProblemLog, shown
+from tuneforge.datasets import chat_tools
+from tuneforge.datasets.problems import Checks, shown
+from tuneforge.datasets.problems import type_name as _type_name
 
 Message = dict[str, Any]
 Row = dict[str, Any]
@@ -36,8 +37,11 @@ LAYOUT_NAMES = {
 SUPERVISED_EXTRAS = ("task_type", "metadata")
 TASK_TYPE_MAX_CHARS = 64
 METADATA_MAX_KEYS = 32
-ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = ("role", "content", "name", "weight")
+ROLES = ("system", "user", "assistant", "tool")
+# Roles a file may write: `function` is the legacy name of a tool's answer.
+FILE_ROLES = (*ROLES, "function")
+MESSAGE_KEYS = ("role", "content", "name", "weight", "tool_calls", "tool_call_id")
+FILE_MESSAGE_KEYS = (*MESSAGE_KEYS, "function_call")
 # Markers of common chat templates (ChatML, Llama 2 and 3, Mistral, Gemma, Phi, GPT-2). Inside a
 # message they would end or switch turns in the middle of a text, in training and in serving.
 TEMPLATE_TOKENS = (
@@ -62,18 +66,6 @@ TEMPLATE_TOKENS = (
     "<|assistant|>",
     "<|end|>",
 )
-
-
-@dataclass
-class Checks:
-    """Where the problems of a file go, the line being checked, and the tokens no text may hold."""
-
-    problems: ProblemLog
-    special: re.Pattern[str]
-    line: int = 0
-
-    def add(self, code: str, message: str, column: str | None = None) -> None:
-        self.problems.append(Problem(code, message, line=self.line, column=column))
 
 
 def special_tokens(tokenizer: Any) -> re.Pattern[str]:
@@ -131,15 +123,23 @@ def supervised_row(
     `task_type` and `metadata` where given), or None when `checks` got a problem of it."""
     if _other_layout(record, layout, checks):
         return None
-    fields, ok = _fields(record, layout, wanted + SUPERVISED_EXTRAS, checks)
+    tool_fields = chat_tools.TOOL_FIELDS if layout == "chat" else ()
+    fields, ok = _fields(record, layout, wanted + SUPERVISED_EXTRAS + tool_fields, checks)
     extras = _supervised_extras(fields, checks)
     messages: list[Message] | None = None
+    tools = chat_tools.check_tools(fields, checks)
     if layout == "chat":
         if "messages" not in fields:
             why = "The line has no 'messages' (nor 'prompt' and 'completion')."
             checks.add("missing_messages", why, "messages")
         else:
-            messages = _check_messages(fields["messages"], "messages", checks)
+            messages = _check_messages(
+                fields["messages"],
+                "messages",
+                checks,
+                tools=tools,
+                parallel=fields.get("parallel_tool_calls") is not False,
+            )
     else:
         prompt = _field_text(fields, "prompt", checks)
         completion = _field_text(fields, "completion", checks)
@@ -148,9 +148,9 @@ def supervised_row(
                 {"role": "user", "content": prompt},
                 {"role": "assistant", "content": completion},
             ]
-    if not ok or messages is None or extras is None:
+    if not ok or messages is None or extras is None or tools is None:
         return None
-    return {"messages": messages, **extras}
+    return {"messages": messages, **({"tools": tools} if tools else {}), **extras}
 
 
 def _supervised_extras(fields: dict[str, Any], checks: Checks) -> dict[str, Any] | None:
@@ -237,7 +237,9 @@ def _openai_input(fields: dict[str, Any], checks: Checks) -> list[Message] | Non
     if "messages" not in value:
         checks.add("missing_messages", "'input' has no 'messages'.", "input.messages")
         return None
-    messages = _check_messages(value["messages"], "input.messages", checks, prompt=True)
+    messages = _check_messages(
+        value["messages"], "input.messages", checks, prompt=True, tools_allowed=False
+    )
     return messages if value.keys() == {"messages"} else None
 
 
@@ -252,7 +254,7 @@ def _openai_output(fields: dict[str, Any], name: str, checks: Checks) -> str | N
         why = f"{name!r} must be a list of one assistant message, got {got}."
         checks.add("invalid_output", why, name)
         return None
-    message = _check_message(value[0], f"{name}[0]", checks)
+    message = _check_message(value[0], f"{name}[0]", checks, tools_allowed=False)
     if message is None:
         return None
     if message["role"] != "assistant":
@@ -263,42 +265,84 @@ def _openai_output(fields: dict[str, Any], name: str, checks: Checks) -> str | N
 
 
 def _check_messages(
-    value: Any, column: str, checks: Checks, *, prompt: bool = False
+    value: Any,
+    column: str,
+    checks: Checks,
+    *,
+    prompt: bool = False,
+    tools: list[dict[str, Any]] | None = None,
+    parallel: bool = True,
+    tools_allowed: bool = True,
 ) -> list[Message] | None:
-    """The checked messages of a conversation (`prompt`: one that a DPO output answers)."""
+    """The checked messages of a conversation (`prompt`: one that a DPO output or a
+    reinforcement answer follows; `tools`: the line's declared tools, see `chat_tools`)."""
     if not isinstance(value, list):
         why = f"{column!r} must be a list of messages, got {_type_name(value)}."
         checks.add("messages_not_a_list", why, column)
         return None
-    checked = [_check_message(m, f"{column}[{i}]", checks) for i, m in enumerate(value)]
+    checked = [
+        _check_message(m, f"{column}[{i}]", checks, tools_allowed=tools_allowed)
+        for i, m in enumerate(value)
+    ]
     roles = [m.get("role") if isinstance(m, dict) else None for m in value]
+    roles = ["tool" if role == "function" else role for role in roles]
+    calls = [bool(m and m.get("tool_calls")) for m in checked]
     # The order is checked only when every role is known: one bad role already says what is wrong.
-    order_ok = all(role in ROLES for role in roles) and _check_roles(
-        roles, column, checks, prompt=prompt
+    known = ROLES if tools_allowed else ROLES[:3]
+    order_ok = all(role in known for role in roles) and _check_roles(
+        roles, column, checks, prompt=prompt, calls=calls
     )
     messages = [m for m in checked if m is not None]
-    return messages if order_ok and len(messages) == len(value) else None
+    if not order_ok or len(messages) != len(value):
+        return None
+    return chat_tools.check_flow(messages, column, checks, tools or None, parallel)
 
 
-def _check_message(message: Any, column: str, checks: Checks) -> Message | None:
+def _check_message(
+    message: Any, column: str, checks: Checks, *, tools_allowed: bool = True
+) -> Message | None:
     if not isinstance(message, dict):
         why = f"A message must be an object with 'role' and 'content', got {_type_name(message)}."
         checks.add("message_not_an_object", why, column)
         return None
-    # Parquet gives absent fields of a struct as null.
-    message = {k: v for k, v in message.items() if not (k in ("name", "weight") and v is None)}
+    # Parquet gives absent fields of a struct as null; a call's content may be null.
+    optional = ("name", "weight", "tool_calls", "tool_call_id", "function_call")
+    message = {k: v for k, v in message.items() if not (k in optional and v is None)}
+    if message.get("content") is None and ("tool_calls" in message or "function_call" in message):
+        message.pop("content", None)
+    keys = FILE_MESSAGE_KEYS if tools_allowed else MESSAGE_KEYS[:4]
+    roles = FILE_ROLES if tools_allowed else ROLES[:3]
     before = len(checks.problems)
-    for key in message.keys() - set(MESSAGE_KEYS):
-        why = f"{key!r} is not allowed in a message; allowed: {', '.join(MESSAGE_KEYS)}."
+    for key in message.keys() - set(keys):
+        why = f"{key!r} is not allowed in a message; allowed: {', '.join(keys)}."
         checks.add("unknown_message_key", why, f"{column}.{key}")
     role = message.get("role")
     if "role" not in message:
         checks.add("missing_role", "The message has no 'role'.", column)
-    elif role not in ROLES:
-        why = f"Role {shown(role)} is not supported; use {', '.join(ROLES)}."
+    elif role not in roles:
+        why = f"Role {shown(role)} is not supported; use {', '.join(roles)}."
         checks.add("unknown_role", why, f"{column}.role")
+    calls: list[dict[str, Any]] = []
+    if tools_allowed and ("tool_calls" in message or "function_call" in message):
+        if role != "assistant":
+            why = f"Only assistant messages call tools; this is a {shown(role)} message."
+            checks.add("invalid_tool_call", why, f"{column}.tool_calls")
+        else:
+            calls = chat_tools.check_calls(message, column, checks)
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        why = "A tool message needs the 'tool_call_id' (a string) of the call it answers."
+        checks.add("invalid_tool_call", why, f"{column}.tool_call_id")
+    if "tool_call_id" in message and role != "tool":
+        why = f"Only tool messages have a tool_call_id; this is a {shown(role)} message."
+        checks.add("invalid_tool_call", why, f"{column}.tool_call_id")
+    if role == "function" and not isinstance(message.get("name"), str):
+        why = "A function message needs the 'name' of the function whose result it is."
+        checks.add("missing_field", why, f"{column}.name")
+    if calls and isinstance(message.get("content"), str) and not message["content"].strip():
+        del message["content"]
     if "content" not in message:
-        checks.add("missing_content", "The message has no 'content'.", column)
+        if not ("tool_calls" in message or "function_call" in message):
+            checks.add("missing_content", "The message has no 'content'.", column)
     else:
         _check_text(message["content"], f"{column}.content", checks)
     weight = message.get("weight")
@@ -317,25 +361,44 @@ def _check_message(message: Any, column: str, checks: Checks) -> Message | None:
         return None
     if "weight" in message:
         message["weight"] = int(weight)
+    if calls:
+        message["tool_calls"] = calls
+        message.setdefault("content", None)
+    # (A legacy `function` message keeps its role: `chat_tools.check_flow` finds its call.)
     return {key: message[key] for key in MESSAGE_KEYS if key in message}
 
 
-def _check_roles(roles: list[Any], column: str, checks: Checks, *, prompt: bool) -> bool:
-    """System first if at all; then user and assistant alternate, starting with user. A
-    supervised conversation ends with (and needs) an assistant message, a prompt with a user's."""
+def _check_roles(
+    roles: list[Any], column: str, checks: Checks, *, prompt: bool, calls: list[bool]
+) -> bool:
+    """System first if at all; then user and assistant alternate, starting with user, except
+    that tool messages may follow an assistant message that calls tools (`calls[i]`), and the
+    assistant answers after them. A supervised conversation ends with (and needs) an assistant
+    message, a prompt with a user's (or a tool's, for a reinforcement prompt)."""
     ok = prompt or "assistant" in roles
     if not ok:
         why = "The conversation has no assistant message, so nothing to learn from."
         checks.add("no_assistant_message", why, column)
     start = 1 if roles and roles[0] == "system" else 0
     for i in range(start, len(roles)):
-        expected = "user" if (i - start) % 2 == 0 else "assistant"
-        if roles[i] != expected:
+        previous = roles[i - 1] if i > start else None
+        expected = "user" if previous in (None, "assistant") else "assistant"
+        answers_due = previous == "assistant" and calls[i - 1]
+        if roles[i] == "tool":
+            right = previous == "tool" or answers_due
+        else:
+            right = roles[i] == expected and not answers_due
+        if not right:
             why = (
                 "a system message may only come first"
                 if roles[i] == "system"
+                else f"the tool calls of message {i - 1} are answered by tool messages first"
+                if answers_due
+                else "a tool message answers the tool calls of the assistant message before it"
+                if roles[i] == "tool"
                 else f"a {expected} message was expected: after the optional system message, "
-                "user and assistant messages alternate, starting with user"
+                "user and assistant messages alternate, starting with user (tool messages "
+                "answer an assistant's tool calls in between)"
             )
             checks.add(
                 "role_order", f"Message {i} is a {roles[i]} message; {why}.", f"{column}[{i}]"
@@ -344,7 +407,7 @@ def _check_roles(roles: list[Any], column: str, checks: Checks, *, prompt: bool)
     if prompt and len(roles) == start:
         checks.add("no_user_message", "The prompt has no user message.", column)
         return False
-    if ok and roles[-1] != ("user" if prompt else "assistant"):
+    if ok and roles[-1] not in (("user", "tool") if prompt else ("assistant",)):
         why = (
             "The prompt must end with a user message."
             if prompt
@@ -378,15 +441,3 @@ def _check_text(value: Any, column: str, checks: Checks) -> str | None:
         checks.add("special_token", why, column)
         return None
     return value
-
-
-def _type_name(value: Any) -> str:
-    """A JSON value's type, in JSON's words."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
-    return names.get(type(value), type(value).__name__)

@@ -122,4 +122,4 @@ def _prompts_only(path: Path, fmt: str) -> bool:
     messages = found[1].get("messages") if found is not None else None
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
         return False
-    return messages[-1].get("role") in ("user", "developer", "system")
+    return messages[-1].get("role") in ("user", "developer", "system", "tool", "function")

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuneforge.config import Settings
+from tuneforge.datasets.chat_render import message_text
 from tuneforge.datasets.classification import row_labels, stratified_split
 from tuneforge.datasets.dedup import clean, find_duplicates
 from tuneforge.datasets.ingest import (
@@ -90,7 +91,7 @@ class PrepareRequest(BaseModel):
 def row_texts(kind: str, row: Row) -> list[str]:
     """The texts of a canonical row (see `datasets.kinds`), in reading order."""
     if kind == "supervised":
-        return [str(m["content"]) for m in row["messages"]]
+        return [message_text(m) for m in row["messages"]]
     if kind == "dpo":
         messages = [*row["prompt"], *row["chosen"], *row["rejected"]]
         return [str(m["content"]) for m in messages]
@@ -102,7 +103,7 @@ def row_texts(kind: str, row: Row) -> list[str]:
 def language_text(kind: str, row: Row) -> str:
     """What the language of a row is told from: what users and the model wrote."""
     if kind == "supervised":
-        return "\n".join(str(m["content"]) for m in row["messages"] if m["role"] != "system")
+        return "\n".join(message_text(m) for m in row["messages"] if m["role"] != "system")
     if kind == "dpo":
         return "\n".join(str(m["content"]) for m in [*row["prompt"], *row["chosen"]])
     return row_texts(kind, row)[0]

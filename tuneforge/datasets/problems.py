@@ -7,6 +7,7 @@ keeps only what the report shows: memory does not grow with the file.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -106,3 +107,27 @@ class ProblemLog:
             "problems_by_code": dict(self.by_code),
             "problems": [p.to_dict() for p in self.first()],
         }
+
+
+@dataclass
+class Checks:
+    """Where the problems of a file go, the line being checked, and the tokens no text may hold."""
+
+    problems: ProblemLog
+    special: re.Pattern[str]
+    line: int = 0
+
+    def add(self, code: str, message: str, column: str | None = None) -> None:
+        self.problems.append(Problem(code, message, line=self.line, column=column))
+
+
+def type_name(value: Any) -> str:
+    """A JSON value's type, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)

@@ -9,7 +9,13 @@ every other field is there for the grader, which reads the whole line as `{{item
 (`{{item.reference_answer}}`, `{{item.meta.keys[0]}}`). A `developer` message is read as a
 system message (chat templates know no developer role).
 
-Rows come back as `{"messages": [the prompt], "item": {the line as given}}`. Besides the chat
+The prompt may use tools as chat data does (see `datasets.chat_tools`): top-level `tools`
+(or legacy `functions`), assistant `tool_calls` and `tool` answers, and it may end with a
+tool's answer. The prompt is then rendered with its tools (`datasets.chat_render`), and a
+grader's `{{sample.output_tools}}` gets the calls read back from the model's answer.
+
+Rows come back as `{"messages": [the prompt], "item": {the line as given}}`, with `"tools"`
+when the line declares tools. Besides the chat
 checks of the prompt (see `datasets.chat_checks`), each line is checked against the grader:
 a line without a field one of the grader's templates names is a `missing_reference` problem,
 with the field as its column.
@@ -20,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tuneforge.datasets import chat_tools
 from tuneforge.datasets.chat import ChatData, _read
 from tuneforge.datasets.chat_checks import Checks, Row, _check_messages
 from tuneforge.datasets.readers import IndexSink
@@ -67,10 +74,19 @@ def read_reinforcement_file(
             checks.add("missing_messages", why, "messages")
             return None
         prompt = _as_system(record["messages"])
-        messages = _check_messages(prompt, "messages", checks, prompt=True)
-        if messages is None or not ok:
+        fields = {k: v for k, v in record.items() if k in chat_tools.TOOL_FIELDS}
+        tools = chat_tools.check_tools(fields, checks)
+        messages = _check_messages(
+            prompt,
+            "messages",
+            checks,
+            prompt=True,
+            tools=tools,
+            parallel=fields.get("parallel_tool_calls") is not False,
+        )
+        if messages is None or tools is None or not ok:
             return None
-        return {"messages": messages, "item": record}
+        return {"messages": messages, "item": record, **({"tools": tools} if tools else {})}
 
     return _read(
         path, fmt, LAYOUTS, check_row, min_rows, tokenizer, max_seq_length, keep_rows, index

@@ -146,6 +146,12 @@ class JobStore(Database):
                     **row,
                 )
             )
+            pairs = (row["spec"] or {}).get("metadata") or {}
+            if pairs:
+                conn.execute(
+                    t.job_metadata.insert(),
+                    [{"job_id": row["id"], "key": k, "value": v} for k, v in pairs.items()],
+                )
             write_event(conn, row["id"], message)
         return self.require_job(row["id"])
 
@@ -168,8 +174,22 @@ class JobStore(Database):
         status: str | None = None,
         kind: str | None = None,
         not_kinds: tuple[str, ...] = (),
+        metadata: dict[str, str] | None = None,
     ) -> tuple[list[Job], bool]:
+        """A page of jobs, newest first; `metadata`: only those whose metadata has every
+        pair ({}: those without metadata), filtered in SQL."""
         query = select(t.jobs)
+        pairs = t.job_metadata
+        if metadata == {}:
+            query = query.where(
+                ~select(pairs.c.job_id).where(pairs.c.job_id == t.jobs.c.id).exists()
+            )
+        for key, value in (metadata or {}).items():
+            query = query.where(
+                select(pairs.c.job_id)
+                .where(pairs.c.job_id == t.jobs.c.id, pairs.c.key == key, pairs.c.value == value)
+                .exists()
+            )
         if status:
             query = query.where(t.jobs.c.status == status)
         if kind:

@@ -98,6 +98,17 @@ jobs = Table(
     Index("ix_jobs_created_by_status", "created_by", "status"),
 )
 
+# A job's `metadata` (OpenAI's key-value pairs, also in its spec), one row a pair: listings
+# filter on it in SQL (migration 0011).
+job_metadata = Table(
+    "job_metadata",
+    metadata,
+    Column("job_id", String(64), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", String(512), nullable=False),
+    Index("ix_job_metadata_key_value", "key", "value"),
+)
+
 # Row numbers of the tables that grow without end: 64 bits everywhere (SQLite's INTEGER
 # PRIMARY KEY already is, and must stay INTEGER to number rows itself).
 ROW_NUMBER = BigInteger().with_variant(Integer, "sqlite")

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import JobCancelledError
+from tuneforge.evaluation.graded import (
+    PRIMARY_METRIC,
+    check_grader,
+    check_references,
+    graded_metrics,
+    prompt_rows,
+)
 from tuneforge.jobs.data import JobInputs, load_job_data, read_job_file
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus, StopReason
@@ -59,18 +67,33 @@ def run_evaluation(
     layout, rows, source = evaluation_rows(store, settings, spec)
     reporter.note(f"Evaluating on {len(rows)} rows ({layout}, {source}) on {device}.")
     measure = KINDS[kind]
+    evaluate: Callable[[str, str, list[dict[str, Any]], str], dict[str, float]]
+    evaluate = measure.evaluate_model
+    primary = measure.primary_metric(layout)
+    if spec.get("grader") is not None:
+        grader = check_grader(store, settings, spec["grader"], kind, "grader")
+        rows = prompt_rows(kind, rows)
+        check_references(grader, rows, "grader")
+        primary = PRIMARY_METRIC
+
+        def graded(location: str, _: str, rows: list[Any], device: str) -> dict[str, float]:
+            return graded_metrics(
+                store, settings, grader, location, rows, device, spec["max_new_tokens"]
+            )
+
+        evaluate = graded
+
     results: dict[str, Any] = {}
     for role in ("model", "baseline_model"):
         name = spec.get(role)
         if name is None:
             continue
         location = resolve_model(store, settings, name).location
-        metrics = measure.evaluate_model(location, layout, rows, device)
+        metrics = evaluate(location, layout, rows, device)
         results[role] = {"id": name, "metrics": metrics}
         reporter.note(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if reporter.stop_reason() == StopReason.CANCELLED:  # (a lost lease raises here)
             raise JobCancelledError("Cancelled.")
-    primary = measure.primary_metric(layout)
     model_metrics = results["model"]["metrics"]
     base_metrics = results.get("baseline_model", {}).get("metrics", {})
     result = {

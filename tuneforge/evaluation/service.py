@@ -2,12 +2,16 @@
 
 The data is a file, or a training job's own validation split: the same rows that job held
 out (its validation file, or the 90/10 split its seed chose).
+
+With `grader` (OpenAI's grader JSON) a chat model is measured by its graded answers to the
+data's prompts (`evaluation.graded`): `reward_mean` is then the primary metric, and without a
+`baseline_model` the fine-tuned model's base is the baseline.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,6 +20,7 @@ from tuneforge.datasets.ingest import require_dataset
 from tuneforge.db.files import files_of
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import InvalidDatasetError, InvalidRequestError
+from tuneforge.evaluation.graded import DEFAULT_MAX_NEW_TOKENS, check_grader
 from tuneforge.jobs.status import JobStatus
 from tuneforge.registry.models import resolve_model
 from tuneforge.training.spec import MODEL_NAME
@@ -39,6 +44,15 @@ class EvaluationCreate(BaseModel):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     metadata: dict[str, str] | None = None
+    grader: dict[str, Any] | None = Field(
+        None,
+        description="OpenAI's grader (string_check, text_similarity, score_model, "
+        "label_model, python, multi): the metric is the mean reward of the model's greedy "
+        "answers to the data's prompts. Chat or reinforcement data only.",
+    )
+    max_new_tokens: int = Field(
+        DEFAULT_MAX_NEW_TOKENS, ge=1, le=4096, description="The longest answer, with a grader."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> EvaluationCreate:
@@ -74,6 +88,12 @@ def create_evaluation(store: Store, settings: Settings, request: EvaluationCreat
     """Check the models and the data, then queue the evaluation; nothing is written unless
     every check passes."""
     kind = kind_of(store, request)
+    if request.grader is not None:
+        check_grader(store, settings, request.grader, kind, "grader")
+        if request.baseline_model is None:
+            row = store.get_model(request.model)
+            if row is not None and row.get("base_model"):
+                request = request.model_copy(update={"baseline_model": row["base_model"]})
     for param in ("model", "baseline_model"):
         name = getattr(request, param)
         if name is None:

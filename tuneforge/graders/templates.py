@@ -8,7 +8,8 @@ Two namespaces exist. `item` is the data line being graded (any JSON object: `{{
 |-----------------------|----------------------------------------------------------------|
 | `sample.output_text`  | the answer as text                                             |
 | `sample.output_json`  | the answer parsed as JSON, when it is JSON (paths go into it)  |
-| `sample.output_tools` | the answer's tool calls (a list; empty for a text answer)      |
+| `sample.output_tools` | the answer's tool calls, as OpenAI's `tool_calls` (a list;     |
+|                       | empty for a text answer), see `Sample.of_answer`               |
 
 A string value is put in as it is; any other value (number, object, list, null) as its JSON.
 
@@ -26,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneforge.datasets.chat_render import parse_tool_calls
 from tuneforge.errors import InvalidRequestError
 
 NAMESPACES = ("item", "sample")
@@ -54,6 +56,13 @@ class Sample:
 
     output_text: str
     output_tools: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def of_answer(cls, text: str) -> Sample:
+        """The sample of a model's answer: its text, and the tool calls it makes, read back
+        from `<tool_call>` blocks or an answer that is one JSON call
+        (`datasets.chat_render.parse_tool_calls`); none for a text answer."""
+        return cls(text, output_tools=parse_tool_calls(text))
 
     @property
     def output_json(self) -> Any:

@@ -45,14 +45,19 @@ def promotion_gate(
     kind: Kind,
     data: JobData,
     device: str,
+    new_location: Path | None = None,
 ) -> dict[str, Any] | None:
     """Decide whether the new version takes the alias: it must beat the version the alias
     points at (measured now, on this job's validation rows) or, without one, the base model,
-    by `min_delta`. None when the job asks for no gate."""
+    by `min_delta`. None when the job asks for no gate. With `promote.grader` the models are
+    compared by the grader's `reward_mean` (`evaluation.graded`); the new model is the one
+    saved at `new_location`."""
     if spec.promote is None:
         return None
     gate = spec.promote
     name = registry_name(spec)
+    if gate.grader is not None and new_location is not None:
+        result, kind = _graded(store, settings, spec, data, device, new_location)
     metric = gate.metric or result.primary_metric
     decision: dict[str, Any] = {
         "alias": gate.alias,
@@ -89,6 +94,45 @@ def promotion_gate(
         promote=gain >= gate.min_delta,
     )
     return decision
+
+
+class _Graded:
+    """A kind for the gate that compares by a grader: `measure(location)` gives a model's
+    metrics, and higher rewards are better."""
+
+    def __init__(self, measure: Any):
+        self.measure = measure
+
+    def greater_is_better(self, metric: str) -> bool:
+        return metric != "answer_tokens"
+
+    def evaluate_model(
+        self, model_location: str, layout: str, rows: list[dict[str, Any]], device: str
+    ) -> dict[str, float]:
+        return dict(self.measure(model_location))
+
+
+def _graded(
+    store: Store, settings: Settings, spec: JobCreate, data: JobData, device: str, new: Path
+) -> tuple[TrainResult, Any]:
+    """The new model and the base model measured with the gate's grader, as a TrainResult,
+    and the kind that measures the alias's version alike."""
+    from tuneforge.evaluation.graded import PRIMARY_METRIC, graded_metrics, prompt_rows
+    from tuneforge.graders.spec import parse_grader
+    from tuneforge.registry.models import resolve_model
+
+    assert spec.promote is not None and spec.promote.grader is not None
+    grader = parse_grader(spec.promote.grader, "promote.grader")
+    rows = prompt_rows(spec.method.type, data.eval_rows)
+
+    def measure(location: str | Path) -> dict[str, float]:
+        return graded_metrics(store, settings, grader, location, rows, device)
+
+    graded = TrainResult(primary_metric=PRIMARY_METRIC if rows else None)
+    if rows:
+        graded.evaluation = measure(new)
+        graded.baseline = measure(resolve_model(store, settings, spec.model).location)
+    return graded, _Graded(measure)
 
 
 def publish(

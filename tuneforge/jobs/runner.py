@@ -245,7 +245,7 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
     if result.stopped_early:
         _stop(store, job_id, spec, reporter, result.steps)
         return
-    gate = promotion_gate(store, settings, spec, result, kind, data, device)
+    gate = promotion_gate(store, settings, spec, result, kind, data, device, staging)
     publish(store, settings, job, spec, reporter, staging, result, name, gate)
     shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
 

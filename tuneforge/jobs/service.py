@@ -9,6 +9,7 @@ from tuneforge.config import Settings
 from tuneforge.db.files import files_of
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import JobNotFoundError
+from tuneforge.evaluation.graded import check_grader, check_references, prompt_rows
 from tuneforge.jobs.data import JobInputs, load_job_data
 from tuneforge.jobs.method_choice import settle_method
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
@@ -30,6 +31,11 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     seed = request.seed if request.seed is not None else random.randrange(2**31 - 1)
     data = load_job_data(inputs, seed)
     layout = data.layout
+    if request.promote is not None and request.promote.grader is not None:
+        kind = request.method.type
+        param = "promote.grader"
+        grader = check_grader(store, settings, request.promote.grader, kind, param)
+        check_references(grader, prompt_rows(kind, data.eval_rows), param)
     source = inputs.model  # resolved once: the LLM kinds have read the files with its tokenizer
     warnings = job_warnings(request, data, source.location if source.is_local else None)
     spec = request.model_copy(

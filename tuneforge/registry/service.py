@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 from tuneforge.config import Settings
@@ -129,19 +130,21 @@ def set_alias(store: Store, name: str, alias: str, version: int) -> None:
     store.set_alias(name, alias, version)
 
 
-def delete_version(store: Store, settings: Settings, name: str, version: int) -> None:
-    """Delete a version and its files; 409 while an alias points at it."""
+def delete_version(store: Store, settings: Settings, name: str, version: int) -> Path:
+    """Delete a version and its files; 409 while an alias points at it. Returns the folder
+    the version was served from (the serving cache's key of it)."""
     require_registered(store, name)
     row = store.delete_version(name, version)
     folder = (settings.home / row["path"]).resolve()
     if folder.is_relative_to(settings.models_dir.resolve()) and folder.is_dir():
         shutil.rmtree(folder)
+    return folder
 
 
-def delete_fine_tuned_model(store: Store, settings: Settings, model_id: str) -> None:
+def delete_fine_tuned_model(store: Store, settings: Settings, model_id: str) -> Path | None:
     """OpenAI's model deletion: a fine-tuned model, its registry version and its files.
     Base models are refused (they are the Hub's or an import's), and so is a version an alias
-    points at (409, as in the registry)."""
+    points at (409, as in the registry). Returns the folder it was served from, if any."""
     row = store.get_model(model_id)
     if row is None:
         raise ModelNotFoundError(f"No model named {model_id!r}.", param="model")
@@ -151,12 +154,12 @@ def delete_fine_tuned_model(store: Store, settings: Settings, model_id: str) -> 
         )
     version = store.version_of_model(model_id)
     if version is not None:
-        delete_version(store, settings, version.name, version.version)
-        return
+        return delete_version(store, settings, version.name, version.version)
     store.delete_model(model_id)
     folder = (settings.home / row["path"]).resolve() if row.get("path") else None
     if folder and folder.is_relative_to(settings.models_dir.resolve()) and folder.is_dir():
         shutil.rmtree(folder)
+    return folder
 
 
 def resolve_reference(store: Store, reference: str) -> str:

@@ -132,6 +132,24 @@ class ModelCache:
         with self._lock:
             return sum(m.nbytes for m in self._models.values())
 
+    def evict(self, key: str) -> bool:
+        """Unload the model under `key` now (a deleted model), with the adapters loaded
+        into it when it is a base; whether it was loaded. Requests still running keep it
+        until they end."""
+        with self._lock:
+            model = self._models.pop(key, None)
+            unload: list[Any] = []
+            if key in self._base_of:
+                del self._base_of[key]
+                unload.append(model)
+            for adapter in [a for a, b in self._base_of.items() if b == key]:
+                del self._base_of[adapter]
+                self._models.pop(adapter, None)
+        for adapter in unload:
+            if adapter is not None:
+                adapter.unload()
+        return model is not None
+
     def clear(self) -> None:
         """Unload every model (requests still running keep theirs until they end)."""
         with self._lock:

@@ -28,6 +28,7 @@ import re
 import time
 from typing import Any
 
+from tuneforge.datasets.chat_render import chat_text
 from tuneforge.datasets.statistics import summary
 
 Message = dict[str, Any]
@@ -109,12 +110,17 @@ def answer_budget(tokenizer: Any, references: list[str]) -> int:
 
 
 def generate_answers(
-    model: Any, tokenizer: Any, prompts: list[list[Message]], max_new_tokens: int
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[Message]],
+    max_new_tokens: int,
+    tools: list[Any] | None = None,
 ) -> tuple[list[str], list[int]]:
-    """Greedy answers to chat prompts, and their lengths in tokens (the end-of-turn marker
-    included). An answer ends at the model's end-of-turn marker (as the chat template writes
-    it) or its eos token; a batch ends when all of its answers have. Prompts are batched by
-    length (less padding); the answers come back in the prompts' order."""
+    """Greedy answers to chat prompts (`tools`: each prompt's declared tools), and their
+    lengths in tokens (the end-of-turn marker included). An answer ends at the model's
+    end-of-turn marker (as the chat template writes it) or its eos token; a batch ends when
+    all of its answers have. Prompts are batched by length (less padding); the answers come
+    back in the prompts' order."""
     import torch
     from transformers import GenerationConfig
 
@@ -131,10 +137,8 @@ def generate_answers(
     )
     device = next(model.parameters()).device
     size = CPU_BATCH if device.type == "cpu" else GPU_BATCH
-    texts = [
-        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-        for p in prompts
-    ]
+    tools = tools or [None] * len(prompts)
+    texts = [chat_text(tokenizer, p, t, prompt=True) for p, t in zip(prompts, tools, strict=True)]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     was_training = model.training
     model.eval()

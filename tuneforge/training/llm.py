@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuneforge.datasets.chat_render import chat_text
 from tuneforge.errors import InvalidRequestError, QuantizationUnavailableError
 from tuneforge.training.base import TrainResult, batch_arguments
 from tuneforge.training.checkpoint_metrics import VALID_BATCH_ROWS
@@ -70,30 +71,35 @@ def cached_chat_tokenizer(location: str) -> Any:
     return load_chat_tokenizer(location)
 
 
-def render_ids(tokenizer: Any, messages: list[dict[str, Any]], prompt: bool = False) -> list[int]:
+def render_ids(
+    tokenizer: Any, messages: list[dict[str, Any]], prompt: bool = False, tools: Any = None
+) -> list[int]:
     """Token ids of messages as the chat template writes them (`prompt`: followed by the
-    start of an assistant turn)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+    start of an assistant turn), with their tools (`datasets.chat_render`)."""
+    text = chat_text(tokenizer, messages, tools, prompt=prompt)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def tokenize_conversation(tokenizer: Any, messages: list[dict[str, Any]]) -> dict[str, list[int]]:
+def tokenize_conversation(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None
+) -> dict[str, list[int]]:
     """`input_ids` of a conversation and its `labels`: IGNORED everywhere but on the tokens of
-    the assistant messages that are trained on (weight 1, the default), their end-of-turn
-    marker included.
+    the assistant messages that are trained on (weight 1, the default), their tool calls and
+    end-of-turn marker included.
 
     An assistant message's tokens are those between the conversation up to it, rendered with
     the generation prompt, and the conversation up to and with it: whatever the template
     writes around a turn, only the answer (and its end) is learnt."""
     from trl.data_utils import common_prefix_length
 
-    ids = render_ids(tokenizer, messages)
+    ids = render_ids(tokenizer, messages, tools=tools)
     labels = [IGNORED] * len(ids)
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
-        start = common_prefix_length(render_ids(tokenizer, messages[:i], prompt=True), ids)
-        end = common_prefix_length(render_ids(tokenizer, messages[: i + 1]), ids)
+        before = render_ids(tokenizer, messages[:i], prompt=True, tools=tools)
+        start = common_prefix_length(before, ids)
+        end = common_prefix_length(render_ids(tokenizer, messages[: i + 1], tools=tools), ids)
         labels[start:end] = ids[start:end]
     return {"input_ids": ids, "labels": labels}
 
@@ -491,7 +497,8 @@ def token_scores(model: Any, tokenized: list[dict[str, list[int]]]) -> list[tupl
 def chat_metrics(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Validation loss (mean negative log-likelihood per trained token), its perplexity and
     the share of trained tokens the model ranks first, over chat rows."""
-    scores = token_scores(model, [tokenize_conversation(tokenizer, r["messages"]) for r in rows])
+    tokenized = [tokenize_conversation(tokenizer, r["messages"], r.get("tools")) for r in rows]
+    scores = token_scores(model, tokenized)
     tokens = sum(n for _, n, _ in scores)
     if not tokens:
         return {}

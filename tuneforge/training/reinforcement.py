@@ -27,6 +27,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+from tuneforge.datasets.chat_render import chat_text, uses_tools
 from tuneforge.errors import InvalidRequestError
 from tuneforge.graders.judge import JudgeSampling
 from tuneforge.graders.run import Backends, JudgeAnswer, JudgeFailed, run_grader
@@ -131,11 +132,25 @@ def train_reinforcement(ctx: RunContext, params: ReinforcementMethodParams) -> T
         beta=hp.beta,
     )
 
+    # Prompts with tools are given to trl as text, rendered with their tools (trl renders
+    # conversations without them); all prompts alike, as one dataset holds one shape.
+    # (trl tokenizes text prompts with the tokenizer's special tokens: a BOS the template wrote
+    # is left to it.)
+    as_text = any(uses_tools(r["messages"], r.get("tools")) for r in train_rows + eval_rows)
+    adds_bos = tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    bos = tokenizer.bos_token if adds_bos else None
+
+    def text(row: dict[str, Any]) -> str:
+        rendered = chat_text(tokenizer, row["messages"], row.get("tools"), prompt=True)
+        return rendered.removeprefix(bos) if bos else rendered
+
     def prompts(rows: list[dict[str, Any]], offset: int) -> Any:
         return Dataset.from_list(
             [
                 {
-                    "prompt": [{"role": m["role"], "content": m["content"]} for m in r["messages"]],
+                    "prompt": text(r)
+                    if as_text
+                    else [{"role": m["role"], "content": m["content"]} for m in r["messages"]],
                     "row": offset + i,
                 }
                 for i, r in enumerate(rows)
@@ -188,6 +203,12 @@ def grade(grader: Any, samples: list[Sample], items: list[Any], backends: Backen
     return [run_grader(grader, s, i, backends).reward for s, i in zip(samples, items, strict=True)]
 
 
+def sample_of(answer: str) -> Sample:
+    """The `sample` namespace of an answer: its text, and its tool calls where it makes any
+    (`<tool_call>` blocks, or one JSON call, see `datasets.chat_render.parse_tool_calls`)."""
+    return Sample.of_answer(answer)
+
+
 def _answer_text(completion: Any) -> str:
     """An answer as trl gives it: text, or a conversation's assistant message."""
     if isinstance(completion, list):
@@ -200,7 +221,7 @@ def reward_function(grader: Any, backends: Backends, items: list[Any]) -> Callab
     `row` (index into `items`) of each answer's prompt."""
 
     def grader_reward(completions: list[Any], row: list[int], **_: Any) -> list[float]:
-        samples = [Sample(_answer_text(c)) for c in completions]
+        samples = [sample_of(_answer_text(c)) for c in completions]
         return grade(grader, samples, [items[i] for i in row], backends)
 
     grader_reward.__name__ = REWARD_NAME
@@ -219,9 +240,14 @@ def reward_metrics(
         if not rows:
             return {}
         answers, lengths = generate_answers(
-            model, tokenizer, [r["messages"] for r in rows], max_new_tokens
+            model,
+            tokenizer,
+            [r["messages"] for r in rows],
+            max_new_tokens,
+            tools=[r.get("tools") for r in rows],
         )
-        rewards = grade(grader, [Sample(a) for a in answers], [r["item"] for r in rows], backends)
+        samples = [sample_of(a) for a in answers]
+        rewards = grade(grader, samples, [r["item"] for r in rows], backends)
         return {
             "reward_mean": statistics.fmean(rewards),
             "reward_std": statistics.pstdev(rewards),

@@ -279,6 +279,12 @@ class Promotion(Strict):
         description="How much better the new version must be than the version the alias "
         "points at (or the base model), on this job's validation data.",
     )
+    grader: dict[str, Any] | None = Field(
+        None,
+        description="An OpenAI grader to compare chat models by (supervised and "
+        "reinforcement jobs): the metric is then reward_mean, the mean reward of each model's "
+        "greedy answers to the validation prompts.",
+    )
 
     @field_validator("alias")
     @classmethod

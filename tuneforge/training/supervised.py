@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuneforge.datasets.chat_render import uses_tools
 from tuneforge.training import llm
 from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.batching import GROUP_BY_LENGTH, LengthGrouping
@@ -50,10 +51,13 @@ def evaluate_model(
 
 
 def prompts_and_answers(rows: list[dict[str, Any]]) -> list[tuple[list[Any], str]]:
-    """(the conversation before its last answer, that answer) of chat rows."""
+    """(the conversation before its last answer, that answer) of chat rows; rows with tools
+    are left out (the checks judge a text answer)."""
     pairs = []
     for row in rows:
         messages = row["messages"]
+        if uses_tools(messages, row.get("tools")):
+            continue
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         pairs.append((messages[:last], messages[last]["content"]))
     return pairs
@@ -101,7 +105,7 @@ def build_trainer(ctx: RunContext, params: SupervisedMethodParams) -> tuple[Any,
 
     def tokenized(rows: list[dict[str, Any]]) -> Any:
         return Dataset.from_list(
-            [llm.tokenize_conversation(tokenizer, r["messages"]) for r in rows]
+            [llm.tokenize_conversation(tokenizer, r["messages"], r.get("tools")) for r in rows]
         )
 
     model, peft_config, quantization = llm.load_for_training(ctx, params, hp)

@@ -28,7 +28,7 @@ from tuneforge.api.schemas.fine_tuning import (
     public_event,
     public_job,
 )
-from tuneforge.db.store import Row, Store
+from tuneforge.db.store import Store
 from tuneforge.jobs.service import create_job, require_fine_tuning_job
 from tuneforge.jobs.status import SERVICE_KINDS, TERMINAL, JobStatus
 from tuneforge.training.spec import JobCreate
@@ -70,23 +70,14 @@ def list_fine_tuning_jobs(
     status: JobStatus | None = None,
 ) -> FineTuningJobsPublic:
     """Newest first; `metadata[key]=value` keeps the jobs whose metadata has that value."""
-    wanted = metadata_filter(request)
-    state = status.value if status else None
-    if wanted is None:
-        rows, has_more = store.list_jobs(
-            after=after, limit=limit, status=state, not_kinds=SERVICE_KINDS
-        )
-        return FineTuningJobsPublic(data=[public_job(r) for r in rows], has_more=has_more)
-    # Metadata is part of the stored spec: pages are read until enough jobs match.
-    found: list[Row] = []
-    more, cursor = True, after
-    while more and len(found) <= limit:
-        rows, more = store.list_jobs(after=cursor, limit=100, status=state, not_kinds=SERVICE_KINDS)
-        found += [r for r in rows if _has_metadata(r, wanted)]
-        cursor = rows[-1]["id"] if rows else None
-    return FineTuningJobsPublic(
-        data=[public_job(r) for r in found[:limit]], has_more=len(found) > limit
+    rows, has_more = store.list_jobs(
+        after=after,
+        limit=limit,
+        status=status.value if status else None,
+        not_kinds=SERVICE_KINDS,
+        metadata=metadata_filter(request),
     )
+    return FineTuningJobsPublic(data=[public_job(r) for r in rows], has_more=has_more)
 
 
 def metadata_filter(request: Request) -> dict[str, str] | None:
@@ -100,13 +91,6 @@ def metadata_filter(request: Request) -> dict[str, str] | None:
     if not pairs and request.query_params.get("metadata") == "null":
         return {}
     return pairs or None
-
-
-def _has_metadata(job: Row, wanted: dict[str, str]) -> bool:
-    metadata = job["spec"].get("metadata") or {}
-    if not wanted:
-        return not metadata
-    return all(metadata.get(key) == value for key, value in wanted.items())
 
 
 @router.get("/{job_id}", responses=error_responses(404))

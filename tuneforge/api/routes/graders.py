@@ -55,7 +55,7 @@ def run_grader_endpoint(
     require_allowed(grader, settings.python_graders)
     backends.check_models(grader)
     item = {} if request.item is None else request.item
-    result = run_grader(grader, Sample(request.model_sample), item, backends)
+    result = run_grader(grader, Sample.of_answer(request.model_sample), item, backends)
     return GraderRunResponse.model_validate(result.as_openai())
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.models import ModelDeleted, ModelPublic, ModelsPublic, public_model
 from tuneforge.errors import ModelNotFoundError
@@ -27,8 +27,13 @@ def get_model(store: StoreDep, model_id: str) -> ModelPublic:
 
 
 @router.delete("/{model_id:path}", responses=error_responses(400, 404, 409))
-def delete_model(store: StoreDep, settings: SettingsDep, model_id: str) -> ModelDeleted:
+def delete_model(
+    store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, model_id: str
+) -> ModelDeleted:
     """Delete a fine-tuned model with its files and its registry version (OpenAI's model
-    deletion); refused for base models and for a version an alias points at."""
-    delete_fine_tuned_model(store, settings, model_id)
+    deletion); refused for base models and for a version an alias points at. The model
+    leaves the serving cache at once (its memory with it)."""
+    folder = delete_fine_tuned_model(store, settings, model_id)
+    if folder is not None:
+        cache.evict(str(folder))
     return ModelDeleted(id=model_id)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.registry import (
     ModelAliasPublic,
@@ -120,10 +120,11 @@ def update_version(
     "/v1/registered_models/{name}/versions/{version}", responses=error_responses(404, 409)
 )
 def delete_version(
-    store: StoreDep, settings: SettingsDep, name: str, version: int
+    store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, name: str, version: int
 ) -> ModelVersionDeleted:
-    """Refused with 409 while an alias points at the version."""
-    service.delete_version(store, settings, name, version)
+    """Refused with 409 while an alias points at the version. The version leaves the
+    serving cache at once."""
+    cache.evict(str(service.delete_version(store, settings, name, version)))
     return ModelVersionDeleted(name=name, version=version, deleted=True)
 
 

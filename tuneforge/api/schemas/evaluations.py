@@ -22,6 +22,7 @@ class EvaluationPublic(Public):
     file_id: str | None
     training_job: str | None
     metadata: dict[str, str] | None
+    grader: dict[str, Any] | None = Field(None, description="The grader, when one measures.")
     created_at: int
     finished_at: int | None
     error: dict[str, Any] | None
@@ -47,6 +48,7 @@ def public_evaluation(job: Row) -> EvaluationPublic:
         file_id=spec.get("file_id"),
         training_job=spec.get("training_job"),
         metadata=spec.get("metadata"),
+        grader=spec.get("grader"),
         created_at=int(job["created_at"]),
         finished_at=int(job["finished_at"]) if job.get("finished_at") else None,
         error=job.get("error"),
