@@ -18,6 +18,7 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Store, new_id
 from tuneforge.errors import LeaseLostError
 from tuneforge.jobs.status import StopReason
+from tuneforge.monitoring.resources import ResourceMonitor
 from tuneforge.training.integrations import WandbRun, job_runs
 
 # Progress rows and cancel checks at most this often: a database round trip per step would
@@ -56,10 +57,32 @@ class JobReporter:
         self._last_write = 0.0
         self._last_check = 0.0
         self._integrations: list[WandbRun] | None = None
+        self.step = 0
+        self._resources: ResourceMonitor | None = None
+
+    def start_resources(self) -> None:
+        """Sample the process's CPU, memory and GPU memory as metrics events until
+        `stop_resources` (rank 0; see tuneforge.monitoring.resources)."""
+        if not self.is_main or self._resources is not None:
+            return
+        self._resources = ResourceMonitor(
+            self.store,
+            self.job_id,
+            self.lease,
+            self.settings.resource_sample_seconds,
+            lambda: self.step,
+        )
+        self._resources.start()
+
+    def stop_resources(self) -> None:
+        """Stop sampling, with a last sample (the peaks) while the job still runs."""
+        if self._resources is not None:
+            self._resources.stop()
 
     def progress(self, step: int, total_steps: int, epoch: float) -> None:
         if not self.is_main:
             return
+        self.step = step
         now = time.monotonic()
         if self._first_step is None:
             self._first_step, self._started = step, now
