@@ -5,10 +5,11 @@ Each resource has its module in tuneforge.db, holding one class of its SQL over 
 with their events and checkpoints, the queue's state machine, workers and rendezvous, the
 registry, API keys and the audit log, studies with Optuna's journal, served requests per
 minute. `Store` is all of them at once, by inheritance: one object opened on a URL reads and
-writes everything, callers write `store.claim_next_job(...)` wherever the method lives, and each method is written once
-(no forwarding layer repeating 85 signatures). The classes share only `Database` (the
-queue's state machine builds on `JobStore`); what two of them need alike (the lease check,
-writing an event) is a function over the caller's connection in tuneforge.db.jobs.
+writes everything, callers write `store.claim_next_job(...)` wherever the method lives, and
+each method is written once (no forwarding layer repeating 85 signatures). The classes share
+only `Database` (the queue's state machine builds on `JobStore`); what two of them need alike
+(the lease check, writing an event) is a function over the caller's connection in
+tuneforge.db.jobs.
 
 Reads return records (tuneforge.db.records): read-only dicts whose columns are attributes
 too, `job.status` as well as `job["status"]`. Writes take `Row`, a plain dict of columns.
