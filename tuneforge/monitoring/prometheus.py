@@ -187,6 +187,7 @@ def _gpu(out: Exposition) -> None:
     torch: Any = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_available():
         return
+
     def total(index: int) -> int:
         return int(torch.cuda.get_device_properties(index).total_memory)
 

@@ -325,8 +325,7 @@ def create_completion(
         texts = _texts(request.prompt, "prompt")
         if len(texts) * request.n > MAX_CHOICES:
             raise InvalidRequestError(
-                f"At most {MAX_CHOICES} answers per request: {len(texts)} prompts x "
-                f"n={request.n}.",
+                f"At most {MAX_CHOICES} answers per request: {len(texts)} prompts x n={request.n}.",
                 param="prompt",
             )
         generator: Generator = served_model(store, settings, cache, request.model, "causal_lm")
