@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from tuneforge.api.deps import SettingsDep, StoreDep, UsageMeterDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.models import ModelDeleted, ModelPublic, ModelsPublic, public_model
+from tuneforge.api.schemas.monitoring import UsagePublic
 from tuneforge.errors import ModelNotFoundError
 from tuneforge.monitoring.usage import usage_report, window_seconds
 from tuneforge.registry.models import resolve_model
@@ -33,7 +34,7 @@ def get_model_usage(
     window: Annotated[
         str, Query(max_length=16, description="How far back: 15m, 1h, 24h, 7d or seconds.")
     ] = "24h",
-) -> dict[str, Any]:
+) -> UsagePublic:
     """Requests, errors, tokens and latency percentiles (ms) of a served model over the last
     `window`: in total, per version and endpoint, and as a series of `step_seconds` steps.
     `model_id` is a model id (`ft:…`), a registered model's name (all its versions), or
@@ -52,7 +53,7 @@ def get_model_usage(
     since = until - seconds
     rows = store.usage_rows(models=models, registered=registered, since=since - 60, until=until)
     report = usage_report(rows, since=since, until=until)
-    return {"model": model_id, "registered_model": registered, **report}
+    return UsagePublic(model=model_id, registered_model=registered, **report)
 
 
 @router.get("/{model_id:path}", responses=error_responses(404))
