@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     )
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
     resource_sample_seconds: float = Field(
-        5.0,
+        10.0,
         gt=0,
         description="How often a job's process records its CPU, memory and GPU memory (a "
         "metrics event; see tuneforge.monitoring.resources).",
