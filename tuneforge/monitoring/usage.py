@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.db.store import Store
-from tuneforge.errors import TuneforgeError
+from tuneforge.errors import InvalidRequestError, TuneforgeError
 from tuneforge.registry.service import resolve_reference
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ class UsageMeter:
 # -- reports -------------------------------------------------------------------------------
 
 WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+WINDOW = re.compile(r"([0-9]{1,9})([smhd]?)")
 MAX_WINDOW_SECONDS = 90 * 86400
 # A report's series has at most this many points: minutes are summed into longer steps.
 MAX_POINTS = 120
@@ -284,18 +286,15 @@ MAX_POINTS = 120
 def window_seconds(text: str, param: str = "window") -> int:
     """`15m`, `1h`, `24h`, `7d` or plain seconds -> seconds; InvalidRequestError naming
     `param` for anything else, or for a window longer than 90 days."""
-    from tuneforge.errors import InvalidRequestError
-
-    value = text.strip().lower()
-    unit = WINDOW_UNITS.get(value[-1:]) if value else None
-    digits = value[:-1] if unit is not None else value
-    if not digits.isdigit() or int(digits) == 0:
+    match = WINDOW.fullmatch(text.strip().lower())
+    if match is None or int(match.group(1)) == 0:
         raise InvalidRequestError(
             f"{param}: {text[:40]!r} is not a time window; give a number with s, m, h or d "
             "(e.g. 15m, 24h, 7d) or seconds.",
             param=param,
         )
-    seconds = int(digits) * (unit or 1)
+    digits, unit = match.group(1), WINDOW_UNITS[match.group(2) or "s"]
+    seconds = int(digits) * unit
     if seconds > MAX_WINDOW_SECONDS:
         raise InvalidRequestError(f"{param}: at most 90 days (90d).", param=param)
     return seconds
