@@ -16,6 +16,7 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidRequestError
 from tuneforge.monitoring.usage import (
+    KEEP_SECONDS,
     LATENCY_BOUNDS_MS,
     Counts,
     ServedRequest,
@@ -65,6 +66,17 @@ def test_two_meters_add_up_in_the_database(store: Store) -> None:
     assert (total.requests, total.errors, total.prompt_tokens) == (5, 1, 17)
     assert sum(total.buckets) == 5
     assert store.usage_rows(models=["other"], registered=None, since=0, until=2e10) == []
+
+
+def test_old_minutes_are_pruned(store: Store) -> None:
+    meter = UsageMeter(store)
+    served(meter, "m")
+    meter.flush()
+    [row] = store.usage_rows(models=["m"], registered=None, since=0, until=2e10)
+    store.add_usage([{**row, "minute": 60.0}])  # 1970: long past any window
+    assert store.prune_usage(before=row["minute"] - KEEP_SECONDS) == 1
+    [kept] = store.usage_rows(models=["m"], registered=None, since=0, until=2e10)
+    assert kept["minute"] == row["minute"] and kept["requests"] == 1
 
 
 def test_concurrent_requests_are_all_counted(store: Store) -> None:

@@ -36,6 +36,12 @@ class MonitoringStore(Database):
                 for row in rows:
                     _merge_minute(conn, row)
 
+    def prune_usage(self, before: float) -> int:
+        """Delete the stored minutes that start before `before`; how many there were."""
+        with self._tx() as conn:
+            deleted = conn.execute(t.model_usage.delete().where(t.model_usage.c.minute < before))
+        return int(deleted.rowcount or 0)
+
     def usage_rows(
         self, *, models: Sequence[str], registered: str | None, since: float, until: float
     ) -> list[dict[str, Any]]:

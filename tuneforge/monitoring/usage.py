@@ -38,6 +38,9 @@ LATENCY_BOUNDS_MS: tuple[float, ...] = (
     1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000, 120000,
 )  # fmt: skip
 FLUSH_SECONDS = 10.0
+# Minutes are kept this long (the longest window a report reads), pruned about hourly.
+KEEP_SECONDS = 90 * 86400
+PRUNE_EVERY_SECONDS = 3600.0
 # How long a model id's registry name and version are remembered (a version, once made,
 # keeps its model id; only a deleted one would change).
 VERSION_CACHE_SECONDS = 60.0
@@ -268,9 +271,17 @@ class UsageMeter:
                             self._pending[key] = (registered, version, counts)
 
     def run_flushes(self, stop: threading.Event, every: float = FLUSH_SECONDS) -> None:
-        """Flush every `every` seconds until `stop` is set, then once more."""
+        """Flush every `every` seconds until `stop` is set, then once more; about hourly,
+        delete the minutes older than KEEP_SECONDS."""
+        pruned = -PRUNE_EVERY_SECONDS  # the first flush prunes
         while not stop.wait(every):
             self.flush()
+            if time.monotonic() - pruned >= PRUNE_EVERY_SECONDS:
+                pruned = time.monotonic()
+                try:
+                    self.store.prune_usage(time.time() - KEEP_SECONDS)
+                except Exception:
+                    log.exception("pruning old usage minutes failed")
         self.flush()
 
 
@@ -278,7 +289,7 @@ class UsageMeter:
 
 WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 WINDOW = re.compile(r"([0-9]{1,9})([smhd]?)")
-MAX_WINDOW_SECONDS = 90 * 86400
+MAX_WINDOW_SECONDS = KEEP_SECONDS
 # A report's series has at most this many points: minutes are summed into longer steps.
 MAX_POINTS = 120
 
