@@ -6,6 +6,7 @@ tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import pytest
 
 from tests.offline_models import MINILM
 from tests.server import TEST_ENV, Server
+from tests.tiny_llm import QWEN, install_in_hf_cache
 
 pytestmark = pytest.mark.slow
 
@@ -142,6 +144,34 @@ def test_usage_counts_requests_tokens_errors_and_percentiles(server: Server, ser
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "window"
     unknown = server.client.get("/v1/models/ft:nothing:here:0/usage")
     assert unknown.status_code == 404
+
+
+def test_streamed_and_whole_answers_count_their_tokens(server: Server, offline_hub: Path) -> None:
+    """A streamed chat answer is counted when its stream ends, with the tokens its usage
+    chunk reports; a completion of two answers with the tokens of its usage."""
+    install_in_hf_cache(offline_hub, QWEN)
+    ask = [{"role": "user", "content": "Hashtags for coffee"}]
+    body = {"model": QWEN, "messages": ask, "max_tokens": 6, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    with server.client.stream("POST", "/v1/chat/completions", json=body, timeout=300) as r:
+        assert r.status_code == 200
+        events = [line.removeprefix("data: ") for line in r.iter_lines() if line]
+    assert events[-1] == "[DONE]"
+    streamed = json.loads(events[-2])["usage"]
+    body = {"model": QWEN, "prompt": "Write a short post", "max_tokens": 5, "n": 2}
+    r = server.client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    whole = r.json()["usage"]
+
+    usage = server.client.get(f"/v1/models/{QWEN}/usage").json()
+    by_endpoint = {entry["endpoint"]: entry for entry in usage["data"]}
+    chat, completions = by_endpoint["/v1/chat/completions"], by_endpoint["/v1/completions"]
+    assert (chat["requests"], completions["requests"]) == (1, 1)
+    assert (chat["prompt_tokens"], chat["completion_tokens"]) == (
+        streamed["prompt_tokens"], streamed["completion_tokens"])  # fmt: skip
+    assert (completions["prompt_tokens"], completions["completion_tokens"]) == (
+        whole["prompt_tokens"], whole["completion_tokens"])  # fmt: skip
+    assert chat["errors"] == completions["errors"] == 0
 
 
 def test_metrics_parse_with_the_counts(server: Server, served: dict, jobs: dict) -> None:
