@@ -10,6 +10,7 @@ database; the others learn a stop from rank 0 (see `callbacks.ReportingCallback`
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -20,6 +21,8 @@ from tuneforge.errors import LeaseLostError
 from tuneforge.jobs.status import StopReason
 from tuneforge.monitoring.resources import ResourceMonitor
 from tuneforge.training.integrations import WandbRun, job_runs
+
+log = logging.getLogger(__name__)
 
 # Progress rows and cancel checks at most this often: a database round trip per step would
 # cost more than a small model's step.
@@ -65,13 +68,17 @@ class JobReporter:
         `stop_resources` (rank 0; see tuneforge.monitoring.resources)."""
         if not self.is_main or self._resources is not None:
             return
-        self._resources = ResourceMonitor(
-            self.store,
-            self.job_id,
-            self.lease,
-            self.settings.resource_sample_seconds,
-            lambda: self.step,
-        )
+        try:
+            self._resources = ResourceMonitor(
+                self.store,
+                self.job_id,
+                self.lease,
+                self.settings.resource_sample_seconds,
+                lambda: self.step,
+            )
+        except Exception:  # psutil cannot read this process: the job runs without samples
+            log.exception("cannot sample the resources of job %s", self.job_id)
+            return
         self._resources.start()
 
     def stop_resources(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -41,7 +42,7 @@ class ResourceSampler:
 
     def __init__(self) -> None:
         self.process = psutil.Process()
-        self.cores = len(self.process.cpu_affinity() or []) or psutil.cpu_count() or 1
+        self.cores = _usable_cores()
         self.peak_rss = 0
         psutil.cpu_percent(None)  # the machine's first reading starts its interval
         self._last = (time.monotonic(), self._cpu_seconds())
@@ -86,6 +87,14 @@ class ResourceSampler:
         }
         values.update(_gpu())
         return values
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS: no affinity
+        return os.cpu_count() or 1
 
 
 def _high_water_mark() -> int:
@@ -155,8 +164,17 @@ class ResourceMonitor:
             self.write()
 
     def write(self) -> None:
+        """Record a sample; never raises (the job goes on without its resource samples)."""
         if self._lost:
             return
+        try:
+            self._write()
+        except LeaseLostError:
+            self._lost = True  # the job ended or moved on: nothing more to record
+        except Exception:
+            log.exception("recording the resources of job %s failed", self.job_id)
+
+    def _write(self) -> None:
         values = self.sampler.sample()
         message = (
             f"Resources: CPU {values['cpu_percent']:.0f}%, memory "
@@ -169,9 +187,4 @@ class ResourceMonitor:
             "elapsed_seconds": round(time.monotonic() - self.started, 2),
             **values,
         }
-        try:
-            self.store.add_event(self.job_id, message, type="metrics", data=data, lease=self.lease)
-        except LeaseLostError:
-            self._lost = True  # the job ended or moved on: nothing more to record
-        except Exception:
-            log.exception("recording the resources of job %s failed", self.job_id)
+        self.store.add_event(self.job_id, message, type="metrics", data=data, lease=self.lease)
