@@ -90,7 +90,7 @@ class MonitoringStore(Database):
         columns = [func.sum(case((j.c.run_seconds <= bound, 1), else_=0)) for bound in bounds]
         query = (
             select(j.c.kind, func.count(), func.sum(j.c.run_seconds), *columns)
-            .where(and_(ended))
+            .where(ended)
             .group_by(j.c.kind)
         )
         with self._tx() as conn:

@@ -127,31 +127,28 @@ def _jobs(out: Exposition, store: Store) -> None:
 
 
 def _serving(out: Exposition, meter: UsageMeter) -> None:
-    with meter._lock:
-        totals = {key: (c.requests, c.errors, c.prompt_tokens, c.completion_tokens,
-                        c.latency_ms_sum, list(c.buckets))
-                  for key, c in meter.totals.items()}  # fmt: skip
-        unknown = dict(meter.unknown_model)
+    totals, unknown = meter.snapshot()
     ordered = sorted(totals.items())
     name = "tuneforge_serving_requests_total"
     out.family(name, "counter", "Served requests by endpoint, model and outcome.")
-    for (endpoint, model), (requests, errors, *_) in ordered:
+    for (endpoint, model), counts in ordered:
         labels = {"endpoint": endpoint, "model": model}
-        out.sample(name, {**labels, "outcome": "success"}, requests - errors)
-        out.sample(name, {**labels, "outcome": "error"}, errors)
+        out.sample(name, {**labels, "outcome": "success"}, counts.requests - counts.errors)
+        out.sample(name, {**labels, "outcome": "error"}, counts.errors)
     name = "tuneforge_serving_request_duration_seconds"
     out.family(name, "histogram", "Seconds from a served request's start to its last byte.")
     bounds = tuple(b / 1000.0 for b in LATENCY_BOUNDS_MS)
-    for (endpoint, model), (requests, _, _, _, latency_sum, buckets) in ordered:
-        cumulative = [sum(buckets[: i + 1]) for i in range(len(bounds))]
+    for (endpoint, model), counts in ordered:
+        cumulative = [sum(counts.buckets[: i + 1]) for i in range(len(bounds))]
         labels = {"endpoint": endpoint, "model": model}
-        out.histogram(name, labels, bounds, cumulative, requests, latency_sum / 1000.0)
+        seconds = counts.latency_ms_sum / 1000.0
+        out.histogram(name, labels, bounds, cumulative, counts.requests, seconds)
     name = "tuneforge_serving_tokens_total"
     out.family(name, "counter", "Tokens read (prompt) and written (completion) by served models.")
-    for (endpoint, model), (_, _, prompt, completion, *_) in ordered:
+    for (endpoint, model), counts in ordered:
         labels = {"endpoint": endpoint, "model": model}
-        out.sample(name, {**labels, "type": "prompt"}, prompt)
-        out.sample(name, {**labels, "type": "completion"}, completion)
+        out.sample(name, {**labels, "type": "prompt"}, counts.prompt_tokens)
+        out.sample(name, {**labels, "type": "completion"}, counts.completion_tokens)
     name = "tuneforge_serving_unknown_model_requests_total"
     out.family(name, "counter", "Requests that named no model this server has.")
     for endpoint, n in sorted(unknown.items()):

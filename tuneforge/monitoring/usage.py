@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tuneforge.db.store import Store
@@ -32,7 +32,8 @@ from tuneforge.registry.service import resolve_reference
 log = logging.getLogger(__name__)
 
 # Upper bounds of the latency buckets (milliseconds), about 1.5x apart; a last bucket holds
-# what is slower than 2 minutes.
+# what is slower than 2 minutes. Stored minutes hold counts per bucket: changing the bounds
+# needs a migration of `model_usage.latency_buckets`.
 LATENCY_BOUNDS_MS: tuple[float, ...] = (
     1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
     1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000, 120000,
@@ -234,6 +235,13 @@ class UsageMeter:
         except TuneforgeError:
             return None
         return model_id, cached[1], cached[2]
+
+    def snapshot(self) -> tuple[dict[tuple[str, str], Counts], dict[str, int]]:
+        """Copies of the totals since start, per (endpoint, model id), and of the requests
+        per endpoint that named no model."""
+        with self._lock:
+            totals = {key: replace(c, buckets=list(c.buckets)) for key, c in self.totals.items()}
+            return totals, dict(self.unknown_model)
 
     def flush(self) -> None:
         """Add the counted minutes to the database; kept for the next flush if that fails."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated
 
@@ -50,8 +51,8 @@ def get_model_usage(
             models = [model_id]
     meter.flush()  # what this process counted since its last flush
     until = time.time()
-    since = until - seconds
-    rows = store.usage_rows(models=models, registered=registered, since=since - 60, until=until)
+    since = math.floor((until - seconds) / 60) * 60  # whole minutes, as they are stored
+    rows = store.usage_rows(models=models, registered=registered, since=since, until=until)
     report = usage_report(rows, since=since, until=until)
     return UsagePublic(model=model_id, registered_model=registered, **report)
 
