@@ -136,7 +136,7 @@ def _serving(out: Exposition, meter: UsageMeter) -> None:
         out.sample(name, {**labels, "outcome": "success"}, counts.requests - counts.errors)
         out.sample(name, {**labels, "outcome": "error"}, counts.errors)
     name = "tuneforge_serving_request_duration_seconds"
-    out.family(name, "histogram", "Seconds from a served request's start to its last byte.")
+    out.family(name, "histogram", "Seconds from a served request's start to its answer.")
     bounds = tuple(b / 1000.0 for b in LATENCY_BOUNDS_MS)
     for (endpoint, model), counts in ordered:
         cumulative = [sum(counts.buckets[: i + 1]) for i in range(len(bounds))]

@@ -25,8 +25,9 @@ class UsageFigures(Public):
     completion_tokens: int
     latency_ms: LatencyPublic = Field(
         ...,
-        description="From first byte in to last byte out; percentiles read from a "
-        "histogram (linear within a bucket).",
+        description="From the request reaching its endpoint (body read) to its answer (a "
+        "stream: to its last chunk); percentiles read from a histogram (linear within a "
+        "bucket).",
     )
 
 
