@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         "is killed (it then continues from the one before).",
     )
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
+    resource_sample_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often a job's process records its CPU, memory and GPU memory (a "
+        "metrics event; see tuneforge.monitoring.resources).",
+    )
     worker_address: str | None = Field(
         None,
         max_length=255,

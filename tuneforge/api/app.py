@@ -25,10 +25,12 @@ from tuneforge.api.routes import (
     files,
     fine_tuning,
     graders,
+    metrics,
     model_imports,
     models,
     registry,
     serving,
+    statistics,
     studies,
     synthetic_data,
     training_seed,
@@ -41,6 +43,7 @@ from tuneforge.config import Settings
 from tuneforge.datasets.sweep import sweep_at_start
 from tuneforge.db.store import Store
 from tuneforge.jobs.worker import Worker
+from tuneforge.monitoring.usage import UsageMeter
 from tuneforge.serving.cache import ModelCache
 from tuneforge.studies.driver import StudyDriver
 
@@ -60,6 +63,12 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         app.state.settings = settings
         app.state.model_cache = ModelCache(settings.serving_memory_mb * 1024 * 1024)
         app.state.event_watcher = EventWatcher(store)
+        meter = app.state.usage_meter = UsageMeter(store)
+        flushes_stop = threading.Event()
+        flushes = threading.Thread(
+            target=meter.run_flushes, args=(flushes_stop,), name="tuneforge-usage", daemon=True
+        )
+        flushes.start()
         worker = None
         if run_worker:
             worker = Worker(store, settings)
@@ -86,6 +95,8 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
                 # The running job checkpoints and goes back to the queue (see Worker).
                 worker.stop.set()
                 thread.join(timeout=settings.shutdown_grace_seconds + 15)
+            flushes_stop.set()  # the last minutes counted are stored before the store closes
+            flushes.join(timeout=30)
             app.state.model_cache.clear()
             store.dispose()
 
@@ -136,6 +147,8 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         studies,
         training_seed,
         workers,
+        statistics,
+        metrics,
         dashboard,
     ):
         app.include_router(module.router)

@@ -11,6 +11,7 @@ from tuneforge.api.event_watch import EventWatcher
 from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidRequestError
+from tuneforge.monitoring.usage import UsageMeter
 from tuneforge.serving.cache import ModelCache
 
 
@@ -30,10 +31,15 @@ def get_event_watcher(request: Request) -> EventWatcher:
     return request.app.state.event_watcher  # type: ignore[no-any-return]
 
 
+def get_usage_meter(request: Request) -> UsageMeter:
+    return request.app.state.usage_meter  # type: ignore[no-any-return]
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 EventWatcherDep = Annotated[EventWatcher, Depends(get_event_watcher)]
+UsageMeterDep = Annotated[UsageMeter, Depends(get_usage_meter)]
 
 
 # Every id tuneforge makes: a prefix, a dash and 32 hex digits (tuneforge.db.records.new_id).

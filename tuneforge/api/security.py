@@ -31,8 +31,9 @@ from tuneforge.security.keys import Scope as KeyScope
 from tuneforge.security.rate_limit import RateLimiter
 
 # Paths that need a key once keys exist. The docs, /health and the dashboard's page are
-# public; the data they show comes from these.
-API_PREFIXES = ("/v1/", "/training/", "/evaluation/")
+# public; the data they show comes from these. /metrics takes a read key, as Prometheus'
+# `authorization` sends it.
+API_PREFIXES = ("/v1/", "/training/", "/evaluation/", "/metrics")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POSTs that change nothing: a read-only key may use them, and they are not audited.
 INFERENCE_PATHS = frozenset(

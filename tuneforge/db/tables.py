@@ -320,3 +320,25 @@ study_journal = Table(
     Column("seq", Integer, primary_key=True),
     Column("entry", JSON, nullable=False),
 )
+
+# Served requests per minute, model and endpoint (tuneforge.monitoring.usage): what the API
+# counted in memory, added in at each flush. `latency_buckets` counts requests per bound of
+# LATENCY_BOUNDS_MS (and one more above the last), from which percentiles are read.
+model_usage = Table(
+    "model_usage",
+    metadata,
+    Column("minute", Float, primary_key=True),  # the bucket's start, UNIX seconds
+    Column("model", String(255), primary_key=True),  # as resolved: ft:…, an imported model
+    Column("endpoint", String(64), primary_key=True),  # /v1/embeddings, /v1/completions, …
+    Column("registered_model", String(100)),  # the registry name of `model`, if any
+    Column("version", Integer),  # its version there
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("latency_ms_sum", Float, nullable=False),
+    Column("latency_ms_max", Float, nullable=False),
+    Column("latency_buckets", JSON, nullable=False),
+    Index("ix_model_usage_registered_minute", "registered_model", "minute"),
+    Index("ix_model_usage_model_minute", "model", "minute"),
+)

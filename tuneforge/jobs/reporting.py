@@ -10,6 +10,7 @@ database; the others learn a stop from rank 0 (see `callbacks.ReportingCallback`
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -18,7 +19,10 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Store, new_id
 from tuneforge.errors import LeaseLostError
 from tuneforge.jobs.status import StopReason
+from tuneforge.monitoring.resources import ResourceMonitor
 from tuneforge.training.integrations import WandbRun, job_runs
+
+log = logging.getLogger(__name__)
 
 # Progress rows and cancel checks at most this often: a database round trip per step would
 # cost more than a small model's step.
@@ -56,10 +60,36 @@ class JobReporter:
         self._last_write = 0.0
         self._last_check = 0.0
         self._integrations: list[WandbRun] | None = None
+        self.step = 0
+        self._resources: ResourceMonitor | None = None
+
+    def start_resources(self) -> None:
+        """Sample the process's CPU, memory and GPU memory as metrics events until
+        `stop_resources` (rank 0; see tuneforge.monitoring.resources)."""
+        if not self.is_main or self._resources is not None:
+            return
+        try:
+            self._resources = ResourceMonitor(
+                self.store,
+                self.job_id,
+                self.lease,
+                self.settings.resource_sample_seconds,
+                lambda: self.step,
+            )
+        except Exception:  # psutil cannot read this process: the job runs without samples
+            log.exception("cannot sample the resources of job %s", self.job_id)
+            return
+        self._resources.start()
+
+    def stop_resources(self) -> None:
+        """Stop sampling, with a last sample (the peaks) while the job still runs."""
+        if self._resources is not None:
+            self._resources.stop()
 
     def progress(self, step: int, total_steps: int, epoch: float) -> None:
         if not self.is_main:
             return
+        self.step = step
         now = time.monotonic()
         if self._first_step is None:
             self._first_step, self._started = step, now

@@ -163,6 +163,7 @@ def run_job(
             _train(store, settings, job, reporter)
         return
     try:
+        reporter.start_resources()
         RUNS[job["kind"]](store, settings, job, reporter)
     except LeaseLostError:
         return  # superseded: the job belongs to another process now
@@ -175,6 +176,7 @@ def run_job(
     except Exception as exc:  # the last line of defence: every failure ends the run
         _fail(store, job_id, lease, _classify(exc, settings, work_dir))
     finally:
+        reporter.stop_resources()  # after a job that ended: no event (it no longer runs)
         if job["kind"] == SYNTHETIC:
             forget_finished_keys(store, settings)  # an ended job's endpoint key goes
 
@@ -242,6 +244,7 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
     )
     if not main:
         return
+    reporter.stop_resources()  # the last sample, with the training's peaks
     if result.stopped_early:
         _stop(store, job_id, spec, reporter, result.steps)
         return

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import SettingsDep, StoreDep, UsageMeterDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.classifications import (
     Classification,
@@ -43,16 +43,19 @@ class ClassificationRequest(BaseModel):
 
 @router.post("", responses=error_responses(400, 404))
 def classify(
-    store: StoreDep, settings: SettingsDep, request: ClassificationRequest
+    store: StoreDep, settings: SettingsDep, meter: UsageMeterDep, request: ClassificationRequest
 ) -> ClassificationsPublic:
     """Label each text: `label` is the highest-scoring class; `labels` the predicted classes
     (that one, or for a multi-label model every class scoring at least 0.5); `scores` the
     classes with their probabilities, highest first."""
-    texts = request.texts()
-    location = local_model(store, settings, request.model)
-    classifier = loaded_classifier(request.model, location)
-    predictions = classifier.predict(texts, request.top_k)
-    tokens = sum(p.tokens for p in predictions)
+    with meter.track("/v1/classifications", request.model) as served:
+        texts = request.texts()
+        location = local_model(store, settings, request.model)
+        classifier = loaded_classifier(request.model, location)
+        served.found()
+        predictions = classifier.predict(texts, request.top_k)
+        tokens = sum(p.tokens for p in predictions)
+        served.tokens(prompt=tokens)
     return ClassificationsPublic(
         model=request.model,
         multi_label=classifier.multi_label,

@@ -22,7 +22,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep
+from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep, UsageMeterDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.serving import (
     ChatCompletion,
@@ -34,6 +34,7 @@ from tuneforge.api.schemas.serving import (
     CreateEmbeddingResponse,
 )
 from tuneforge.errors import InvalidRequestError
+from tuneforge.monitoring.usage import ServedRequest, UsageMeter
 from tuneforge.serving.embeddings import MAX_INPUTS
 from tuneforge.serving.generation import Finish, Generator, Sampling
 from tuneforge.serving.loading import served_model
@@ -227,13 +228,20 @@ class CompletionRequest(GenerationRequest):
     "/embeddings", response_model=CreateEmbeddingResponse, responses=error_responses(400, 404)
 )
 def create_embeddings(
-    store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: EmbeddingRequest
+    store: StoreDep,
+    settings: SettingsDep,
+    cache: ModelCacheDep,
+    meter: UsageMeterDep,
+    request: EmbeddingRequest,
 ) -> JSONResponse:
     """Embed each text with a sentence-transformers model: the vectors
     `SentenceTransformer(model).encode(texts)` returns, in OpenAI's response shape."""
-    texts = _texts(request.input, "input")
-    embedder = served_model(store, settings, cache, request.model, "embedding")
-    vectors, tokens = embedder.embed(texts, request.dimensions)
+    with meter.track("/v1/embeddings", request.model) as served:
+        texts = _texts(request.input, "input")
+        embedder = served_model(store, settings, cache, request.model, "embedding")
+        served.found()
+        vectors, tokens = embedder.embed(texts, request.dimensions)
+        served.tokens(prompt=tokens)
     data = [
         {"object": "embedding", "index": i, "embedding": _encoded(v, request.encoding_format)}
         for i, v in enumerate(vectors)
@@ -255,19 +263,35 @@ def create_embeddings(
     responses={200: {"content": SSE}, **error_responses(400, 404)},
 )
 def create_chat_completion(
-    store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: ChatCompletionRequest
+    store: StoreDep,
+    settings: SettingsDep,
+    cache: ModelCacheDep,
+    meter: UsageMeterDep,
+    request: ChatCompletionRequest,
 ) -> ChatCompletion | StreamingResponse:
     """Answer a conversation with a causal LM; the prompt is the conversation as the model's
     chat template writes it, followed by the start of the assistant's turn."""
-    request.refuse_unsupported()
-    generator: Generator = served_model(store, settings, cache, request.model, "causal_lm")
+    with meter.track("/v1/chat/completions", request.model) as served:
+        request.refuse_unsupported()
+        generator: Generator = served_model(store, settings, cache, request.model, "causal_lm")
+        served.found()
+        return _chat_completion(generator, request, meter, served)
+
+
+def _chat_completion(
+    generator: Generator,
+    request: ChatCompletionRequest,
+    meter: UsageMeter,
+    served: ServedRequest,
+) -> ChatCompletion | StreamingResponse:
     prompt = generator.chat_prompt([m.for_template() for m in request.messages])
+    served.tokens(prompt=len(prompt))
     wanted = request.max_completion_tokens or request.max_tokens
     sampling = _sampling(request, generator.max_tokens(len(prompt), wanted))
     head = _head("chatcmpl", "chat.completion", request.model)
     if request.stream:
-        chunks = _chat_chunks(generator, prompt, sampling, request.n, head, request)
-        return _event_stream(chunks)
+        chunks = _chat_chunks(generator, prompt, sampling, request.n, head, request, served)
+        return _event_stream(meter.streamed(served, chunks))
     choices, completion_tokens = [], 0
     for i in range(request.n):
         answer = generator.answer(prompt, _choice_sampling(sampling, i))
@@ -279,6 +303,7 @@ def create_chat_completion(
                 finish_reason=answer.finish.reason,
             )
         )
+    served.tokens(completion=completion_tokens)
     return ChatCompletion(**head, choices=choices, usage=_usage(len(prompt), completion_tokens))
 
 
@@ -288,18 +313,34 @@ def create_chat_completion(
     responses={200: {"content": SSE}, **error_responses(400, 404)},
 )
 def create_completion(
-    store: StoreDep, settings: SettingsDep, cache: ModelCacheDep, request: CompletionRequest
+    store: StoreDep,
+    settings: SettingsDep,
+    cache: ModelCacheDep,
+    meter: UsageMeterDep,
+    request: CompletionRequest,
 ) -> Completion | StreamingResponse:
     """Continue each prompt with a causal LM (no chat template: the text as it is, with the
     special tokens the tokenizer adds). Choice `i * n + j` is prompt i's answer j."""
-    request.refuse_unsupported()
-    texts = _texts(request.prompt, "prompt")
-    if len(texts) * request.n > MAX_CHOICES:
-        raise InvalidRequestError(
-            f"At most {MAX_CHOICES} answers per request: {len(texts)} prompts x n={request.n}.",
-            param="prompt",
-        )
-    generator: Generator = served_model(store, settings, cache, request.model, "causal_lm")
+    with meter.track("/v1/completions", request.model) as served:
+        request.refuse_unsupported()
+        texts = _texts(request.prompt, "prompt")
+        if len(texts) * request.n > MAX_CHOICES:
+            raise InvalidRequestError(
+                f"At most {MAX_CHOICES} answers per request: {len(texts)} prompts x n={request.n}.",
+                param="prompt",
+            )
+        generator: Generator = served_model(store, settings, cache, request.model, "causal_lm")
+        served.found()
+        return _completion(generator, texts, request, meter, served)
+
+
+def _completion(
+    generator: Generator,
+    texts: list[str],
+    request: CompletionRequest,
+    meter: UsageMeter,
+    served: ServedRequest,
+) -> Completion | StreamingResponse:
     prompts = [generator.text_prompt(t) for t in texts]
     samplings = [
         _sampling(request, generator.max_tokens(len(p), request.max_tokens, "prompt"))
@@ -307,9 +348,12 @@ def create_completion(
     ]
     head = _head("cmpl", "text_completion", request.model)
     prompt_tokens = sum(len(p) for p in prompts)
+    served.tokens(prompt=prompt_tokens)
     if request.stream:
-        chunks = _completion_chunks(generator, prompts, samplings, head, request, prompt_tokens)
-        return _event_stream(chunks)
+        chunks = _completion_chunks(
+            generator, prompts, samplings, head, request, prompt_tokens, served
+        )
+        return _event_stream(meter.streamed(served, chunks))
     choices, completion_tokens = [], 0
     for index, (prompt, sampling, j) in enumerate(_choices_of(prompts, samplings, request.n)):
         answer = generator.answer(prompt, _choice_sampling(sampling, j))
@@ -317,6 +361,7 @@ def create_completion(
         choices.append(
             CompletionChoice(index=index, text=answer.text, finish_reason=answer.finish.reason)
         )
+    served.tokens(completion=completion_tokens)
     return Completion(**head, choices=choices, usage=_usage(prompt_tokens, completion_tokens))
 
 
@@ -390,6 +435,7 @@ def _chat_chunks(
     n: int,
     head: dict[str, Any],
     request: GenerationRequest,
+    served: ServedRequest,
 ) -> Iterator[dict[str, Any]]:
     """`chat.completion.chunk`s: per answer, the role, the text as it is written, then the
     finish reason; with `include_usage`, a last chunk with the usage and no choices."""
@@ -406,6 +452,7 @@ def _chat_chunks(
         for piece in generator.stream(prompt, _choice_sampling(sampling, i)):
             if isinstance(piece, Finish):
                 completion_tokens += piece.tokens
+                served.tokens(completion=piece.tokens)
                 yield chunk(i, {}, piece.reason)
             else:
                 yield chunk(i, {"content": piece})
@@ -421,6 +468,7 @@ def _completion_chunks(
     head: dict[str, Any],
     request: GenerationRequest,
     prompt_tokens: int,
+    served: ServedRequest,
 ) -> Iterator[dict[str, Any]]:
     """`text_completion` chunks: the text of each answer as it is written, then an empty one
     with the finish reason; with `include_usage`, a last chunk with the usage."""
@@ -431,6 +479,7 @@ def _completion_chunks(
             text, finish = ("", piece.reason) if isinstance(piece, Finish) else (piece, None)
             if isinstance(piece, Finish):
                 completion_tokens += piece.tokens
+                served.tokens(completion=piece.tokens)
             choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
             yield head | {"choices": [choice]} | extra
     if request.include_usage():

@@ -1,7 +1,9 @@
 // Jobs: the list with status, progress and ETA; a job's page with live loss, learning-rate
-// and evaluation curves fed by its event stream, the event log, checkpoints and controls.
+// and evaluation curves and the resources it uses, fed by its event stream, the event log,
+// checkpoints and controls.
 import { api, followEvents } from "./api.js";
 import { barList, LineChart } from "./charts.js";
+import { ResourceCurves } from "./monitoring.js";
 import {
   announce, badge, facts, fmtDuration, fmtNum, fmtSigned, fmtTime, h, message, section, short,
   table, TERMINAL, fill,
@@ -161,6 +163,7 @@ export async function detail(main, ctx, id) {
   const log = h("ol", { class: "event-log", "aria-label": "Events, oldest first" });
   const showMetrics = h("input", { type: "checkbox", id: "show-metrics" });
   const curves = new Curves();
+  const resources = new ResourceCurves();
   const evalChartByKey = new Map();
   const events = [];
 
@@ -250,6 +253,7 @@ export async function detail(main, ctx, id) {
   drawJob();
   main.append(header, controlBox, section("Progress", progressBox),
     section("Curves", h("div", { class: "chart-grid" }, lossChart.el, lrChart.el), evalCharts),
+    section("Resources", resources.el),
     section("Evaluation", evalBox),
     section("Checkpoints", checkpointBox),
     section("Events", h("div", { class: "row" }, showMetrics,
@@ -266,7 +270,9 @@ export async function detail(main, ctx, id) {
     }
     const e = event.data;
     events.push(e);
-    if (e.type === "metrics") {
+    if (e.type === "metrics" && resources.add(e)) {
+      resources.draw();
+    } else if (e.type === "metrics") {
       curves.add(e);
       drawCurves();
     }

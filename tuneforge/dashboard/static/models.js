@@ -7,6 +7,7 @@ import {
   table, TERMINAL, fill,
 } from "./dom.js";
 import { evaluationView } from "./jobs.js";
+import { usageSection } from "./monitoring.js";
 
 const enc = encodeURIComponent;
 
@@ -295,7 +296,7 @@ export async function detail(main, ctx, name) {
   const compareBox = h("div", {});
   const versionBox = h("div", {});
   main.append(header, section("Versions", versionsBox, compareBox),
-    section("Aliases", aliasBox), versionBox);
+    section("Aliases", aliasBox), usageSection(name, ctx), versionBox);
   let shown = null;
 
   async function refresh() {

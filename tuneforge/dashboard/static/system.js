@@ -1,6 +1,7 @@
 // System: the workers sharing the database, their devices and current jobs; the queue.
 import { api } from "./api.js";
 import { badge, fmtDuration, fmtTime, h, message, section, table, fill } from "./dom.js";
+import { statisticsPanel } from "./monitoring.js";
 
 function jobLink(id) {
   if (!id) return h("span", { class: "muted" }, "idle");
@@ -12,7 +13,7 @@ export async function render(main, ctx) {
   const workersBox = h("div", {}, message("Loading…"));
   const countsBox = h("div", {});
   main.append(h("h1", {}, "System"), summary, section("Workers", workersBox),
-    section("Jobs by status", countsBox));
+    section("Jobs by status", countsBox), statisticsPanel(ctx));
   await ctx.every(3000, async () => {
     const [workers, health] = await Promise.all([
       api("/v1/workers", { signal: ctx.signal }),
