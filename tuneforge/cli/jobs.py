@@ -154,8 +154,13 @@ def list_jobs(
 
 @app.command("get")
 def get_job(job_id: str, url: Url = DEFAULT_URL) -> None:
-    """Show a job object as JSON."""
-    console.print_json(data=ApiClient(url).get(f"/v1/fine_tuning/jobs/{job_id}"))
+    """Show a job object as JSON; its warning (a model worse than its base) first, on
+    stderr, so the JSON on stdout stays whole."""
+    job = ApiClient(url).get(f"/v1/fine_tuning/jobs/{job_id}")
+    if job.get("warning"):
+        label = "WORSE THAN BASE" if job.get("worse_than_base") else "Note"
+        err_console.print(f"[bold yellow]{label}:[/] {escape(job['warning'])}", soft_wrap=True)
+    console.print_json(data=job)
 
 
 @app.command("events")

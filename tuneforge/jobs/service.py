@@ -10,7 +10,7 @@ from tuneforge.db.files import files_of
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import JobNotFoundError
 from tuneforge.jobs.data import JobInputs, load_job_data
-from tuneforge.jobs.method_choice import settle_method
+from tuneforge.jobs.method_choice import check_matryoshka, settle_loss, settle_method
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
 from tuneforge.training.integrations import check_integrations
 from tuneforge.training.llm import check_quantization
@@ -28,6 +28,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     inputs = JobInputs(store, settings, request)
     layout = load_job_data(inputs, request.seed or 0).layout
     source = inputs.model  # resolved once: the LLM kinds have read the files with its tokenizer
+    request, loss_note = settle_loss(request, layout)
+    check_matryoshka(request, source.location)
     spec = request.model_copy(
         update={
             "seed": request.seed if request.seed is not None else random.randrange(2**31 - 1),
@@ -67,6 +69,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     )
     if method_note:
         store.add_event(job_id, method_note, data={"method": spec.method.type})
+    if loss_note:
+        store.add_event(job_id, loss_note, data={"loss": spec.method.embedding.loss})  # type: ignore[union-attr]
     return store.transition(
         job_id,
         JobStatus.QUEUED,

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tuneforge.api.schemas.base import Public
+from tuneforge.db.records import uuid_form
 from tuneforge.db.store import Row
 
 SeedStatus = Literal["QUEUED", "RUNNING", "PAUSED", "DONE", "FAILED", "CANCELED"]
@@ -39,6 +40,14 @@ class TrainStatus(Public):
     error_code: str | None
     trained_model_id: str | None
     progress: dict[str, Any] | None
+    train_dataset_ids: list[str] = Field(
+        default_factory=list, description="tuneforge: the training files, as UUIDs."
+    )
+    val_dataset_id: str | None = Field(None, description="tuneforge: the validation file.")
+    loss: str | None = Field(None, description="tuneforge: the loss the task trains with.")
+    worse_than_base: bool | None = Field(
+        None, description="tuneforge: the trained model scored below its base."
+    )
 
 
 class TrainCancelled(Public):
@@ -75,6 +84,7 @@ def iso_time(ts: float | None) -> str | None:
 
 def train_status(task_id: str, job: Row) -> TrainStatus:
     error = job.get("error")
+    spec = job["spec"]
     return TrainStatus(
         task_id=task_id,
         status=STATUS[job["status"]],
@@ -84,6 +94,10 @@ def train_status(task_id: str, job: Row) -> TrainStatus:
         error_code=error["code"] if error else None,
         trained_model_id=job.get("fine_tuned_model"),
         progress=job.get("progress"),
+        train_dataset_ids=[str(uuid_form(f)) for f in spec.get("training_files") or []],
+        val_dataset_id=uuid_form(spec["validation_file"]) if spec.get("validation_file") else None,
+        loss=(spec.get("method") or {}).get("embedding", {}).get("loss"),
+        worse_than_base=(job.get("result") or {}).get("worse_than_base"),
     )
 
 
