@@ -43,12 +43,15 @@ def _value(text: str) -> Any:
         return text
 
 
-def stsb_files(language: str, train: int, seed: int) -> tuple[bytes, bytes]:
-    """(train CSV, dev CSV) of STS Benchmark; train subsampled to `train` rows (0: all)."""
-    lines = (running.DATA / f"stsb-{language}-train.csv").read_bytes().splitlines(keepends=True)
-    if train and train < len(lines):
-        lines = random.Random(seed).sample(lines, train)
-    return b"".join(lines), (running.DATA / f"stsb-{language}-dev.csv").read_bytes()
+def stsb_files(language: str, train: int, dev: int, seed: int) -> tuple[bytes, bytes]:
+    """(train CSV, dev CSV) of STS Benchmark, each subsampled (seeded; 0: all rows)."""
+    out = []
+    for split, count in (("train", train), ("dev", dev)):
+        lines = (running.DATA / f"stsb-{language}-{split}.csv").read_bytes().splitlines(True)
+        if count and count < len(lines):
+            lines = random.Random(seed).sample(lines, count)
+        out.append(b"".join(lines))
+    return out[0], out[1]
 
 
 def banking_files(per_class: int, dev_per_class: int) -> tuple[bytes, bytes]:
@@ -85,7 +88,7 @@ def run_task(task: str, args: argparse.Namespace, home: Path) -> dict[str, Any]:
     if task == "banking77":
         train, dev = banking_files(args.per_class, args.dev_per_class)
     else:
-        train, dev = stsb_files(task.split("-")[1], args.train, args.seed)
+        train, dev = stsb_files(task.split("-")[1], args.train, args.dev, args.seed)
     ids = {
         name: ingest_file(store, settings, f"{task}-{name}.csv", io.BytesIO(data))["id"]
         for name, data in (("train", train), ("dev", dev))
@@ -135,6 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="stsb-en,stsb-de,banking77")
     parser.add_argument("--train", type=int, default=2000, help="STS train rows (0: all)")
+    parser.add_argument("--dev", type=int, default=0, help="STS dev rows (0: all 1,500)")
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--dev-per-class", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)

@@ -10,6 +10,8 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,24 +33,41 @@ def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def files(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Small files from STS Benchmark: scored pairs (train, dev), close pairs as (anchor,
     positive), and a pair file too small to mine."""
     folder = tmp_path_factory.mktemp("search")
     rows = stsb_rows()
     scored = folder / "scored.csv"
     with scored.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(rows[:400:8])
+        csv.writer(f).writerows(rows[:320:10])
     dev = folder / "dev.csv"
-    dev.write_bytes(b"\n".join((DATA / "stsb-en-dev.csv").read_bytes().split(b"\n")[:40]) + b"\n")
+    dev.write_bytes(b"\n".join((DATA / "stsb-en-dev.csv").read_bytes().split(b"\n")[:24]) + b"\n")
     close = [r for r in rows if float(r[2]) >= 4.0][:60]
     pairs = folder / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"anchor": a, "positive": b}) + "\n" for a, b, _ in close))
     tiny = folder / "tiny.jsonl"
     tiny.write_text("".join(json.dumps({"anchor": a, "positive": b}) + "\n"
                             for a, b, _ in close[:3]))
-    return {name: server.upload(path)["id"] for name, path in
-            (("scored", scored), ("dev", dev), ("pairs", pairs), ("tiny", tiny))}
+    return {"scored": scored, "dev": dev, "pairs": pairs, "tiny": tiny}
+
+
+@pytest.fixture(scope="module")
+def files(server: Server, paths: dict[str, Path]) -> dict[str, str]:
+    return {name: server.upload(path)["id"] for name, path in paths.items()}
+
+
+@pytest.fixture(scope="module")
+def idle(tmp_path_factory: pytest.TempPathFactory, offline_hub: Path) -> Iterator[Server]:
+    """A server without a worker: the jobs that are only created stay queued."""
+    srv = Server(tmp_path_factory.mktemp("idle") / "tuneforge-data", args=("--no-worker",))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def idle_files(idle: Server, paths: dict[str, Path]) -> dict[str, str]:
+    return {name: idle.upload(path)["id"] for name, path in paths.items()}
 
 
 def create(server: Server, body: dict) -> dict:
@@ -57,17 +76,11 @@ def create(server: Server, body: dict) -> dict:
     return r.json()
 
 
-def cancel(server: Server, job_id: str) -> None:
-    server.client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
-    server.wait_for(job_id)
-
-
-def test_the_loss_follows_the_data(server: Server, files: dict[str, str]) -> None:
+def test_the_loss_follows_the_data(idle: Server, idle_files: dict[str, str]) -> None:
+    server, files = idle, idle_files
     scored = create(server, {"training_file": files["scored"]})
     pairs = create(server, {"training_file": files["pairs"],
                             "method": {"type": "embedding", "embedding": {}}})
-    for job in (scored, pairs):
-        cancel(server, job["id"])
     assert scored["method"]["embedding"]["loss"] == "cosent"
     assert pairs["method"]["embedding"]["loss"] == "mnrl"
     events = server.client.get(f"/v1/fine_tuning/jobs/{scored['id']}/events").json()["data"]
@@ -80,8 +93,9 @@ def test_the_loss_follows_the_data(server: Server, files: dict[str, str]) -> Non
 
 
 def test_seed_api_takes_a_loss_and_shows_files_as_uuids(
-    server: Server, files: dict[str, str]
+    idle: Server, idle_files: dict[str, str]
 ) -> None:
+    server, files = idle, idle_files
     listed = server.client.get(f"/v1/files/{files['scored']}").json()
     assert listed["uuid"] == str(uuid.UUID(files["scored"].removeprefix("file-")))
     body = {"model_tag": MODEL, "train_dataset_ids": [listed["uuid"]], "loss": "cosine",
@@ -89,7 +103,6 @@ def test_seed_api_takes_a_loss_and_shows_files_as_uuids(
     r = server.client.post("/training/train", json=body)
     assert r.status_code == 202, r.text
     task = r.json()["task_id"]
-    server.client.post(f"/training/{task}/cancel")
     status = server.client.get(f"/training/{task}/status").json()
     assert status["loss"] == "cosine"
     assert status["train_dataset_ids"] == [listed["uuid"]]
@@ -99,7 +112,6 @@ def test_seed_api_takes_a_loss_and_shows_files_as_uuids(
                                                     "train_dataset_ids": [listed["uuid"]]})
     assert r.status_code == 202, r.text
     task = r.json()["task_id"]
-    server.client.post(f"/training/{task}/cancel")
     assert server.client.get(f"/training/{task}/status").json()["loss"] == "cosent"
     # Errors name files as the seed's clients know them.
     r = server.client.post("/training/train", json={**body, "loss": "triplet"})
@@ -112,8 +124,9 @@ def test_seed_api_takes_a_loss_and_shows_files_as_uuids(
 @pytest.mark.parametrize("dims, why", [([128, 256], "strictly decreasing"),
                                        ([512, 128], "above the model's embedding dimension")])
 def test_matryoshka_dims_are_checked(
-    server: Server, files: dict[str, str], dims: list[int], why: str
+    idle: Server, idle_files: dict[str, str], dims: list[int], why: str
 ) -> None:
+    server, files = idle, idle_files
     r = server.client.post("/v1/fine_tuning/jobs", json={
         "model": MODEL, "training_file": files["scored"],
         "method": {"type": "embedding", "embedding": {"matryoshka_dims": dims}}})
@@ -127,8 +140,8 @@ def matryoshka_job(server: Server, files: dict[str, str]) -> dict:
     job = create(server, {"training_file": files["scored"], "validation_file": files["dev"],
                           "seed": 1, "method": {"type": "embedding", "embedding": {
                               "matryoshka_dims": [384, 128, 32],
-                              "hyperparameters": {"batch_size": 16}}}})
-    return server.wait_for(job["id"])
+                              "hyperparameters": {"batch_size": 16, "max_seq_length": 48}}}})
+    return server.wait_for(job["id"], timeout=900)
 
 
 def test_matryoshka_job_reports_each_size(server: Server, matryoshka_job: dict) -> None:
@@ -151,7 +164,7 @@ def test_matryoshka_job_reports_each_size(server: Server, matryoshka_job: dict) 
 
 
 # A learning rate that wrecks the model in a few steps: the fine-tuned model ends worse.
-WRECK = {"learning_rate": 0.05, "warmup_ratio": 0.0, "batch_size": 16}
+WRECK = {"learning_rate": 0.05, "warmup_ratio": 0.0, "batch_size": 16, "max_seq_length": 48}
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +173,7 @@ def worse_job(server: Server, files: dict[str, str]) -> dict:
         "training_file": files["scored"], "validation_file": files["dev"], "seed": 2,
         "suffix": "worse", "promote": {"alias": "production"},
         "method": {"type": "embedding", "embedding": {"hyperparameters": WRECK}}})
-    return server.wait_for(job["id"])
+    return server.wait_for(job["id"], timeout=900)
 
 
 def test_a_worse_model_is_flagged_and_takes_no_alias(server: Server, worse_job: dict) -> None:
@@ -198,7 +211,7 @@ def test_best_model_selection_keeps_the_base_when_it_was_best(
         "training_file": files["scored"], "validation_file": files["dev"], "seed": 2,
         "method": {"type": "embedding", "embedding": {
             "hyperparameters": {**WRECK, "save_best_model": True}}}})
-    job = server.wait_for(job["id"])
+    job = server.wait_for(job["id"], timeout=900)
     assert job["status"] == "succeeded", job["error"]
     assert job["kept_model"] == {"model": "base", "step": 0}
     assert job["worse_than_base"] is False
@@ -213,7 +226,8 @@ def test_best_model_selection_keeps_the_base_when_it_was_best(
     assert np.allclose(vectors[0], vectors[1], atol=1e-5)
 
 
-def test_mining_turns_pairs_into_triplets(server: Server, files: dict[str, str]) -> None:
+def test_mining_turns_pairs_into_triplets(idle: Server, idle_files: dict[str, str]) -> None:
+    server, files = idle, idle_files
     r = server.client.post(f"/v1/datasets/{files['pairs']}/mine_negatives", json={
         "model": MODEL, "num_negatives": 2, "range_min": 1, "range_max": 20, "margin": 0.05})
     assert r.status_code == 200, r.text
@@ -233,13 +247,13 @@ def test_mining_turns_pairs_into_triplets(server: Server, files: dict[str, str])
         assert record["negative"] not in (record["positive"], record["anchor"])
     # An embedding job trains on them (its loss follows: mnrl).
     job = create(server, {"training_file": dataset["id"]})
-    cancel(server, job["id"])
     assert job["method"]["embedding"]["loss"] == "mnrl"
 
 
 def test_mining_refuses_too_little_data_and_writes_nothing(
-    server: Server, files: dict[str, str]
+    idle: Server, idle_files: dict[str, str]
 ) -> None:
+    server, files = idle, idle_files
     before = len(server.client.get("/v1/files").json()["data"])
     r = server.client.post(f"/v1/datasets/{files['tiny']}/mine_negatives",
                            json={"model": MODEL, "range_min": 5})
@@ -256,8 +270,8 @@ def test_mining_refuses_too_little_data_and_writes_nothing(
     assert len(server.client.get("/v1/files").json()["data"]) == before
 
 
-def test_cli_mines(server: Server, files: dict[str, str]) -> None:
-    done = cli(server, "datasets", "mine", files["pairs"], "--model", MODEL, "--range-max", "10")
+def test_cli_mines(idle: Server, idle_files: dict[str, str]) -> None:
+    done = cli(idle, "datasets", "mine", idle_files["pairs"], "--model", MODEL, "--range-max", "10")
     assert done.returncode == 0, done.stderr
     assert "60 pairs in" in done.stdout and "Negatives by rank" in done.stdout
 

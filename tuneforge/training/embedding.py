@@ -32,10 +32,38 @@ def load_model(location: str, device: str, max_seq_length: int | None = None) ->
 
 
 def embedding_dimension(location: str) -> int | None:
-    """The size of a model's embeddings (loaded on the CPU to find out, and remembered)."""
+    """The size of a model's embeddings: read from its modules' configs where they say it
+    (Transformer, Pooling, Dense, Normalize), else the model is loaded on the CPU to find
+    out; remembered."""
     if location not in _DIMENSIONS:
-        _DIMENSIONS[location] = load_model(location, "cpu").get_embedding_dimension()
+        size = _configured_dimension(Path(location))
+        if size is None:
+            size = load_model(location, "cpu").get_embedding_dimension()
+        _DIMENSIONS[location] = size
     return _DIMENSIONS[location]
+
+
+def _configured_dimension(folder: Path) -> int | None:
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        size = None
+        for module in modules:
+            kind = str(module["type"]).rsplit(".", 1)[-1]
+            if kind in ("Transformer", "Normalize"):
+                continue
+            config = json.loads((folder / module["path"] / "config.json").read_text("utf-8"))
+            if kind == "Pooling":
+                modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
+                if any(not isinstance(config[k], bool) for k in modes) or not modes:
+                    return None
+                size = int(config["word_embedding_dimension"]) * len(modes)
+            elif kind == "Dense":
+                size = int(config["out_features"])
+            else:
+                return None
+        return size
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 _DIMENSIONS: dict[str, int | None] = {}
