@@ -118,19 +118,19 @@ def build_evaluator(
         return _evaluator(layout, rows, batch_size, None)
     parts = [_evaluator(layout, rows, batch_size, None)]
     parts += [_evaluator(layout, rows, batch_size, d) for d in matryoshka_dims]
-    primary = parts[0].primary_metric
 
     class EachSize(evaluation.SequentialEvaluator):  # type: ignore[misc]
-        """The evaluators in turn; the full size's primary metric ranks the model."""
+        """The evaluators in turn; the full size's primary metric ranks the model (known
+        once it has run, as sentence-transformers' evaluators set it then)."""
 
         def __call__(self, *args: Any, **kwargs: Any) -> dict[str, float]:
             results = super().__call__(*args, **kwargs)
             results.pop("sequential_score", None)
-            self.primary_metric = primary
+            self.primary_metric = self.evaluators[0].primary_metric
             return dict(results)
 
     combined = EachSize(parts)
-    combined.primary_metric = primary
+    combined.primary_metric = PRIMARY_METRICS[layout]
     return combined
 
 
