@@ -151,7 +151,8 @@ def main() -> None:
     out = report.RESULTS
     out.mkdir(parents=True, exist_ok=True)
     (out / args.out).write_text(json.dumps(rows, indent=2))
-    print("| task | loss | settings | train / dev rows | steps | metric | base | fine-tuned | wall |")
+    print("| task | loss | settings | train / dev rows | steps | metric | base | fine-tuned "
+          "| wall |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
