@@ -112,3 +112,47 @@ def prepare_dataset_command(
         console.print(removed)
     languages_seen = ", ".join(f"{k} {v}" for k, v in report["statistics"]["languages"].items())
     console.print(f"Languages: {languages_seen}", soft_wrap=True)
+
+
+@app.command("mine")
+def mine_negatives_command(
+    dataset_id: str,
+    model: Annotated[
+        str, typer.Option(help="Embedding model that judges similarity (usually the base).")
+    ],
+    num_negatives: Annotated[int, typer.Option(help="Negatives (triplets) per row.")] = 1,
+    range_min: Annotated[int, typer.Option(help="Skip this many most similar.")] = 0,
+    range_max: Annotated[int, typer.Option(help="Take negatives up to this rank.")] = 100,
+    margin: Annotated[float, typer.Option(help="Below the positive's similarity by.")] = 0.0,
+    sampling: Annotated[str, typer.Option(help="top or random.")] = "top",
+    seed: int = 0,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Hard-negative mining: a pair dataset becomes a new triplet dataset."""
+    body = {
+        "model": model,
+        "num_negatives": num_negatives,
+        "range_min": range_min,
+        "range_max": range_max,
+        "margin": margin,
+        "sampling": sampling,
+        "seed": seed,
+    }
+    done = ApiClient(url).post(f"/v1/datasets/{dataset_id}/mine_negatives", json=body)
+    report, hard = done["report"], done["report"]["hardness"]
+    console.print(
+        f"{report['rows_in']} pairs in; {report['negatives']} negatives for "
+        f"{report['rows_with_negatives']} rows ({report['rows_without_negatives']} without "
+        f"one); triplets [bold]{done['dataset']['id']}[/] ({report['rows_out']} rows)",
+        soft_wrap=True,
+    )
+    console.print(
+        f"Similarity to the anchor: positives {hard['mean_positive_similarity']}, negatives "
+        f"{hard['mean_negative_similarity']} (gap {hard['mean_gap']}); negatives' rank: mean "
+        f"{hard['mean_rank']}, median {hard['median_rank']}",
+        soft_wrap=True,
+    )
+    ranks = table("rank", "negatives", title="Negatives by rank")
+    for bucket, n in hard["rank_distribution"].items():
+        ranks.add_row(bucket, str(n))
+    console.print(ranks)

@@ -155,9 +155,13 @@ def list_jobs(
 
 @app.command("get")
 def get_job(job_id: str, url: Url = DEFAULT_URL) -> None:
-    """Show a job object as JSON, its warnings first (on stderr)."""
+    """Show a job object as JSON; its warnings first (on stderr), so the JSON on stdout
+    stays whole."""
     job = ApiClient(url).get(f"/v1/fine_tuning/jobs/{job_id}")
     print_warnings(job)
+    if job.get("warning"):
+        label = "WORSE THAN BASE" if job.get("worse_than_base") else "Note"
+        err_console.print(f"[bold yellow]{label}:[/] {escape(job['warning'])}", soft_wrap=True)
     console.print_json(data=job)
 
 

@@ -198,6 +198,9 @@ def alias_model(
     alias: str,
     version: Annotated[int | None, typer.Argument(help="Version to point at.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Even to a version worse than its base model.")
+    ] = False,
     url: Url = DEFAULT_URL,
 ) -> None:
     """Point an alias (production, staging, …) at a version, or remove it."""
@@ -208,7 +211,8 @@ def alias_model(
         return
     if version is None:
         fail("Give the version the alias should point at (or --delete).")
-    api.request("PUT", f"/v1/registered_models/{name}/aliases/{alias}", json={"version": version})
+    body = {"version": version, "force": force}
+    api.request("PUT", f"/v1/registered_models/{name}/aliases/{alias}", json=body)
     console.print(f"{name}@{alias} -> version {version}.")
 
 

@@ -22,6 +22,18 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def uuid_form(record_id: str) -> str | None:
+    """The UUID form of an id `prefix-<32 hex>` (what seed-000 clients send and read:
+    `file-0b30b284f7fe...` is `0b30b284-f7fe-...`); None for an id of another shape."""
+    _, sep, hex_part = record_id.rpartition("-")
+    if not sep or len(hex_part) != 32:
+        return None
+    try:
+        return str(uuid.UUID(hex=hex_part))
+    except ValueError:
+        return None
+
+
 class Record(dict[str, Any]):
     """A row as read: a read-only dict whose columns read as attributes too."""
 

@@ -92,7 +92,7 @@ jobs = Table(
     # jobs that workers create themselves and for jobs from before migration 0009.
     Column("created_by", String(128)),
     # What would train, but not as asked (codes and numbers; see jobs.warnings), shown at the
-    # top of the job. Null for jobs from before migration 0014.
+    # top of the job. Null for jobs from before migration 0012.
     Column("warnings", JSON),
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_created_by_status", "created_by", "status"),

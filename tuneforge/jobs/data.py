@@ -206,7 +206,7 @@ def read_job_file(
             },
         )
     if isinstance(spec.method, EmbeddingMethod) and for_training:
-        loss = spec.method.embedding.loss
+        loss = spec.method.embedding.loss_for(str(data.layout))
         if data.layout not in LOSS_LAYOUTS[loss]:
             raise InvalidDatasetError(
                 f"File {file_id} holds {data.layout} rows; loss {loss!r} trains on "

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from tuneforge.datasets.ingest import require_dataset
 from tuneforge.db.store import Store
 from tuneforge.errors import InvalidRequestError, SpecValidationError
-from tuneforge.training.spec import JobCreate
+from tuneforge.training.spec import DEFAULT_LOSS, EmbeddingMethod, JobCreate
 
 # Why each kind was chosen, as the job's event says it.
 DATA_SHAPES = {
@@ -67,3 +67,36 @@ def _field(loc: tuple[int | str, ...]) -> str:
     if len(parts) > 1 and parts[0] == "method":
         del parts[1]
     return ".".join(parts) or "body"
+
+
+def settle_loss(request: JobCreate, layout: str) -> tuple[JobCreate, str | None]:
+    """An embedding job that names no loss gets the loss of its data's layout (CoSENT for
+    scored pairs, MNRL for pairs and triplets), recorded in its spec; with the event that
+    says so (None when the request named its loss, or is no embedding job)."""
+    method = request.method
+    if not isinstance(method, EmbeddingMethod) or method.embedding.loss is not None:
+        return request, None
+    loss = DEFAULT_LOSS[layout]
+    params = method.embedding.model_copy(update={"loss": loss})
+    settled = request.model_copy(update={"method": method.model_copy(update={"embedding": params})})
+    shape = layout.replace("_", " ")
+    return settled, f"No loss given: the data holds {shape}s, so the job trains with {loss}."
+
+
+def check_matryoshka(request: JobCreate, model_location: str) -> None:
+    """`matryoshka_dims` above the model's embedding dimension: 422 naming the field."""
+    method = request.method
+    if not isinstance(method, EmbeddingMethod) or not method.embedding.matryoshka_dims:
+        return
+    from tuneforge.training.embedding import embedding_dimension
+
+    dims = method.embedding.matryoshka_dims
+    size = embedding_dimension(model_location)
+    if size is not None and dims[0] > size:
+        param = "method.embedding.matryoshka_dims"
+        raise SpecValidationError(
+            f"{param}: {dims[0]} is above the model's embedding dimension ({size}); give "
+            f"sizes up to {size}, strictly decreasing.",
+            param=param,
+            details=[{"param": param, "message": f"{dims[0]} > {size}"}],
+        )

@@ -37,6 +37,40 @@ def evaluation_of(result: TrainResult) -> dict[str, Any]:
     }
 
 
+def base_comparison(kind: Kind, result: TrainResult) -> dict[str, Any] | None:
+    """How the kept model compares with its base on the validation split's primary metric:
+    `worse_than_base`, the gain (positive: better), and which weights the run kept. None
+    without a primary metric measured on both."""
+    key = result.primary_metric
+    if not key or key not in result.evaluation or key not in result.baseline:
+        return None
+    new, old = result.evaluation[key], result.baseline[key]
+    gain = better_by(kind, key, new, old)
+    kept = result.details.get("kept") or {}
+    comparison: dict[str, Any] = {
+        "metric": key,
+        "base_model": old,
+        "fine_tuned_model": new,
+        "gain": gain,
+        "worse_than_base": gain < 0,
+        "kept": kept.get("model"),
+    }
+    if gain < 0:
+        comparison["warning"] = (
+            f"The fine-tuned model scores below its base on the validation split: {key} "
+            f"{new:.4f} vs {old:.4f} (base). No alias moves to it without force; try "
+            "another learning rate or more data, or save_best_model to keep the base's "
+            "weights when no checkpoint beats them."
+        )
+    elif kept.get("model") == "base":
+        comparison["warning"] = (
+            f"The base model was best on the validation split ({key} {old:.4f}; no "
+            "checkpoint beat it): best-model selection kept the base model's weights, "
+            "registered unchanged as this job's model."
+        )
+    return comparison
+
+
 def promotion_gate(
     store: Store,
     settings: Settings,
@@ -85,6 +119,14 @@ def promotion_gate(
         return decision
     old = old_metrics[metric]
     gain = better_by(kind, metric, new, old)
+    base = base_comparison(kind, result)
+    if base is not None and base["worse_than_base"]:
+        decision.update(new=new, old=old, against=against, against_version=current, gain=gain)
+        decision["reason"] = (
+            f"the fine-tuned model is worse than its base ({base['metric']} "
+            f"{base['fine_tuned_model']:.4f} vs {base['base_model']:.4f})"
+        )
+        return decision
     decision.update(
         new=new,
         old=old,
@@ -145,6 +187,7 @@ def publish(
     result: TrainResult,
     model_id: str,
     gate: dict[str, Any] | None,
+    kind: Kind,
 ) -> None:
     """Move the model into place, register its version, apply the gate, end the job."""
     job_id, lease = job["id"], reporter.lease
@@ -158,6 +201,11 @@ def publish(
         "model_path": final.name,
         **result.details,
     }
+    comparison = base_comparison(kind, result)
+    if comparison is not None:
+        job_result["worse_than_base"] = comparison["worse_than_base"]
+        job_result["base_comparison"] = comparison
+        evaluation["worse_than_base"] = comparison["worse_than_base"]
     version_row = prepare_version(
         store,
         job=job,
@@ -175,7 +223,12 @@ def publish(
             f" {key}: {result.baseline.get(key, float('nan')):.4f} (base) -> "
             f"{result.evaluation[key]:.4f}."
         )
+    warning = (comparison or {}).get("warning")
+    if warning:
+        summary = f" Warning: {warning}{summary}"
     with store.fenced(job_id, lease) as conn:
+        if warning:
+            store.add_event(job_id, warning, level="warning", data=comparison, conn=conn)
         if final.exists():
             shutil.rmtree(final)  # left by a run that crashed before its commit
         os.replace(staging, final)

@@ -249,7 +249,7 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
         _stop(store, job_id, spec, reporter, result.steps)
         return
     gate = promotion_gate(store, settings, spec, result, kind, data, device, staging)
-    publish(store, settings, job, spec, reporter, staging, result, name, gate)
+    publish(store, settings, job, spec, reporter, staging, result, name, gate, kind)
     shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
 
 

@@ -11,7 +11,7 @@ from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import JobNotFoundError
 from tuneforge.evaluation.graded import check_grader, check_references, prompt_rows
 from tuneforge.jobs.data import JobInputs, load_job_data
-from tuneforge.jobs.method_choice import settle_method
+from tuneforge.jobs.method_choice import check_matryoshka, settle_loss, settle_method
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
 from tuneforge.jobs.warnings import job_warnings
 from tuneforge.training.integrations import check_integrations
@@ -37,6 +37,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
         grader = check_grader(store, settings, request.promote.grader, kind, param)
         check_references(grader, prompt_rows(kind, data.eval_rows), param)
     source = inputs.model  # resolved once: the LLM kinds have read the files with its tokenizer
+    request, loss_note = settle_loss(request, layout)
+    check_matryoshka(request, source.location)
     warnings = job_warnings(request, data, source.location if source.is_local else None)
     spec = request.model_copy(
         update={
@@ -81,6 +83,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     for found in warnings:
         numbers = {"warning": found["code"], **found["data"]}
         store.add_event(job_id, found["message"], level="warning", data=numbers)
+    if loss_note:
+        store.add_event(job_id, loss_note, data={"loss": spec.method.embedding.loss})  # type: ignore[union-attr]
     return store.transition(
         job_id,
         JobStatus.QUEUED,

@@ -8,7 +8,7 @@ from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
-from tuneforge.errors import InvalidRequestError, ModelNotFoundError
+from tuneforge.errors import InvalidRequestError, InvalidStateError, ModelNotFoundError
 from tuneforge.training.spec import ALIAS_NAME
 
 
@@ -120,13 +120,25 @@ def compare_versions(store: Store, name: str, versions: list[int]) -> dict[str, 
     }
 
 
-def set_alias(store: Store, name: str, alias: str, version: int) -> None:
-    """Point `alias` at a version of `name`; moves it if set."""
+def set_alias(store: Store, name: str, alias: str, version: int, force: bool = False) -> None:
+    """Point `alias` at a version of `name`; moves it if set. A version that scored below
+    its base model on its job's validation split takes no alias without `force` (409)."""
     if not ALIAS_NAME.match(alias):
         raise InvalidRequestError(
             "An alias has letters, digits, '_' and '-', starting with a letter.", param="alias"
         )
-    require_version(store, name, version)
+    row = require_version(store, name, version)
+    evaluation = row.get("evaluation") or {}
+    if evaluation.get("worse_than_base") and not force:
+        key = evaluation.get("primary_metric")
+        tuned = (evaluation.get("fine_tuned_model") or {}).get(key)
+        base = (evaluation.get("base_model") or {}).get(key)
+        raise InvalidStateError(
+            f"{name} version {version} scored below its base model on its job's validation "
+            f"split ({key} {tuned:.4f} vs {base:.4f}); alias {alias} not moved. Send "
+            "force: true to move it anyway.",
+            param="force",
+        )
     store.set_alias(name, alias, version)
 
 

@@ -31,14 +31,62 @@ def load_model(location: str, device: str, max_seq_length: int | None = None) ->
     return model
 
 
-def build_loss(model: Any, params: EmbeddingMethodParams, world_size: int = 1) -> Any:
-    """The spec's loss. With several processes, in-batch negatives are gathered from all of
-    them, so that N processes with batch B train like one with batch N×B."""
+def embedding_dimension(location: str) -> int | None:
+    """The size of a model's embeddings: read from its modules' configs where they say it
+    (Transformer, Pooling, Dense, Normalize), else the model is loaded on the CPU to find
+    out; remembered."""
+    if location not in _DIMENSIONS:
+        size = _configured_dimension(Path(location))
+        if size is None:
+            size = load_model(location, "cpu").get_embedding_dimension()
+        _DIMENSIONS[location] = size
+    return _DIMENSIONS[location]
+
+
+def _configured_dimension(folder: Path) -> int | None:
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        size = None
+        for module in modules:
+            kind = str(module["type"]).rsplit(".", 1)[-1]
+            if kind in ("Transformer", "Normalize"):
+                continue
+            config = json.loads((folder / module["path"] / "config.json").read_text("utf-8"))
+            if kind == "Pooling":
+                modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
+                if any(not isinstance(config[k], bool) for k in modes) or not modes:
+                    return None
+                size = int(config["word_embedding_dimension"]) * len(modes)
+            elif kind == "Dense":
+                size = int(config["out_features"])
+            else:
+                return None
+        return size
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+_DIMENSIONS: dict[str, int | None] = {}
+
+
+def build_loss(model: Any, params: EmbeddingMethodParams, layout: str, world_size: int = 1) -> Any:
+    """The spec's loss (the data's default when it names none), wrapped in MatryoshkaLoss
+    with `matryoshka_dims`. With several processes, in-batch negatives are gathered from all
+    of them, so that N processes with batch B train like one with batch N×B."""
+    from sentence_transformers.sentence_transformer import losses
+
+    loss = _base_loss(model, params, params.loss_for(layout), world_size)
+    if params.matryoshka_dims:
+        return losses.MatryoshkaLoss(model, loss, matryoshka_dims=params.matryoshka_dims)
+    return loss
+
+
+def _base_loss(model: Any, params: EmbeddingMethodParams, name: str, world_size: int) -> Any:
     from sentence_transformers.sentence_transformer import losses
 
     hp = params.hyperparameters
     gather = world_size > 1
-    match params.loss:
+    match name:
         case "mnrl":
             return losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather)
         case "cached_mnrl":
@@ -51,21 +99,53 @@ def build_loss(model: Any, params: EmbeddingMethodParams, world_size: int = 1) -
             return losses.CosineSimilarityLoss(model)
         case "cosent":
             return losses.CoSENTLoss(model)
-    raise ValueError(params.loss)
+    raise ValueError(name)
 
 
-def build_evaluator(layout: str, rows: list[dict[str, Any]], batch_size: int) -> Any:
+def build_evaluator(
+    layout: str,
+    rows: list[dict[str, Any]],
+    batch_size: int,
+    matryoshka_dims: list[int] | None = None,
+) -> Any:
     """The evaluator that fits the layout: Spearman for scored pairs, accuracy for triplets,
-    retrieval (MRR@10, NDCG@10, Recall@1/10) for pairs."""
+    retrieval (MRR@10, NDCG@10, Recall@1/10) for pairs. With `matryoshka_dims`, the same
+    again on embeddings cut to each size (metrics `dim_<size>_<metric>`); the primary metric
+    stays the full embedding's."""
     from sentence_transformers.sentence_transformer import evaluation
 
+    if not matryoshka_dims:
+        return _evaluator(layout, rows, batch_size, None)
+    parts = [_evaluator(layout, rows, batch_size, None)]
+    parts += [_evaluator(layout, rows, batch_size, d) for d in matryoshka_dims]
+
+    class EachSize(evaluation.SequentialEvaluator):  # type: ignore[misc]
+        """The evaluators in turn; the full size's primary metric ranks the model (known
+        once it has run, as sentence-transformers' evaluators set it then)."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            results = super().__call__(*args, **kwargs)
+            results.pop("sequential_score", None)
+            self.primary_metric = self.evaluators[0].primary_metric
+            return dict(results)
+
+    combined = EachSize(parts)
+    combined.primary_metric = PRIMARY_METRICS[layout]
+    return combined
+
+
+def _evaluator(layout: str, rows: list[dict[str, Any]], batch_size: int, dim: int | None) -> Any:
+    from sentence_transformers.sentence_transformer import evaluation
+
+    name = f"dim_{dim}" if dim else ""
     if layout == "scored_pair":
         return evaluation.EmbeddingSimilarityEvaluator(
             [r["sentence1"] for r in rows],
             [r["sentence2"] for r in rows],
             [r["score"] for r in rows],
             batch_size=batch_size,
-            name="",
+            name=name,
+            truncate_dim=dim,
         )
     if layout == "triplet":
         return evaluation.TripletEvaluator(
@@ -73,7 +153,8 @@ def build_evaluator(layout: str, rows: list[dict[str, Any]], batch_size: int) ->
             [r["positive"] for r in rows],
             [r["negative"] for r in rows],
             batch_size=batch_size,
-            name="",
+            name=name,
+            truncate_dim=dim,
         )
     queries = {f"q{i}": r["anchor"] for i, r in enumerate(rows)}
     corpus = {f"d{i}": r["positive"] for i, r in enumerate(rows)}
@@ -88,8 +169,9 @@ def build_evaluator(layout: str, rows: list[dict[str, Any]], batch_size: int) ->
         precision_recall_at_k=[1, 10],
         map_at_k=[10],
         batch_size=batch_size,
-        name="",
+        name=name,
         show_progress_bar=False,
+        truncate_dim=dim,
     )
 
 
@@ -189,8 +271,12 @@ def train_embedding(
     hp = params.hyperparameters
     set_seed(seed)
     model = load_model(model_location, device, hp.max_seq_length)
-    loss = build_loss(model, params, world_size)
-    evaluator = build_evaluator(layout, eval_rows, hp.batch_size) if eval_rows else None
+    loss = build_loss(model, params, layout, world_size)
+    evaluator = (
+        build_evaluator(layout, eval_rows, hp.batch_size, params.matryoshka_dims)
+        if eval_rows
+        else None
+    )
     result = TrainResult(primary_metric=None)
     main = rank == 0
     if evaluator is not None and not main:
@@ -209,7 +295,7 @@ def train_embedding(
             )
             reporter.metrics(0, {f"eval_{k}": v for k, v in result.baseline.items()})
 
-    in_batch_negatives = params.loss in ("mnrl", "cached_mnrl")
+    in_batch_negatives = params.loss_for(layout) in ("mnrl", "cached_mnrl")
     evaluate_by = ("steps" if hp.eval_steps else "epoch") if eval_rows else "no"
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
     keep_best = hp.keeps_best_model and evaluator is not None
@@ -264,5 +350,38 @@ def train_embedding(
         return result
     if evaluator is not None:
         result.evaluation = evaluate(evaluator, model)
+        if keep_best and base_is_best(result):
+            # Best-model selection counts the base model (step 0) too: it was the best.
+            model = load_model(model_location, device, hp.max_seq_length)
+            result.evaluation = dict(result.baseline)
+            result.details["kept"] = {"model": "base", "step": 0}
+        elif keep_best:
+            best = trainer.state.best_model_checkpoint
+            step = int(best.rsplit("-", 1)[-1]) if best else result.steps
+            result.details["kept"] = {"model": "best_checkpoint", "step": step}
+        if params.matryoshka_dims:
+            full = model.get_embedding_dimension()
+            result.details["matryoshka"] = matryoshka_table(result, full, params.matryoshka_dims)
+    if "kept" not in result.details:
+        result.details["kept"] = {"model": "last_step", "step": result.steps}
     model.save(str(output_dir), safe_serialization=True)
     return result
+
+
+def base_is_best(result: TrainResult) -> bool:
+    """The base model scored higher than the weights the run kept, on the primary metric."""
+    key = result.primary_metric
+    if not key or key not in result.baseline or key not in result.evaluation:
+        return False
+    return result.baseline[key] > result.evaluation[key]
+
+
+def matryoshka_table(result: TrainResult, full: int, dims: list[int]) -> list[dict[str, Any]]:
+    """The primary metric at the full size and at each Matryoshka size, base and tuned."""
+    key = str(result.primary_metric)
+    table: list[dict[str, Any]] = [{"dimensions": full, "metric": key}]
+    table += [{"dimensions": d, "metric": f"dim_{d}_{key}"} for d in dims if d != full]
+    for entry in table:
+        entry["base_model"] = result.baseline.get(entry["metric"])
+        entry["fine_tuned_model"] = result.evaluation.get(entry["metric"])
+    return table

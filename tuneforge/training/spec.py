@@ -35,6 +35,9 @@ LOSS_LAYOUTS: dict[str, tuple[str, ...]] = {
     "cosine": ("scored_pair",),
     "cosent": ("scored_pair",),
 }
+# The loss a job that names none trains with, by the data's layout ("the loss follows the
+# data"): CoSENT for scored pairs, in-batch negatives (MNRL) for pairs and triplets.
+DEFAULT_LOSS: dict[str, str] = {"scored_pair": "cosent", "pair": "mnrl", "triplet": "mnrl"}
 # The kind of a method that names no `type` (see method_type).
 DEFAULT_METHOD_TYPE = "embedding"
 
@@ -48,12 +51,32 @@ def hub_id_of(name: str) -> str:
 
 
 class EmbeddingMethodParams(Strict):
-    loss: Literal["mnrl", "cached_mnrl", "triplet", "cosine", "cosent"] = Field(
-        "mnrl",
+    loss: Literal["mnrl", "cached_mnrl", "triplet", "cosine", "cosent"] | None = Field(
+        None,
         description="mnrl/cached_mnrl: pairs or triplets; triplet: triplets; "
-        "cosine/cosent: scored pairs.",
+        "cosine/cosent: scored pairs. Default: the data's (cosent for scored pairs, mnrl "
+        "for pairs and triplets), recorded on the job when it is created.",
+    )
+    matryoshka_dims: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="Train the embedding to work truncated to each of these sizes, strictly "
+        "decreasing, none above the model's dimension (the loss is wrapped in "
+        "MatryoshkaLoss); the evaluation reports the primary metric at each size.",
     )
     hyperparameters: EmbeddingHyperparameters = Field(default_factory=EmbeddingHyperparameters)
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _decreasing(cls, value: list[int] | None) -> list[int] | None:
+        if value and any(b >= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError(f"must be strictly decreasing (e.g. [384, 256, 128, 64]); got {value}")
+        return value
+
+    def loss_for(self, layout: str) -> str:
+        """The loss the job trains with on data of `layout`: the one named, else the default."""
+        return self.loss or DEFAULT_LOSS[layout]
 
 
 class EmbeddingMethod(Strict):

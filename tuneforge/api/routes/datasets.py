@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from tuneforge.api.deps import SettingsDep, StoreDep
+from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep
 from tuneforge.api.errors import error_responses
 from tuneforge.api.schemas.datasets import (
+    DatasetMiningPublic,
     DatasetPreparationPublic,
     DatasetPublic,
     DatasetRowsPublic,
@@ -17,8 +18,10 @@ from tuneforge.api.schemas.datasets import (
     public_dataset,
 )
 from tuneforge.datasets.ingest import file_path, require_dataset
+from tuneforge.datasets.mining import MiningRequest, mine_dataset
 from tuneforge.datasets.prepare import PrepareRequest, prepare_dataset
 from tuneforge.datasets.preview import preview_rows
+from tuneforge.serving.loading import served_model
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -74,3 +77,22 @@ async def prepare(
         validation=public_dataset(done["validation"]) if done["validation"] else None,
         report=done["report"],
     )
+
+
+@router.post("/{dataset_id}/mine_negatives", responses=error_responses(400, 404))
+async def mine_negatives(
+    store: StoreDep,
+    settings: SettingsDep,
+    cache: ModelCacheDep,
+    dataset_id: str,
+    request: MiningRequest,
+) -> DatasetMiningPublic:
+    """Hard-negative mining: a pair dataset becomes a new triplet dataset, each negative a
+    text the embedding `model` finds close to the anchor but not its positive; the report
+    says how many were found and how hard they are (see tuneforge.datasets.mining)."""
+
+    def load(name: str) -> object:
+        return served_model(store, settings, cache, name, "embedding")
+
+    done = await run_in_threadpool(mine_dataset, store, settings, dataset_id, request, load)
+    return DatasetMiningPublic(dataset=public_dataset(done["dataset"]), report=done["report"])

@@ -40,6 +40,11 @@ class RegistryUpdate(BaseModel):
 class AliasUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = Field(..., ge=1, description="The version the alias points at.")
+    force: bool = Field(
+        False,
+        description="Move the alias even to a version that scored below its base model "
+        "(refused with 409 otherwise).",
+    )
 
 
 def _changes(update: RegistryUpdate) -> dict[str, Any]:
@@ -128,10 +133,13 @@ def delete_version(
     return ModelVersionDeleted(name=name, version=version, deleted=True)
 
 
-@router.put("/v1/registered_models/{name}/aliases/{alias}", responses=error_responses(400, 404))
+@router.put(
+    "/v1/registered_models/{name}/aliases/{alias}", responses=error_responses(400, 404, 409)
+)
 def set_alias(store: StoreDep, name: str, alias: str, update: AliasUpdate) -> ModelAliasPublic:
-    """Point an alias (`production`, `staging`, any name) at a version; moves it if set."""
-    service.set_alias(store, name, alias, update.version)
+    """Point an alias (`production`, `staging`, any name) at a version; moves it if set.
+    A version worse than its base model (`evaluation.worse_than_base`) needs `force`."""
+    service.set_alias(store, name, alias, update.version, update.force)
     return ModelAliasPublic(name=name, alias=alias, version=update.version)
 
 

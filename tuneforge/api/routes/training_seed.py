@@ -1,11 +1,14 @@
 """The seed-000 training API (`POST /training/train` and friends), as a thin adapter over the
 same job engine: its request becomes a JobCreate, its task id is the job's UUID.
 
-Its dataset ids are UUIDs: `0b30b284-f7fe-...` is the file `file-0b30b284f7fe...`.
+Its dataset ids are UUIDs: `0b30b284-f7fe-...` is the file `file-0b30b284f7fe...` (either form
+is accepted; its answers and errors name files in the UUID form, as `/v1/files` shows it under
+`uuid`). Its `loss` is the embedding loss (default: the data's, as for `/v1/fine_tuning/jobs`).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, Literal
 
@@ -25,7 +28,8 @@ from tuneforge.api.schemas.training_seed import (
     evaluation_status,
     train_status,
 )
-from tuneforge.errors import InvalidRequestError, JobNotFoundError
+from tuneforge.db.records import uuid_form
+from tuneforge.errors import InvalidRequestError, JobNotFoundError, TuneforgeError
 from tuneforge.evaluation.service import EvaluationCreate, create_evaluation
 from tuneforge.jobs.service import create_job
 from tuneforge.training.spec import JobCreate
@@ -68,6 +72,11 @@ class TrainRequest(BaseModel):
     dataloader_num_workers: int = Field(0, ge=0, le=64)
     device: Literal["cpu", "cuda", "auto"] = "auto"
     timeout_seconds: int | None = Field(None, gt=0)
+    loss: Literal["mnrl", "cached_mnrl", "triplet", "cosine", "cosent"] | None = Field(
+        None,
+        description="tuneforge: the embedding loss (default: cosent for scored pairs, mnrl "
+        "for pairs and triplets).",
+    )
 
 
 def file_id_of(dataset_id: str, param: str) -> str:
@@ -79,6 +88,22 @@ def file_id_of(dataset_id: str, param: str) -> str:
         raise InvalidRequestError(
             f"{dataset_id!r} is not a valid dataset id (a UUID).", param=param
         ) from None
+
+
+FILE_ID = re.compile(r"\bfile-([0-9a-f]{32})\b")
+# The job's parameters that are the seed request's under other names.
+SEED_PARAMS = {"training_file": "train_dataset_ids[0]", "validation_file": "val_dataset_id"}
+
+
+def in_seed_terms(exc: TuneforgeError) -> TuneforgeError:
+    """`exc` as a seed-000 client reads it: files named by their UUIDs, and the request's
+    own field names (`training_files[1]` is `train_dataset_ids[1]`)."""
+    exc.message = FILE_ID.sub(lambda m: str(uuid_form(m.group(0))), exc.message)
+    if exc.param:
+        param = SEED_PARAMS.get(exc.param, exc.param)
+        exc.param = re.sub(r"^training_files\[", "train_dataset_ids[", param)
+    exc.args = (exc.message,)
+    return exc
 
 
 def job_id_of(task_id: str) -> str:
@@ -114,7 +139,7 @@ def to_job(request: TrainRequest) -> JobCreate:
         ),
         method={
             "type": "embedding",  # type: ignore[arg-type]
-            "embedding": {"loss": "mnrl", "hyperparameters": hyperparameters},
+            "embedding": {"loss": request.loss, "hyperparameters": hyperparameters},
         },
         timeout_seconds=request.timeout_seconds,
         device=request.device,
@@ -124,7 +149,10 @@ def to_job(request: TrainRequest) -> JobCreate:
 async def _train(
     store: StoreDep, settings: SettingsDep, request: TrainRequest, response: Response
 ) -> TrainAccepted:
-    job = await run_in_threadpool(create_job, store, settings, to_job(request))
+    try:
+        job = await run_in_threadpool(create_job, store, settings, to_job(request))
+    except TuneforgeError as exc:
+        raise in_seed_terms(exc) from None
     task_id = str(uuid.UUID(job["id"].removeprefix("ftjob-")))
     response.status_code = 202
     response.headers["Location"] = f"/training/{task_id}/status"

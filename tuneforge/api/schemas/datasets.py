@@ -45,6 +45,9 @@ class DatasetPublic(Public):
     preparation: dict[str, Any] | MISSING = Field(
         MISSING, description="Made by /prepare: what was removed and why."
     )
+    mining: dict[str, Any] | MISSING = Field(
+        MISSING, description="Made by /mine_negatives: the hard negatives found, how hard."
+    )
     synthetic: dict[str, Any] | MISSING = Field(
         MISSING, description="Made by /v1/synthetic-data: how it was generated and filtered."
     )
@@ -81,6 +84,14 @@ class DatasetPreparationPublic(Public):
     train: DatasetPublic
     validation: DatasetPublic | None
     report: dict[str, Any] = Field(..., description="What was removed and why; the split.")
+
+
+class DatasetMiningPublic(Public):
+    object: Literal["dataset.mining"] = "dataset.mining"
+    dataset: DatasetPublic = Field(..., description="The new triplet dataset.")
+    report: dict[str, Any] = Field(
+        ..., description="Negatives found, rows without one, similarities and ranks."
+    )
 
 
 def public_dataset(row: Row) -> DatasetPublic:

@@ -8,11 +8,17 @@ from typing import Literal
 from pydantic import Field
 
 from tuneforge.api.schemas.base import Public
+from tuneforge.db.records import uuid_form
 from tuneforge.db.store import Row
 
 
 class FilePublic(Public):
     id: str
+    uuid: str | None = Field(
+        None,
+        description="tuneforge: the id as a UUID (8-4-4-4-12, the same hex digits), as the "
+        "seed-000 API's dataset ids take it.",
+    )
     object: Literal["file"] = "file"
     bytes: int
     created_at: int
@@ -45,6 +51,7 @@ def public_file(row: Row) -> FilePublic:
     report = row["report"]
     return FilePublic(
         id=row["id"],
+        uuid=uuid_form(row["id"]),
         bytes=row["bytes"],
         created_at=int(row["created_at"]),
         filename=row["filename"],

@@ -20,6 +20,21 @@ class FineTuningJobPublic(Public):
     created_at: int
     finished_at: int | None
     status: JobStatus
+    worse_than_base: bool | None = Field(
+        None,
+        description="tuneforge: the fine-tuned model scored below its base on the validation "
+        "split's primary metric (null: not measured); no alias moves to it without force.",
+    )
+    warning: str | None = Field(
+        None,
+        description="tuneforge: what a user must know first (a model worse than its base, "
+        "the base's weights kept by best-model selection).",
+    )
+    kept_model: dict[str, Any] | None = Field(
+        None,
+        description="tuneforge: which weights the job kept: model (base, best_checkpoint or "
+        "last_step) and step.",
+    )
     fine_tuned_model: str | None
     organization_id: str
     training_file: str
@@ -149,6 +164,9 @@ def public_job(job: Row) -> FineTuningJobPublic:
         created_at=int(job["created_at"]),
         finished_at=int(job["finished_at"]) if job.get("finished_at") else None,
         status=job["status"],
+        worse_than_base=result.get("worse_than_base"),
+        warning=(result.get("base_comparison") or {}).get("warning"),
+        kept_model=result.get("kept"),
         fine_tuned_model=job.get("fine_tuned_model"),
         organization_id="org-tuneforge",
         training_file=spec["training_file"],

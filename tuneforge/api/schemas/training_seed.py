@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tuneforge.api.schemas.base import Public
+from tuneforge.db.records import uuid_form
 from tuneforge.db.store import Row
 
 SeedStatus = Literal["QUEUED", "RUNNING", "PAUSED", "DONE", "FAILED", "CANCELED"]
@@ -42,6 +43,14 @@ class TrainStatus(Public):
     warnings: list[dict[str, Any]] = Field(
         default_factory=list,
         description="What trains, but not as asked (tuneforge's addition; see the job object).",
+    )
+    train_dataset_ids: list[str] = Field(
+        default_factory=list, description="tuneforge: the training files, as UUIDs."
+    )
+    val_dataset_id: str | None = Field(None, description="tuneforge: the validation file.")
+    loss: str | None = Field(None, description="tuneforge: the loss the task trains with.")
+    worse_than_base: bool | None = Field(
+        None, description="tuneforge: the trained model scored below its base."
     )
 
 
@@ -79,6 +88,7 @@ def iso_time(ts: float | None) -> str | None:
 
 def train_status(task_id: str, job: Row) -> TrainStatus:
     error = job.get("error")
+    spec = job["spec"]
     return TrainStatus(
         task_id=task_id,
         status=STATUS[job["status"]],
@@ -89,6 +99,10 @@ def train_status(task_id: str, job: Row) -> TrainStatus:
         trained_model_id=job.get("fine_tuned_model"),
         progress=job.get("progress"),
         warnings=job.get("warnings") or [],
+        train_dataset_ids=[str(uuid_form(f)) for f in spec.get("training_files") or []],
+        val_dataset_id=uuid_form(spec["validation_file"]) if spec.get("validation_file") else None,
+        loss=(spec.get("method") or {}).get("embedding", {}).get("loss"),
+        worse_than_base=(job.get("result") or {}).get("worse_than_base"),
     )
 
 

@@ -195,6 +195,11 @@ export async function detail(main, ctx, id) {
       h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / "),
       h("div", { class: "title-row" }, h("h1", {}, job.id),
         h("span", { id: "job-status" }, badge(job.status))),
+      // At the top: a model worse than its base (or the base's weights kept).
+      job.warning ? h("p", { class: `notice notice-${job.worse_than_base ? "warning" : "info"}`,
+        id: "job-warning", role: job.worse_than_base ? "alert" : null },
+      job.worse_than_base ? h("strong", {}, "Worse than its base model. ") : null,
+      job.warning) : null,
       // What trains, but not as asked (cut texts, overlap, warm-up, device): at the top.
       ...(job.warnings || []).map((w) => message(`${w.code}: ${w.message}`, "warning")),
       facts([
@@ -208,6 +213,8 @@ export async function detail(main, ctx, id) {
         ["training file", h("a", { href: `#/datasets/${job.training_file}` },
           job.training_file)],
         ["validation file", job.validation_file],
+        ["kept weights", job.kept_model ? `${job.kept_model.model} (step ${job.kept_model.step})`
+          : null],
         ["seed", job.seed],
         ["created", fmtTime(job.created_at)],
         ["finished", job.finished_at ? fmtTime(job.finished_at) : null],

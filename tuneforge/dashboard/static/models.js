@@ -83,6 +83,8 @@ function aliasForm(name, versions, refresh) {
   const versionSelect = h("select", { id: "alias-version", name: "version" },
     versions.map((v) => h("option", { value: v.version }, `v${v.version} · ${v.model}`)));
   const status = h("div", { role: "status" });
+  // A version worse than its base model takes an alias only when this is ticked (409 else).
+  const force = h("input", { type: "checkbox", id: "alias-force", name: "force" });
   const form = h("form", { class: "inline-form", id: "alias-form" },
     h("div", { class: "field" }, h("label", { for: "alias-name" }, "Alias"), aliasInput,
       h("small", { class: "help", id: "alias-help" },
@@ -90,6 +92,8 @@ function aliasForm(name, versions, refresh) {
     h("datalist", { id: "alias-names" }, ["production", "staging", "candidate"]
       .map((a) => h("option", { value: a }))),
     h("div", { class: "field" }, h("label", { for: "alias-version" }, "Version"), versionSelect),
+    h("div", { class: "field" }, h("label", { for: "alias-force" }, force,
+      " even if worse than its base")),
     h("button", { type: "submit", class: "btn" }, "Move alias"),
     status);
   form.addEventListener("submit", async (event) => {
@@ -97,7 +101,7 @@ function aliasForm(name, versions, refresh) {
     const alias = aliasInput.value.trim();
     try {
       await api(`/v1/registered_models/${enc(name)}/aliases/${enc(alias)}`,
-        { method: "PUT", json: { version: Number(versionSelect.value) } });
+        { method: "PUT", json: { version: Number(versionSelect.value), force: force.checked } });
       announce(`${alias} now points at v${versionSelect.value}.`);
       await refresh();
     } catch (error) {

@@ -1,7 +1,7 @@
 """Issue 27: usage of served models, per minute, model and endpoint (tuneforge.monitoring.usage).
 
-Revision ID: 0018
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-07
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
