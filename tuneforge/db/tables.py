@@ -91,6 +91,9 @@ jobs = Table(
     # The API key's actor that created the job (the queue bound counts by it); null for the
     # jobs that workers create themselves and for jobs from before migration 0009.
     Column("created_by", String(128)),
+    # What the job was estimated to need when it was created (tuneforge.jobs.estimate):
+    # memory per device by part, time, disk; null where no estimate could be made.
+    Column("estimate", JSON),
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_created_by_status", "created_by", "status"),
 )

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.files import files_of
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import JobNotFoundError
 from tuneforge.jobs.data import JobInputs, load_job_data
+from tuneforge.jobs.estimate import gib
+from tuneforge.jobs.fit import check_fit, estimate_job
 from tuneforge.jobs.method_choice import settle_method
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
+from tuneforge.training.base import JobData
 from tuneforge.training.integrations import check_integrations
 from tuneforge.training.llm import check_quantization
 from tuneforge.training.spec import JobCreate
+
+log = logging.getLogger(__name__)
 
 
 def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
@@ -26,8 +33,11 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     # 4-bit/8-bit loading needs a CUDA GPU: refused here (422), not found out by the worker.
     check_quantization(request)
     inputs = JobInputs(store, settings, request)
-    layout = load_job_data(inputs, request.seed or 0).layout
+    data = load_job_data(inputs, request.seed or 0)
+    layout = data.layout
     source = inputs.model  # resolved once: the LLM kinds have read the files with its tokenizer
+    # Memory, time and disk, before anything is written: a job that cannot fit is refused.
+    estimate, estimate_note = job_estimate(request, data, source.location, settings)
     spec = request.model_copy(
         update={
             "seed": request.seed if request.seed is not None else random.randrange(2**31 - 1),
@@ -61,12 +71,14 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
             "created_at": time.time(),
             "device": spec.device,
             "max_attempts": spec.max_attempts,
+            "estimate": estimate,
         },
         "Validating training file(s).",
         files=files_of(stored_spec),
     )
     if method_note:
         store.add_event(job_id, method_note, data={"method": spec.method.type})
+    store.add_event(job_id, estimate_note, data={"estimate": estimate} if estimate else None)
     return store.transition(
         job_id,
         JobStatus.QUEUED,
@@ -74,6 +86,39 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
         expected={JobStatus.VALIDATING_FILES},
         data={"layout": layout},
     )
+
+
+def job_estimate(
+    spec: JobCreate, data: JobData, location: str, settings: Settings
+) -> tuple[dict[str, Any] | None, str]:
+    """(the job's estimate as stored, an event's words): refused with 400 when it does not
+    fit this machine's device or disk (unless `check_fit` is off). A model whose shape cannot
+    be read (an architecture the installed transformers lacks) gets no estimate, and says so."""
+    try:
+        found, cap, shape, setup = estimate_job(spec, data, location, settings)
+    except Exception as exc:  # an estimate must never stop a job that would run
+        log.warning("no estimate for %s: %s", spec.model, exc, exc_info=True)
+        return None, f"No memory estimate: {type(exc).__name__}: {exc}"
+    if settings.check_fit:
+        check_fit(spec, found, cap, shape, setup, settings.home)
+    stored = {
+        **found.to_dict(),
+        "device_name": cap.name or None,
+        "free_bytes": cap.free_bytes,
+        "checked": settings.check_fit,
+    }
+    where = cap.name or cap.device.upper()
+    minutes = found.seconds / 60
+    note = (
+        f"Estimate on {where}: {gib(found.peak_bytes)} peak memory per device "
+        f"({gib(cap.free_bytes)} free), {gib(found.disk_bytes)} of disk, about "
+        f"{minutes:.0f} min of training."
+        if minutes >= 1
+        else f"Estimate on {where}: {gib(found.peak_bytes)} peak memory per device "
+        f"({gib(cap.free_bytes)} free), {gib(found.disk_bytes)} of disk, under a minute of "
+        "training."
+    )
+    return stored, note
 
 
 def require_fine_tuning_job(store: Store, job_id: str) -> Row:

@@ -56,6 +56,13 @@ class FineTuningJobPublic(Public):
     max_attempts: int | None
     pause_requested: bool
     worker_id: str | None = Field(..., description="The worker running it, while it runs.")
+    estimate: dict[str, Any] | None = Field(
+        None,
+        description="tuneforge: what the job was estimated to need when it was created: "
+        "`memory` (peak bytes per device by part: weights, adapters, gradients, optimizer, "
+        "activations, logits, runtime; `total`), `seconds`, `disk` (checkpoints, model, "
+        "merged; `total`), on `assumptions.device`; null where none could be made.",
+    )
 
 
 class FineTuningJobsPublic(Public):
@@ -170,6 +177,7 @@ def public_job(job: Row) -> FineTuningJobPublic:
         max_attempts=job.get("max_attempts"),
         pause_requested=bool(job.get("pause_requested")),
         worker_id=job.get("worker_id") if job["status"] == "running" else None,
+        estimate=job.get("estimate"),
     )
 
 
