@@ -128,6 +128,9 @@ class TrainingSetup:
     reference_copy: bool = False
     # torchtune's chunked cross-entropy: the fp32 copy of the logits exists one chunk at a time.
     logits_chunks: int = 1
+    # A compiled (fused) loss: no fp32 upcast or log-softmax is materialized, only the
+    # logits' gradient (torchtune's recipes with compile, Liger's fused cross-entropy).
+    fused_loss: bool = False
     labels: int = 2  # classification: the head's outputs
     tokens: int = 0  # training tokens over the whole run (every epoch), for the time
     # Tokens generated per training token (reinforcement: the sampled answers).
@@ -248,7 +251,8 @@ def _logits(shape: ModelShape, setup: TrainingSetup) -> int:
         return int(tokens * shape.hidden * setup.compute_bytes)
     values = tokens * shape.vocab
     upcast = 4 if setup.compute_bytes < 4 else 0
-    transient = upcast + 4 + setup.compute_bytes  # the upcast, log-softmax, the gradient
+    # The upcast, the log-softmax and the gradient (only the gradient when fused).
+    transient = setup.compute_bytes if setup.fused_loss else upcast + 4 + setup.compute_bytes
     return int(values * (setup.compute_bytes + transient / setup.logits_chunks))
 
 
