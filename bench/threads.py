@@ -35,8 +35,14 @@ def child(slots: int, steps: int) -> dict[str, Any]:
     threads = thread_budget(Settings(job_slots=slots))
     use_thread_budget(threads)
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=4096, hidden_size=384, intermediate_size=1024,
-                         num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2)  # fmt: skip
+    config = Qwen2Config(
+        vocab_size=4096,
+        hidden_size=384,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+    )
     model = Qwen2ForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = torch.randint(0, 4096, (4, 128))
