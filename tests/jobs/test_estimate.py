@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Store
 from tuneforge.errors import InsufficientDiskError, InsufficientMemoryError
 from tuneforge.jobs.estimate import GIB, ModelShape, TrainingSetup, estimate, fitting_settings
+from tuneforge.jobs.runner import run_job
 from tuneforge.jobs.service import create_job
 from tuneforge.training.spec import JobCreate
 
@@ -158,7 +160,7 @@ def embedding_request(file_id: str, model: str, **hyperparameters: object) -> Jo
 
 
 def test_a_job_shows_its_estimate_and_one_that_cannot_fit_is_refused(
-    local: tuple[Store, Settings], model_id: str, monkeypatch: pytest.MonkeyPatch
+    local: tuple[Store, Settings], model_id: str
 ) -> None:
     from tuneforge.api.schemas.fine_tuning import public_job
 
@@ -191,13 +193,33 @@ def test_a_job_shows_its_estimate_and_one_that_cannot_fit_is_refused(
     created = create_job(store, lenient, embedding_request(file_id, model_id, batch_size=65536))
     assert created["estimate"]["checked"] is False
 
-    # A data folder without room for the checkpoints and the model: refused before it trains.
-    import shutil
 
-    usage = shutil.disk_usage(settings.home)
-    monkeypatch.setattr(
-        "tuneforge.jobs.fit.shutil.disk_usage", lambda _p: usage._replace(free=40 * 2**20)
-    )
-    with pytest.raises(InsufficientDiskError) as no_room:
-        create_job(store, settings, embedding_request(file_id, model_id, batch_size=16))
-    assert "40 MiB is free" in no_room.value.message
+
+def test_no_room_on_disk_is_refused_before_training(
+    small_disk: Callable[[Path, int], Path], tmp_path: Path, model_id: str
+) -> None:
+    """The jobs folder on a 40 MiB disk: MiniLM's checkpoints (weights and AdamW's state,
+    ~270 MB each) cannot fit. Refused at creation; a job created anyway fails on its worker
+    with disk_full before it trains."""
+    settings = Settings(home=tmp_path / "home")
+    small_disk(settings.jobs_dir, 40)
+    settings.ensure_dirs()
+    store = Store(settings.db_url)
+    store.create_schema()
+    try:
+        file_id = pairs_file(store, settings)
+        request = embedding_request(file_id, model_id, batch_size=16)
+        with pytest.raises(InsufficientDiskError) as no_room:
+            create_job(store, settings, request)
+        message = no_room.value.message
+        assert "home/jobs/" in message and "40 MiB is free" in message, message
+        job = create_job(store, settings.model_copy(update={"check_fit": False}), request)
+        claimed = store.claim_next_job("test-worker", job["id"])
+        assert claimed is not None
+        run_job(store, settings, job["id"], claimed["lease"])
+        failed = store.require_job(job["id"])
+        assert failed["status"] == "failed" and failed["error"]["code"] == "disk_full"
+        assert "40 MiB is free" in failed["error"]["message"]
+        assert not list(settings.jobs_dir.glob("*/checkpoints/*"))  # it never trained
+    finally:
+        store.dispose()

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,10 @@ LONGEST_SAMPLED = 16
 DEFAULT_ENCODER_SEQ = 512
 
 
+@lru_cache(maxsize=16)
 def model_shape(location: str) -> ModelShape:
     """The shape of the model at `location` (a folder or a Hub id in the local cache), from
-    its config, built on the meta device: no weights are read."""
+    its config, built on the meta device: no weights are read (kept for the next job)."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
@@ -195,9 +197,7 @@ def training_setup(
         "cpu_cores": cap.cores,
     }
     if kind in ("embedding", "classification"):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        tokenizer = _encoder_tokenizer(location)
         columns = 1 if kind == "classification" else max(len(_strings(rows[0])), 1)
         longest, per_char = _longest(tokenizer, rows, columns)
         limit = hp.max_seq_length or min(int(tokenizer.model_max_length), DEFAULT_ENCODER_SEQ)
@@ -258,6 +258,13 @@ def training_setup(
     )
 
 
+@lru_cache(maxsize=8)
+def _encoder_tokenizer(location: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(location)
+
+
 def _labels(rows: list[dict[str, Any]]) -> set[str]:
     found: set[str] = set()
     for row in rows:
@@ -293,7 +300,7 @@ def check_fit(
     cap: Capacity,
     shape: ModelShape,
     setup: TrainingSetup,
-    disk_folder: Path,
+    settings: Settings,
 ) -> None:
     """Refuse a job whose estimate does not fit the device's free memory or the data
     folder's free space (InsufficientMemoryError / InsufficientDiskError, 400), saying what
@@ -326,15 +333,70 @@ def check_fit(
             param=f"method.{kind}.hyperparameters.batch_size",
             details={"estimate": found.to_dict(), "free_bytes": free, "fits": fits},
         )
-    free_disk = shutil.disk_usage(disk_folder).free
-    if found.disk_bytes > free_disk:
-        d = found.disk
+    d = found.disk
+    for folder, need in disk_needs(found, settings):
+        free_disk = shutil.disk_usage(folder).free
+        if need <= free_disk:
+            continue
+        name = f"{settings.home.name}/{folder.relative_to(settings.home)}/".replace("/./", "/")
         raise InsufficientDiskError(
-            f"The job needs about {gib(found.disk_bytes)} of disk in the data folder "
-            f"({setup.checkpoints_kept + 1} checkpoints of {gib(d['checkpoint'])}, the model "
+            f"The job needs about {gib(need)} of disk in {name} ({setup.checkpoints_kept + 1} "
+            f"checkpoints of {gib(d['checkpoint'])} (weights and optimizer state), the model "
             f"{gib(d['model'])}"
             + (f", the merged model {gib(d['merged'])}" if d["merged"] else "")
             + f"); {gib(free_disk)} is free there. Free space, or use a smaller model. {override}",
             param="model",
-            details={"estimate": found.to_dict(), "free_bytes": free_disk},
+            details={"estimate": found.to_dict(), "free_bytes": free_disk, "folder": name},
         )
+
+
+def disk_needs(found: Estimate, settings: Settings) -> list[tuple[Path, int]]:
+    """(folder, bytes) the run writes on each file system: the checkpoints in the jobs
+    folder, the model (and a merged copy) in the models folder; one entry when they share
+    a disk."""
+    places: dict[int, tuple[Path, int]] = {}
+    for folder, need in (
+        (settings.jobs_dir, found.disk["checkpoints"]),
+        (settings.models_dir, found.disk["model"] + found.disk["merged"]),
+    ):
+        where = folder if folder.exists() else settings.home
+        device = where.stat().st_dev
+        first, total = places.get(device, (where, 0))
+        places[device] = (first, total + need)
+    return list(places.values())
+
+
+def check_on_worker(
+    spec: JobCreate, data: JobData, location: str, settings: Settings, reporter: Any
+) -> None:
+    """Before a job's first run trains, on the worker that runs it: its estimate on this
+    worker's device, as an event (a warning when it does not fit the memory: the run goes
+    on, and adapts if it does run out); a data folder without room for it fails the job at
+    once with disk_full (InsufficientDiskError's words), before anything is written."""
+    from tuneforge.errors import DiskFullError
+
+    try:
+        found, cap, shape, setup = estimate_job(spec, data, location, settings)
+    except Exception as exc:  # an estimate must never stop a job that would run
+        reporter.note(f"No memory estimate on this worker: {type(exc).__name__}: {exc}")
+        return
+    where = cap.name or cap.device.upper()
+    fits = found.peak_bytes <= cap.free_bytes
+    reporter.note(
+        f"Estimate on this worker's {where}: {gib(found.peak_bytes)} peak memory per device, "
+        f"{gib(cap.free_bytes)} free"
+        + ("." if fits else "; it may run out of memory (the batch then halves)."),
+        level="info" if fits else "warning",
+        data={"estimate": found.to_dict(), "free_bytes": cap.free_bytes},
+    )
+    if not settings.check_fit:
+        return
+    try:
+        check_fit(spec, found, replace_free(cap), shape, setup, settings)
+    except InsufficientDiskError as exc:
+        raise DiskFullError(exc.message, param=exc.param) from None
+
+
+def replace_free(cap: Capacity) -> Capacity:
+    """`cap` with room for anything: the disk alone is checked."""
+    return Capacity(cap.device, 2**62, cap.name, cap.cores)

@@ -41,6 +41,7 @@ from tuneforge.export.service import KIND as EXPORT
 from tuneforge.imports.run import run_import
 from tuneforge.imports.service import KIND as MODEL_IMPORT
 from tuneforge.jobs.data import JobInputs, load_job_data
+from tuneforge.jobs.fit import check_on_worker
 from tuneforge.jobs.oom import is_out_of_memory, requeue_smaller
 from tuneforge.jobs.publish import promotion_gate, publish
 from tuneforge.jobs.reporting import JobReporter
@@ -221,6 +222,9 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
     # the LLM kinds have resolved it to read the files with its tokenizer).
     source = inputs.model
     device = pick_device(spec.device, reporter)
+    if main and resume_from is None:
+        # On the device that runs it: its estimate, and no start without room on the disk.
+        check_on_worker(spec, data, source.location, settings, reporter)
     name = fine_tuned_name(spec, job_id)
     # Written aside and moved into place only when complete (see below).
     staging = settings.models_dir / f".staging-{job_id}-{lease}"

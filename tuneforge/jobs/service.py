@@ -100,7 +100,7 @@ def job_estimate(
         log.warning("no estimate for %s: %s", spec.model, exc, exc_info=True)
         return None, f"No memory estimate: {type(exc).__name__}: {exc}"
     if settings.check_fit:
-        check_fit(spec, found, cap, shape, setup, settings.home)
+        check_fit(spec, found, cap, shape, setup, settings)
     stored = {
         **found.to_dict(),
         "device_name": cap.name or None,
