@@ -71,7 +71,7 @@ EXPECTED_MFU = {"cuda": 0.35, "cuda-4bit": 0.25, "cpu": 0.2}
 # What a job process holds before its model: on a GPU the CUDA context and cuBLAS workspace;
 # on the CPU the resident part of torch, transformers, trl and peft as a job imports them
 # (measured: bench/estimate.py).
-RUNTIME_BYTES = {"cuda": int(0.6 * GIB), "cpu": int(0.55 * GIB)}
+RUNTIME_BYTES = {"cuda": int(0.6 * GIB), "cpu": int(0.6 * GIB)}
 
 
 @dataclass(frozen=True)

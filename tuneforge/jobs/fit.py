@@ -251,7 +251,7 @@ def training_setup(
         gradient_checkpointing=hp.gradient_checkpointing,
         passes=passes,
         reference_copy=kind in ("dpo", "reinforcement") and full,
-        tokens=int(chars * per_char * hp.n_epochs * passes),
+        tokens=int(chars * per_char * hp.n_epochs),
         generated_tokens=generated,
         merge=params.merge and not full,
         saved_bytes=2.0,
@@ -306,14 +306,16 @@ def check_fit(
     folder's free space (InsufficientMemoryError / InsufficientDiskError, 400), saying what
     it needs, what is free, and the nearest settings that fit."""
     kind = spec.method.type
-    need, free = found.peak_bytes, cap.free_bytes
+    # On the CPU every process of the job holds its own replica in the same memory.
+    replicas = spec.num_processes if cap.device == "cpu" else 1
+    need, free = found.peak_bytes * replicas, cap.free_bytes
     override = "Set TUNEFORGE_CHECK_FIT=false on the server to create it anyway."
     if need > free:
         where = f"{cap.name or 'the GPU'}" if cap.device == "cuda" else "this machine's RAM"
         parts = ", ".join(
             f"{k} {gib(v)}" for k, v in found.memory.items() if k != "total" and v >= 2**20
         )
-        fits = fitting_settings(shape, setup, free, gpu=cap.device == "cuda")
+        fits = fitting_settings(shape, setup, free // replicas, gpu=cap.device == "cuda")
         hint = (
             "Nearest settings that fit: "
             + ", ".join(
