@@ -115,12 +115,10 @@ def tiny_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
     torch.set_num_threads(threads)
 
 
-def test_a_run_out_of_memory_is_retried_with_half_the_micro_batch(
-    tiny_home: tuple[Store, Settings], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def tiny_job(store: Store, settings: Settings, batch_size: int) -> str:
+    """A supervised LoRA job of the tiny Llama on 16 short conversations, created."""
     from tuneforge.datasets.ingest import ingest_file
 
-    store, settings = tiny_home
     path = settings.home / "chats.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in json_chats() * 2), encoding="utf-8")
     with path.open("rb") as f:
@@ -129,10 +127,17 @@ def test_a_run_out_of_memory_is_retried_with_half_the_micro_batch(
         "model": "tiny-llama", "training_file": file_id, "device": "cpu", "seed": 3,
         "method": {"type": "supervised", "supervised": {
             "generation_checks": {"samples": 0},
-            "hyperparameters": {"n_epochs": 1, "batch_size": 4, "gradient_accumulation_steps": 1,
-                                "max_seq_length": 256}}},
+            "hyperparameters": {"n_epochs": 1, "batch_size": batch_size,
+                                "gradient_accumulation_steps": 1, "max_seq_length": 256}}},
     })  # fmt: skip
-    job_id = create_job(store, settings, request)["id"]
+    return str(create_job(store, settings, request)["id"])
+
+
+def test_a_run_out_of_memory_is_retried_with_half_the_micro_batch(
+    tiny_home: tuple[Store, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, settings = tiny_home
+    job_id = tiny_job(store, settings, batch_size=4)
     # The device holds a micro-batch of 1: a step of 4 or 2 raises torch's OutOfMemoryError.
     monkeypatch.setenv(OOM_ABOVE_BATCH, "1")
     for _ in range(3):
@@ -153,3 +158,22 @@ def test_a_run_out_of_memory_is_retried_with_half_the_micro_batch(
     ] == [(2, 2), (1, 4)]  # fmt: skip
     assert "micro-batch 4 -> 2" in adapted[0]["message"]
     assert "same effective batch of 4" in adapted[1]["message"]
+
+
+def test_out_of_memory_on_another_rank_is_out_of_memory(
+    tiny_home: tuple[Store, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rank other than 0 that runs out settles the job itself (rank 0 then finds its
+    lease gone): out of memory and adapted, not `internal` from the launcher's exit code."""
+    store, settings = tiny_home
+    job_id = tiny_job(store, settings, batch_size=2)
+    monkeypatch.setenv(OOM_ABOVE_BATCH, "1")
+    claimed = store.claim_next_job("test-worker", job_id)
+    assert claimed is not None
+    with pytest.raises(torch.OutOfMemoryError):
+        run_job(store, settings, job_id, claimed["lease"], rank=1)
+    job = store.require_job(job_id)
+    assert job["status"] == "queued"
+    assert job["spec"]["method"]["supervised"]["hyperparameters"]["batch_size"] == 1
+    events, _ = store.list_events(job_id, limit=100, newest_first=False)
+    assert "(on rank 1)" in events[-1]["message"] and events[-1]["data"]["out_of_memory"]
