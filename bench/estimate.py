@@ -97,8 +97,9 @@ def case_job(case: str, folder: Path) -> tuple[str, dict[str, Any], str, list[di
     if case == "smollm2-lora":
         model = install_smollm2(hf)
         method = {"type": "supervised", "supervised": {**no_checks, "hyperparameters": {
-            "n_epochs": 1, "batch_size": 4, "max_seq_length": 512}}}
-        return str(model), method, "chat", _long_chats(32)
+            "n_epochs": 1, "batch_size": 4, "gradient_accumulation_steps": 1,
+            "max_seq_length": 512}}}
+        return str(model), method, "chat", _long_chats(12)
     raise SystemExit(f"unknown case {case!r}; cases: {', '.join(CASES)}")
 
 
@@ -121,7 +122,7 @@ def child(case: str, threads: int) -> dict[str, Any]:
             {"model": "bench/model", "training_file": "file-x", "seed": 1,
              "method": method, "device": "cpu"}
         )
-        data = JobData(layout, rows, rows[:8], "file")
+        data = JobData(layout, rows, rows[:4], "file")
         shape = model_shape(location)
         setup = training_setup(spec, shape, data, location, Capacity("cpu", 0, "", threads))
         found = estimate(shape, setup)
@@ -150,7 +151,7 @@ def child(case: str, threads: int) -> dict[str, Any]:
     }
 
 
-def measure_case(case: str, threads: int = 1, timeout: float = 1200) -> dict[str, Any]:
+def measure_case(case: str, threads: int = 1, timeout: float = 3600) -> dict[str, Any]:
     """One case in a fresh process (its peak is its own); its JSON result."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -138,9 +138,8 @@ class TrainingSetup:
     processes: int = 1
     checkpoints_kept: int = 3
     merge: bool = False
-    # The saved model's bytes per parameter (embedding/classification save their fp32 weights,
-    # a merge writes the base's own dtype).
-    saved_bytes: float = 4.0
+    # Bytes per parameter of a merged copy (LoRA's `merge`: the base's own dtype).
+    saved_bytes: float = 2.0
     device_name: str = ""  # the GPU's name, for its datasheet peak
     cpu_cores: int = 1
 
@@ -328,7 +327,7 @@ def estimate_disk(shape: ModelShape, setup: TrainingSetup) -> dict[str, int]:
     checkpoint = trainable * (4 + 8)  # fp32 weights and AdamW's m and v
     kept = setup.checkpoints_kept + 1
     if full or setup.kind in ("embedding", "classification"):
-        model = int(shape.parameters * setup.saved_bytes)
+        model = shape.parameters * 4  # trained weights are fp32, and saved so
     else:
         model = int(trainable * 4)  # the adapters
     merged = int(shape.parameters * setup.saved_bytes) if setup.merge else 0

@@ -216,7 +216,6 @@ def training_setup(
             passes=columns,
             labels=max(len(_labels(rows)), 2),
             tokens=int(chars * per_char * hp.n_epochs),
-            saved_bytes=4.0,
         )
     from tuneforge.training.llm import cached_chat_tokenizer
 
