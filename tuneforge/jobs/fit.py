@@ -334,31 +334,37 @@ def check_fit(
             param=f"method.{kind}.hyperparameters.batch_size",
             details={"estimate": found.to_dict(), "free_bytes": free, "fits": fits},
         )
-    d = found.disk
-    for folder, need in disk_needs(found, settings):
+    check_disk(found.disk, settings, override)
+
+
+def check_disk(disk: dict[str, int], settings: Settings, override: str = "") -> None:
+    """InsufficientDiskError when the checkpoints, model and merged copy of an estimate's
+    `disk` do not fit the free space where they are written."""
+    for folder, need in disk_needs(disk, settings):
         free_disk = shutil.disk_usage(folder).free
         if need <= free_disk:
             continue
         name = f"{settings.home.name}/{folder.relative_to(settings.home)}/".replace("/./", "/")
+        kept = disk["checkpoints"] // max(disk["checkpoint"], 1)
         raise InsufficientDiskError(
-            f"The job needs about {gib(need)} of disk in {name} ({setup.checkpoints_kept + 1} "
-            f"checkpoints of {gib(d['checkpoint'])} (weights and optimizer state), the model "
-            f"{gib(d['model'])}"
-            + (f", the merged model {gib(d['merged'])}" if d["merged"] else "")
+            f"The job needs about {gib(need)} of disk in {name} ({kept} checkpoints of "
+            f"{gib(disk['checkpoint'])} (weights and optimizer state), the model "
+            f"{gib(disk['model'])}"
+            + (f", the merged model {gib(disk['merged'])}" if disk["merged"] else "")
             + f"); {gib(free_disk)} is free there. Free space, or use a smaller model. {override}",
             param="model",
-            details={"estimate": found.to_dict(), "free_bytes": free_disk, "folder": name},
+            details={"disk": disk, "free_bytes": free_disk, "folder": name},
         )
 
 
-def disk_needs(found: Estimate, settings: Settings) -> list[tuple[Path, int]]:
+def disk_needs(disk: dict[str, int], settings: Settings) -> list[tuple[Path, int]]:
     """(folder, bytes) the run writes on each file system: the checkpoints in the jobs
     folder, the model (and a merged copy) in the models folder; one entry when they share
     a disk."""
     places: dict[int, tuple[Path, int]] = {}
     for folder, need in (
-        (settings.jobs_dir, found.disk["checkpoints"]),
-        (settings.models_dir, found.disk["model"] + found.disk["merged"]),
+        (settings.jobs_dir, disk["checkpoints"]),
+        (settings.models_dir, disk["model"] + disk["merged"]),
     ):
         where = folder if folder.exists() else settings.home
         device = where.stat().st_dev
@@ -368,36 +374,44 @@ def disk_needs(found: Estimate, settings: Settings) -> list[tuple[Path, int]]:
 
 
 def check_on_worker(
-    spec: JobCreate, data: JobData, location: str, settings: Settings, reporter: Any
+    stored: dict[str, Any] | None,
+    spec: JobCreate,
+    data: JobData,
+    location: str,
+    settings: Settings,
+    reporter: Any,
 ) -> None:
-    """Before a job's first run trains, on the worker that runs it: its estimate on this
-    worker's device, as an event (a warning when it does not fit the memory: the run goes
-    on, and adapts if it does run out); a data folder without room for it fails the job at
-    once with disk_full (InsufficientDiskError's words), before anything is written."""
+    """Before a job's first run trains, on the worker that runs it: its estimate (the one
+    `stored` at creation when made for this kind of device, else made anew) against this
+    worker's device, as an event (a warning when it may not fit: the run goes on, and adapts
+    if it does run out); a data folder without room for it fails the job at once with
+    disk_full, before anything is written."""
     from tuneforge.errors import DiskFullError
 
-    try:
-        found, cap, shape, setup = estimate_job(spec, data, location, settings)
-    except Exception as exc:  # an estimate must never stop a job that would run
-        reporter.note(f"No memory estimate on this worker: {type(exc).__name__}: {exc}")
-        return
+    cap = capacity(spec, settings)
+    if stored is not None and stored["assumptions"]["device"] == cap.device:
+        peak, disk = int(stored["memory"]["total"]), stored["disk"]
+    else:
+        try:
+            found = estimate(
+                model_shape(location),
+                training_setup(spec, model_shape(location), data, location, cap),
+            )
+        except Exception as exc:  # an estimate must never stop a job that would run
+            reporter.note(f"No memory estimate on this worker: {type(exc).__name__}: {exc}")
+            return
+        peak, disk = found.peak_bytes, found.disk
     where = cap.name or cap.device.upper()
-    fits = found.peak_bytes <= cap.free_bytes
+    fits = peak <= cap.free_bytes
     reporter.note(
-        f"Estimate on this worker's {where}: {gib(found.peak_bytes)} peak memory per device, "
-        f"{gib(cap.free_bytes)} free"
-        + ("." if fits else "; it may run out of memory (the batch then halves)."),
+        f"On this worker's {where}: the job needs about {gib(peak)} per device, "
+        f"{gib(cap.free_bytes)} is free"
+        + ("." if fits else "; it may run out of memory (the micro-batch then halves)."),
         level="info" if fits else "warning",
-        data={"estimate": found.to_dict(), "free_bytes": cap.free_bytes},
+        data={"peak_bytes": peak, "free_bytes": cap.free_bytes, "device": cap.device},
     )
-    if not settings.check_fit:
-        return
-    try:
-        check_fit(spec, found, replace_free(cap), shape, setup, settings)
-    except InsufficientDiskError as exc:
-        raise DiskFullError(exc.message, param=exc.param) from None
-
-
-def replace_free(cap: Capacity) -> Capacity:
-    """`cap` with room for anything: the disk alone is checked."""
-    return Capacity(cap.device, 2**62, cap.name, cap.cores)
+    if settings.check_fit:
+        try:
+            check_disk(disk, settings)
+        except InsufficientDiskError as exc:
+            raise DiskFullError(exc.message, param=exc.param) from None

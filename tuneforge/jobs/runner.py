@@ -224,7 +224,7 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
     device = pick_device(spec.device, reporter)
     if main and resume_from is None:
         # On the device that runs it: its estimate, and no start without room on the disk.
-        check_on_worker(spec, data, source.location, settings, reporter)
+        check_on_worker(job.get("estimate"), spec, data, source.location, settings, reporter)
     name = fine_tuned_name(spec, job_id)
     # Written aside and moved into place only when complete (see below).
     staging = settings.models_dir / f".staging-{job_id}-{lease}"
