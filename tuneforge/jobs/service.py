@@ -78,13 +78,13 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     )
     if method_note:
         store.add_event(job_id, method_note, data={"method": spec.method.type})
-    store.add_event(job_id, estimate_note, data={"estimate": estimate} if estimate else None)
     return store.transition(
         job_id,
         JobStatus.QUEUED,
-        f"Files validated ({layout} rows); job queued.",
+        # One event: a worker's "Job started" may follow the moment this commits.
+        f"Files validated ({layout} rows). {estimate_note.rstrip('.')}; job queued.",
         expected={JobStatus.VALIDATING_FILES},
-        data={"layout": layout},
+        data={"layout": layout, "estimate": estimate},
     )
 
 
