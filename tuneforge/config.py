@@ -132,6 +132,33 @@ class Settings(BaseSettings):
         description="Fork single-process jobs from a warm job process that has imported the "
         "training libraries once (saves seconds per job; it holds their memory meanwhile).",
     )
+    check_fit: bool = Field(
+        True,
+        description="Refuse a training job whose estimate (memory per device, disk) does not "
+        "fit this machine's device or the data folder's free space (false: create it anyway).",
+    )
+    job_slots: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Jobs that run at once on this machine (its workers): each job process "
+        "gets an equal share of the cores as its thread budget.",
+    )
+    serving_threads: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="Cores kept for the serving endpoints on this machine, left out of the "
+        "jobs' thread budgets.",
+    )
+    job_threads: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        validation_alias=AliasChoices("TUNEFORGE_JOB_THREADS", "OMP_NUM_THREADS"),
+        description="Threads of each job process (torch's intra-op threads), instead of its "
+        "share of the cores; OMP_NUM_THREADS counts too.",
+    )
 
     python_graders: bool = Field(
         False,

@@ -139,6 +139,18 @@ class DiskFullError(TuneforgeError):
     code = "disk_full"
 
 
+class InsufficientMemoryError(InvalidRequestError):
+    """A job whose memory estimate does not fit the worker's device (400, at creation)."""
+
+    code = "insufficient_memory"
+
+
+class InsufficientDiskError(InvalidRequestError):
+    """A job whose disk estimate does not fit the data folder's free space (400)."""
+
+    code = "insufficient_disk"
+
+
 class QueueFullError(TuneforgeError):
     """The API key already has as many jobs waiting to run as it may (429)."""
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,25 @@ def add_job(store: Store, status: JobStatus = JobStatus.QUEUED, created_at: floa
 def messages(store: Store, job_id: str) -> list[str]:
     events, _ = store.list_events(job_id, limit=100, newest_first=False)
     return [e["message"] for e in events]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[Path, int], Path]]:
+    """Mount a tmpfs of `mib` MiB at a folder; unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(folder: Path, mib: int) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

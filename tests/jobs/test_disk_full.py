@@ -5,38 +5,15 @@ retried. On real small file systems: a tmpfs of a few MiB (skipped where mount i
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.fault_campaign import pairs_file
-from tests.server import Server
+from tests.server import TEST_ENV, Server
 from tuneforge.config import Settings
 from tuneforge.jobs.runner import _classify, is_disk_full
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[Path, int], Path]]:
-    """Mount a tmpfs of `mib` MiB at a folder; unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(folder: Path, mib: int) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def _raised(write: Callable[[], object]) -> Exception:
@@ -85,7 +62,9 @@ def test_a_job_that_fills_its_disk_fails_with_disk_full_once(
     home = tmp_path / "tuneforge-data"
     # The jobs' folder (checkpoints) on a disk too small for one MiniLM checkpoint (~90 MB).
     small_disk(home / "jobs", 8)
-    server = Server(home)
+    # The estimate would refuse the job at creation (issue 24); what is shown here is what a
+    # disk that fills up anyway does to a run.
+    server = Server(home, env={**TEST_ENV, "TUNEFORGE_CHECK_FIT": "false"})
     try:
         file_id = server.upload(pairs_file(tmp_path, rows=16))["id"]
         job = server.client.post(

@@ -30,6 +30,8 @@ STATUS_BY_CODE = {
     "unsafe_weights": 400,
     "unsupported_file": 400,
     "unsupported_architecture": 400,
+    "insufficient_memory": 400,
+    "insufficient_disk": 400,
     "python_graders_disabled": 403,
     "not_found": 404,
     "file_not_found": 404,

@@ -112,6 +112,22 @@ def run_worker(
             "a time; another takes over when it stops).",
         ),
     ] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Threads of each job process this worker starts (default: its share of the "
+            "cores, see --job-slots; TUNEFORGE_JOB_THREADS).",
+        ),
+    ] = None,
+    job_slots: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Jobs that run at once on this machine (its workers): each job process "
+            "computes on 1/N of the cores (TUNEFORGE_JOB_SLOTS).",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker that claims queued jobs from the configured database. Any number of
     workers, on any machines, may share one PostgreSQL database. SIGTERM or Ctrl-C: the
@@ -123,6 +139,8 @@ def run_worker(
     from tuneforge.studies.driver import StudyDriver
 
     settings = get_settings()
+    budget = {"job_threads": threads, "job_slots": job_slots}
+    settings = settings.model_copy(update={k: v for k, v in budget.items() if v is not None})
     store = local_store(settings)
     worker = Worker(
         store,

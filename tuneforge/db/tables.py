@@ -94,6 +94,9 @@ jobs = Table(
     # What would train, but not as asked (codes and numbers; see jobs.warnings), shown at the
     # top of the job. Null for jobs from before migration 0012.
     Column("warnings", JSON),
+    # What the job was estimated to need when it was created (tuneforge.jobs.estimate):
+    # memory per device by part, time, disk; null where no estimate could be made.
+    Column("estimate", JSON),
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_created_by_status", "created_by", "status"),
 )

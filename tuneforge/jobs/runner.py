@@ -29,6 +29,7 @@ from tuneforge.deploy.run import run_deployment
 from tuneforge.deploy.service import KIND as DEPLOYMENT
 from tuneforge.errors import (
     DiskFullError,
+    InvalidStateError,
     JobCancelledError,
     JobTimeoutError,
     LeaseLostError,
@@ -42,9 +43,12 @@ from tuneforge.export.service import KIND as EXPORT
 from tuneforge.imports.run import run_import
 from tuneforge.imports.service import KIND as MODEL_IMPORT
 from tuneforge.jobs.data import JobInputs, load_job_data
+from tuneforge.jobs.fit import check_on_worker
+from tuneforge.jobs.oom import is_out_of_memory, requeue_smaller
 from tuneforge.jobs.publish import promotion_gate, publish
 from tuneforge.jobs.reporting import JobReporter
 from tuneforge.jobs.status import JobStatus, StopReason
+from tuneforge.jobs.threads import thread_budget, use_thread_budget
 from tuneforge.synthetic.endpoint_keys import forget_finished_keys
 from tuneforge.synthetic.run import run_synthetic
 from tuneforge.synthetic.service import KIND as SYNTHETIC
@@ -154,13 +158,22 @@ def run_job(
         store, settings, job_id, lease, deadline=deadline, rank=rank, worker_pid=worker_pid
     )
     signal.signal(signal.SIGTERM, lambda *_: reporter.request_shutdown())
+    use_thread_budget(thread_budget(settings, int(job["spec"].get("num_processes", 1))))
     work_dir = settings.jobs_dir / job_id
     work_dir.mkdir(parents=True, exist_ok=True)
     if rank != 0:
         # A failure here ends this process with an error: the launcher then stops the other
-        # ranks and the worker retries or fails the job as after any crash.
-        with contextlib.suppress(LeaseLostError):
+        # ranks and the worker retries or fails the job as after any crash. Out of memory on
+        # this rank is settled here, as rank 0 would (rank 0 then finds its lease gone).
+        try:
             _train(store, settings, job, reporter)
+        except LeaseLostError:
+            pass
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                with contextlib.suppress(LeaseLostError, InvalidStateError):
+                    _fail(store, job_id, lease, _classify(exc, settings, work_dir, rank))
+            raise
         return
     try:
         reporter.start_resources()
@@ -218,6 +231,9 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
     # the LLM kinds have resolved it to read the files with its tokenizer).
     source = inputs.model
     device = pick_device(spec.device, reporter)
+    if main and resume_from is None:
+        # On the device that runs it: its estimate, and no start without room on the disk.
+        check_on_worker(job.get("estimate"), spec, data, source.location, settings, reporter)
     name = fine_tuned_name(spec, job_id)
     # Written aside and moved into place only when complete (see below).
     staging = settings.models_dir / f".staging-{job_id}-{lease}"
@@ -324,17 +340,23 @@ def _fail(store: Store, job_id: str, lease: int, exc: TuneforgeError) -> None:
     if code not in JOB_ERROR_CODES:
         code, message = "internal", f"{exc.code}: {message}"
     error = {"code": code, "message": message, "param": exc.param}
+    if code == "out_of_memory" and requeue_smaller(store, job_id, lease, message):
+        return
     store.retry_or_fail(job_id, lease, error, retry=code in RETRYABLE)
 
 
-def _classify(exc: Exception, settings: Settings, work_dir: Path) -> TuneforgeError:
+def _classify(
+    exc: Exception, settings: Settings, work_dir: Path, rank: int = 0
+) -> TuneforgeError:
     """Map library exceptions to errors a user can act on."""
     text = f"{type(exc).__name__}: {exc}"
     if is_disk_full(exc, [settings.home, work_dir]):
         return DiskFullError(f"{text}. {space_note(settings, work_dir)}")
-    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
+        where = f" (on rank {rank})" if rank else ""
         return OutOfMemoryError(
-            f"{text}. Try a smaller batch_size or max_seq_length.", param="batch_size"
+            f"{text.splitlines()[0][:500]}{where}. Try a smaller batch_size or max_seq_length.",
+            param="batch_size",
         )
     return TuneforgeError(text)
 

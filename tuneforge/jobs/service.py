@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.files import files_of
@@ -11,12 +13,17 @@ from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import JobNotFoundError
 from tuneforge.evaluation.graded import check_grader, check_references, prompt_rows
 from tuneforge.jobs.data import JobInputs, load_job_data
+from tuneforge.jobs.estimate import gib
+from tuneforge.jobs.fit import check_fit, estimate_job
 from tuneforge.jobs.method_choice import check_matryoshka, settle_loss, settle_method
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
 from tuneforge.jobs.warnings import job_warnings
+from tuneforge.training.base import JobData
 from tuneforge.training.integrations import check_integrations
 from tuneforge.training.llm import check_quantization
 from tuneforge.training.spec import JobCreate
+
+log = logging.getLogger(__name__)
 
 
 def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
@@ -40,6 +47,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     request, loss_note = settle_loss(request, layout)
     check_matryoshka(request, source.location)
     warnings = job_warnings(request, data, source.location if source.is_local else None)
+    # Memory, time and disk, before anything is written: a job that cannot fit is refused.
+    estimate, estimate_note = job_estimate(request, data, source.location, settings)
     spec = request.model_copy(
         update={
             "seed": seed,
@@ -74,6 +83,7 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
             "device": spec.device,
             "max_attempts": spec.max_attempts,
             "warnings": warnings,
+            "estimate": estimate,
         },
         "Validating training file(s).",
         files=files_of(stored_spec),
@@ -88,10 +98,44 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     return store.transition(
         job_id,
         JobStatus.QUEUED,
-        f"Files validated ({layout} rows); job queued.",
+        # One event: a worker's "Job started" may follow the moment this commits.
+        f"Files validated ({layout} rows). {estimate_note.rstrip('.')}; job queued.",
         expected={JobStatus.VALIDATING_FILES},
-        data={"layout": layout},
+        data={"layout": layout, "estimate": estimate},
     )
+
+
+def job_estimate(
+    spec: JobCreate, data: JobData, location: str, settings: Settings
+) -> tuple[dict[str, Any] | None, str]:
+    """(the job's estimate as stored, an event's words): refused with 400 when it does not
+    fit this machine's device or disk (unless `check_fit` is off). A model whose shape cannot
+    be read (an architecture the installed transformers lacks) gets no estimate, and says so."""
+    try:
+        found, cap, shape, setup = estimate_job(spec, data, location, settings)
+    except Exception as exc:  # an estimate must never stop a job that would run
+        log.warning("no estimate for %s: %s", spec.model, exc, exc_info=True)
+        return None, f"No memory estimate: {type(exc).__name__}: {exc}"
+    if settings.check_fit:
+        check_fit(spec, found, cap, shape, setup, settings)
+    stored = {
+        **found.to_dict(),
+        "device_name": cap.name or None,
+        "free_bytes": cap.free_bytes,
+        "checked": settings.check_fit,
+    }
+    where = cap.name or cap.device.upper()
+    minutes = found.seconds / 60
+    note = (
+        f"Estimate on {where}: {gib(found.peak_bytes)} peak memory per device "
+        f"({gib(cap.free_bytes)} free), {gib(found.disk_bytes)} of disk, about "
+        f"{minutes:.0f} min of training."
+        if minutes >= 1
+        else f"Estimate on {where}: {gib(found.peak_bytes)} peak memory per device "
+        f"({gib(cap.free_bytes)} free), {gib(found.disk_bytes)} of disk, under a minute of "
+        "training."
+    )
+    return stored, note
 
 
 def require_fine_tuning_job(store: Store, job_id: str) -> Row:

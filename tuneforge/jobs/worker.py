@@ -40,6 +40,7 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidStateError, LeaseLostError
 from tuneforge.jobs.forkserver import ForkServer, JobProcess, start_process
+from tuneforge.jobs.oom import requeue_smaller
 from tuneforge.jobs.status import JobStatus, StopReason
 from tuneforge.net import free_port
 
@@ -481,9 +482,10 @@ class Worker:
                     "The job's process was killed (SIGKILL), most likely for lack of memory. "
                     "Try a smaller batch_size or max_seq_length."
                 )
-                self.store.retry_or_fail(
-                    job_id, lease, {"code": "out_of_memory", "message": message}
-                )
+                if not requeue_smaller(self.store, job_id, lease, message):
+                    self.store.retry_or_fail(
+                        job_id, lease, {"code": "out_of_memory", "message": message}
+                    )
             else:
                 message = f"The job's process exited with code {returncode}; see its log."
                 self.store.retry_or_fail(job_id, lease, {"code": "internal", "message": message})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -28,6 +29,12 @@ class Reporter(Protocol):
         automatic learning rate) is also recorded in the job's method, where the job object
         shows it."""
 
+
+# A test hook, read where a real out-of-memory error surfaces (in the training step): the
+# largest micro-batch the device holds. A step with a larger one raises torch's
+# OutOfMemoryError as a full device does, so that the job's handling of it runs for real on
+# the CPU (tests/jobs/test_oom.py).
+OOM_ABOVE_BATCH = "TUNEFORGE_TEST_OOM_ABOVE_BATCH"
 
 # Stop reasons as the number rank 0 broadcasts to the other ranks (0: go on).
 STOP_CODES: tuple[StopReason | None, ...] = (None, *StopReason)
@@ -64,6 +71,17 @@ class ReportingCallback(TrainerCallback):
         self._last_step = state.global_step
         self.checkpoint_metrics.restart(state.global_step)
         self.reporter.progress(state.global_step, state.max_steps, 0.0)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        limit = os.environ.get(OOM_ABOVE_BATCH)
+        if limit and args.per_device_train_batch_size > int(limit):
+            import torch
+
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate a micro-batch of "
+                f"{args.per_device_train_batch_size}; the device holds {limit} "
+                f"({OOM_ABOVE_BATCH})."
+            )
 
     def _stop_reason(self, args: Any) -> StopReason | None:
         reason = self.reporter.stop_reason()

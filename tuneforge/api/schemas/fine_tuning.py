@@ -78,6 +78,13 @@ class FineTuningJobPublic(Public):
         "that are also training rows, a warm-up longer than the training, a device the "
         "worker does not have.",
     )
+    estimate: dict[str, Any] | None = Field(
+        None,
+        description="tuneforge: what the job was estimated to need when it was created: "
+        "`memory` (peak bytes per device by part: weights, adapters, gradients, optimizer, "
+        "activations, logits, runtime; `total`), `seconds`, `disk` (checkpoints, model, "
+        "merged; `total`), on `assumptions.device`; null where none could be made.",
+    )
 
 
 class FineTuningJobsPublic(Public):
@@ -196,6 +203,7 @@ def public_job(job: Row) -> FineTuningJobPublic:
         pause_requested=bool(job.get("pause_requested")),
         worker_id=job.get("worker_id") if job["status"] == "running" else None,
         warnings=job.get("warnings") or [],
+        estimate=job.get("estimate"),
     )
 
 

@@ -150,6 +150,14 @@ function checkpointTable(checkpoints) {
     className: "checkpoints" });
 }
 
+/** The estimate made when the job was created, in one line: memory, disk, time. */
+function estimateText(e) {
+  if (!e) return null;
+  const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+  return `${gib(e.memory.total)} peak memory per device (${e.assumptions.device}) · `
+    + `${gib(e.disk.total)} disk · about ${fmtDuration(e.seconds)} of training`;
+}
+
 export async function detail(main, ctx, id) {
   let job = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}`, { signal: ctx.signal });
   const header = h("div", {});
@@ -219,6 +227,7 @@ export async function detail(main, ctx, id) {
         ["created", fmtTime(job.created_at)],
         ["finished", job.finished_at ? fmtTime(job.finished_at) : null],
         ["attempts", `${job.attempts} of ${job.max_attempts}`],
+        ["estimate", estimateText(job.estimate)],
       ]),
       job.error ? message(`${job.error.code}: ${job.error.message}`, "error") : null);
     fill(controlBox, controls(job, refresh));
