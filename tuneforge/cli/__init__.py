@@ -23,6 +23,7 @@ from tuneforge.cli import (
     keys,
     models,
     predict,
+    rerank,
     service,
     studies,
     synthetic,
@@ -34,6 +35,7 @@ app = typer.Typer(help="tuneforge: self-hosted fine-tuning.", no_args_is_help=Tr
 app.command("serve")(service.serve)
 app.command("worker")(service.run_worker)
 app.command("predict")(predict.predict)
+app.command("rerank")(rerank.rerank)
 app.command("train")(train.train)
 app.command("export")(exports.export_model)
 
