@@ -184,7 +184,10 @@ class _Tally:
         stats: dict[str, Any] = {
             "rows": self.rows,
             "exact_duplicates": self.duplicates.count(),
-            "columns": {"query": self.queries.statistics(), "documents": self.documents.statistics()},
+            "columns": {
+                "query": self.queries.statistics(),
+                "documents": self.documents.statistics(),
+            },
         }
         if self.negatives:
             stats["negatives"] = self.negatives
@@ -228,11 +231,15 @@ def _check_row(
     for name in texts:
         if name not in found:
             what = "reranker data needs a query" if name == "query" else f"{name!r} is missing"
-            problems.append(Problem("missing_column", f"Column {name!r} is missing: {what}.",
-                                    line=line, column=name))
+            problems.append(
+                Problem(
+                    "missing_column", f"Column {name!r} is missing: {what}.", line=line, column=name
+                )
+            )
             ok = False
             continue
-        text = _check_text(line, *found[name], problems)
+        key, value = found[name]
+        text = _check_text(line, key, value, problems)
         ok = ok and text is not None
         row[name] = text
     if layout == "labeled_pair":
@@ -241,7 +248,8 @@ def _check_row(
                 Problem("missing_column", "Column 'label' is missing.", line=line, column="label")
             )
             return None
-        row["label"] = _check_label(line, *found["label"], bounds, problems)
+        key, value = found["label"]
+        row["label"] = _check_label(line, key, value, bounds, problems)
         ok = ok and row["label"] is not None
     else:
         if not negatives:

@@ -15,8 +15,8 @@ from tuneforge.config import Settings
 from tuneforge.datasets.ingest import require_dataset
 from tuneforge.db.files import files_of
 from tuneforge.db.store import Row, Store, new_id
-from tuneforge.jobs.data import READS_UPLOADS_OF
 from tuneforge.errors import InvalidDatasetError, InvalidRequestError
+from tuneforge.jobs.data import READS_UPLOADS_OF
 from tuneforge.jobs.status import JobStatus
 from tuneforge.registry.models import resolve_model
 from tuneforge.training.spec import MODEL_NAME
@@ -76,9 +76,9 @@ def create_evaluation(store: Store, settings: Settings, request: EvaluationCreat
     every check passes."""
     kind = kind_of(store, request)
     version = store.version_of_model(request.model)
-    if version is not None and version["kind"] == "reranker":
-        if kind in READS_UPLOADS_OF["reranker"]:
-            kind = "reranker"  # measured on triplets or scored pairs
+    reranker = version is not None and version["kind"] == "reranker"
+    if reranker and kind in READS_UPLOADS_OF["reranker"]:
+        kind = "reranker"  # measured on triplets or scored pairs
     for param in ("model", "baseline_model"):
         name = getattr(request, param)
         if name is None:

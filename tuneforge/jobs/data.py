@@ -251,11 +251,11 @@ def read_job_file(
                 param=param,
             )
     if isinstance(spec.method, RerankerMethod) and for_training and spec.method.reranker.loss:
-        loss = spec.method.reranker.loss
-        if data.layout not in RERANKER_LOSS_LAYOUTS[loss]:
+        ranker_loss = spec.method.reranker.loss
+        if data.layout not in RERANKER_LOSS_LAYOUTS[ranker_loss]:
             raise InvalidDatasetError(
-                f"File {file_id} holds {data.layout} rows; reranker loss {loss!r} trains on "
-                f"{' or '.join(RERANKER_LOSS_LAYOUTS[loss])} rows.",
+                f"File {file_id} holds {data.layout} rows; reranker loss {ranker_loss!r} trains "
+                f"on {' or '.join(RERANKER_LOSS_LAYOUTS[ranker_loss])} rows.",
                 param=param,
             )
     return data

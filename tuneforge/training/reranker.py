@@ -102,7 +102,11 @@ def _retrieved(
         top_k=min(top_k, len(corpus)),
     )
     return [
-        {"query": q, "positive": grouped[q][0], "documents": [corpus[h["corpus_id"]] for h in found]}
+        {
+            "query": q,
+            "positive": grouped[q][0],
+            "documents": [corpus[int(h["corpus_id"])] for h in found],
+        }
         for q, found in zip(queries, hits, strict=True)
     ]
 
@@ -125,7 +129,9 @@ def _evaluator_class() -> type:
             super().__init__()
             _setup(self, *args)
 
-        def __call__(self, model: Any, output_path: str | None = None, **kwargs: Any) -> dict:
+        def __call__(
+            self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1
+        ) -> dict[str, float]:
             return _measure(self, model)
 
         def store_metrics_in_model_card_data(self, *args: Any, **kwargs: Any) -> None:
@@ -143,11 +149,11 @@ def _setup(self: Any, layout: str, rows: list[dict[str, Any]], batch_size: int) 
         CrossEncoderRerankingEvaluator,
     )
 
-    self.parts: list[Any] = []
+    self.parts = []
     if layout == "labeled_pair":
         self.parts.append(
             CrossEncoderCorrelationEvaluator(
-                [(r["query"], r["document"]) for r in rows],
+                [[r["query"], r["document"]] for r in rows],
                 [r["label"] for r in rows],
                 batch_size=batch_size,
                 write_csv=False,

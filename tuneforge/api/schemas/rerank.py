@@ -17,8 +17,8 @@ class RerankResult(Public):
     relevance_score: float = Field(
         ..., description="The reranker's score (a sigmoid of its logit: 0 to 1), higher first."
     )
-    document: RerankDocument = Field(
-        default=MISSING, description="The document, with return_documents only."
+    document: RerankDocument | MISSING = Field(
+        MISSING, description="The document, with return_documents only."
     )
 
 
