@@ -88,7 +88,7 @@ def test_rerank_orders_documents_and_honours_top_n_and_return_documents(
     answer = server.client.post("/v1/rerank", json={
         "model": model, "query": "Who wrote Hamlet?",
         "documents": [documents[0], {"text": documents[1]}, *documents[2:]],
-        "top_n": 3, "return_documents": True})
+        "top_n": 3, "return_documents": True}, timeout=600)  # the first request loads it
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["model"] == model and body["id"].startswith("rerank-")
@@ -172,7 +172,7 @@ def test_reranker_jobs_refuse_data_their_loss_cannot_train_on(
     assert answer.json()["error"]["param"] == "training_file"
     assert "listnet" in answer.json()["error"]["message"]
 
-    bad = write_jsonl(tmp_path / "bad.jsonl", [*pairs[:11], {"document": "d", "label": 2}])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*pairs[:11], {"document": "d", "label": 7}])
     report = server.upload(bad)
     dataset = server.client.get(f"/v1/datasets/{report['id']}").json()
     assert dataset["valid"] is False
