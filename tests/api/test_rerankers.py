@@ -177,4 +177,4 @@ def test_reranker_jobs_refuse_data_their_loss_cannot_train_on(
     dataset = server.client.get(f"/v1/datasets/{report['id']}").json()
     assert dataset["valid"] is False
     assert [(p["line"], p["column"], p["code"]) for p in dataset["problems"]] == [
-        (12, "query", "missing_column"), (12, "label", "score_out_of_range")]
+        (12, "label", "score_out_of_range"), (12, "query", "missing_column")]
