@@ -178,3 +178,26 @@ def test_reranker_jobs_refuse_data_their_loss_cannot_train_on(
     assert dataset["valid"] is False
     assert [(p["line"], p["column"], p["code"]) for p in dataset["problems"]] == [
         (12, "label", "score_out_of_range"), (12, "query", "missing_column")]
+
+
+def test_an_evaluation_measures_a_reranker_on_embedding_triplets(
+    server: Server, reranker_job: dict, tmp_path: Path
+) -> None:
+    import time
+
+    triplets = [{"anchor": r["query"], "positive": r["positive"], "negative": r["negatives"][0]}
+                for r in ranking_rows(list(TOPICS)[4:])]
+    upload = server.upload(write_jsonl(tmp_path / "triplets.jsonl", triplets))
+    assert server.client.get(f"/v1/datasets/{upload['id']}").json()["kind"] == "embedding"
+    created = server.client.post("/v1/evaluations", json={
+        "model": reranker_job["fine_tuned_model"], "file_id": upload["id"]})
+    assert created.status_code == 200, created.text
+    assert created.json()["kind"] == "reranker"
+    deadline = time.monotonic() + 600
+    while (done := server.client.get(f"/v1/evaluations/{created.json()['id']}").json())[
+            "status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, "evaluation did not finish"
+        time.sleep(0.5)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["primary_metric"] == "ndcg@10"
+    assert {"ndcg@10", "mrr@10", "no_reranking_ndcg@10"} <= set(done["result"]["model"]["metrics"])
