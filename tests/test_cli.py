@@ -113,6 +113,12 @@ def test_options_override_the_config() -> None:
     }
 
 
+def test_jobs_create_names_the_method_type() -> None:
+    body = job_body({}, model="m", method_type="reranker", hyperparameters={"n_epochs": 2})
+    assert body["method"] == {"type": "reranker", "reranker": {"hyperparameters": {"n_epochs": 2}}}
+    assert job_body({}, model="m", method_type="reranker")["method"] == {"type": "reranker"}
+
+
 def test_key_scopes_are_the_keys_scopes() -> None:
     # The CLI spells the scopes out (importing them would load SQLAlchemy into `--help`).
     from tuneforge.cli.keys import KeyScope

@@ -88,9 +88,10 @@ class Settings(BaseSettings):
     serving_memory_mb: int = Field(
         4096,
         ge=0,
-        description="Memory for the models that /v1/embeddings, /v1/chat/completions and "
-        "/v1/completions keep loaded (their parameters' bytes, in MiB): the least recently "
-        "used are unloaded to stay within it; a larger model still loads, alone.",
+        description="Memory for the models that /v1/embeddings, /v1/rerank, "
+        "/v1/chat/completions and /v1/completions keep loaded (their parameters' bytes, in "
+        "MiB): the least recently used are unloaded to stay within it; a larger model still "
+        "loads, alone.",
     )
     heartbeat_seconds: float = Field(
         2.0, gt=0, description="How often a worker marks its job alive."

@@ -30,6 +30,8 @@ def test_every_kind_of_the_spec_is_in_the_table() -> None:
         ("supervised", "chat", "loss", False),
         ("dpo", "preference", "preference_accuracy", True),
         ("reinforcement", "reinforcement", "reward_mean", True),
+        ("reranker", "labeled_pair", "spearman", True),
+        ("reranker", "ranking", "ndcg@10", True),
     ],
 )
 def test_each_kind_ranks_its_primary_metric(

@@ -37,7 +37,13 @@ API_PREFIXES = ("/v1/", "/training/", "/evaluation/", "/metrics")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POSTs that change nothing: a read-only key may use them, and they are not audited.
 INFERENCE_PATHS = frozenset(
-    {"/v1/embeddings", "/v1/chat/completions", "/v1/completions", "/v1/classifications"}
+    {
+        "/v1/embeddings",
+        "/v1/rerank",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/classifications",
+    }
 )
 # POSTs that queue work for a worker: bounded per key.
 JOB_CREATION_PATHS = frozenset(

@@ -25,6 +25,7 @@ from tuneforge.cli import (
     keys,
     models,
     predict,
+    rerank,
     service,
     studies,
     synthetic,
@@ -36,6 +37,7 @@ app = typer.Typer(help="tuneforge: self-hosted fine-tuning.", no_args_is_help=Tr
 app.command("serve")(service.serve)
 app.command("worker")(service.run_worker)
 app.command("predict")(predict.predict)
+app.command("rerank")(rerank.rerank)
 app.command("train")(train.train)
 app.command("export")(exports.export_model)
 app.command("doctor")(doctor.doctor)

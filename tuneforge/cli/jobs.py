@@ -34,6 +34,7 @@ def job_body(
     validation_file: str | None = None,
     loss: str | None = None,
     hyperparameters: dict[str, Any] | None = None,
+    method_type: str | None = None,
     suffix: str | None = None,
     seed: int | None = None,
     timeout_seconds: int | None = None,
@@ -57,6 +58,11 @@ def job_body(
         else:
             body["training_files"] = list(training_files)
     chosen = {k: v for k, v in (hyperparameters or {}).items() if v is not None}
+    if method_type:
+        method = body.get("method")
+        if isinstance(method, dict) and method.get("type", method_type) != method_type:
+            fail(f"--method {method_type} and the config's method.type {method['type']} differ.")
+        body["method"] = {**(method if isinstance(method, dict) else {}), "type": method_type}
     if chosen and not loss and "method" not in body:
         # The server picks the method from the data; these go into it.
         body["hyperparameters"] = {**body.get("hyperparameters", {}), **chosen}
@@ -83,6 +89,14 @@ def create_job(
     ] = None,
     validation_file: Annotated[
         str | None, typer.Option(metavar="FILE_ID", help="Validation file id.")
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TYPE",
+            help="Method type: embedding, reranker, classification, supervised, dpo "
+            "(default: the training file's kind).",
+        ),
     ] = None,
     loss: Annotated[Loss | None, typer.Option(help="Embedding loss.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
@@ -111,6 +125,7 @@ def create_job(
         training_files=training_file,
         validation_file=validation_file,
         loss=loss,
+        method_type=method,
         hyperparameters={
             "n_epochs": epochs,
             "batch_size": batch_size,

@@ -5,6 +5,7 @@
 | `supervised`     | `messages`, or `prompt` + `completion`                       |
 | `dpo`            | `prompt` + `chosen` + `rejected`, or `input` + `preferred_output` |
 | `embedding`      | `anchor` + `positive` (+ `negative`); `sentence1` + `sentence2` + `score` |
+| `reranker`       | `query` + `document` + `label`; `query` + `positive` + `negatives` (a list) |
 | `classification` | a text column (`text`, `chunk_text`, …) + a label column     |
 | `reinforcement`  | `messages` ending before the answer (+ the fields a grader reads) |
 
@@ -20,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuneforge.datasets import chat, classification, embedding, reinforcement
+from tuneforge.datasets import chat, classification, embedding, reinforcement, reranker
 from tuneforge.datasets.problems import ProblemLog
 from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
 
@@ -68,6 +69,8 @@ def detect_kind(columns: list[str]) -> str:
         return "supervised"
     if {"chosen", "rejected"} <= names or "preferred_output" in names:
         return "dpo"
+    if reranker.is_reranker_data(columns):
+        return "reranker"
     canonical = {embedding.ALIASES.get(n, n) for n in names}
     if any(set(cols) <= canonical for cols in embedding.LAYOUTS.values()):
         return "embedding"
@@ -108,6 +111,8 @@ def read_upload(
         data = chat.read_preference_file(path, fmt, **options)
     elif kind == "classification":
         data = classification.read_classification_file(path, fmt, **options)
+    elif kind == "reranker":
+        data = reranker.read_reranker_file(path, fmt, **options)
     else:
         data = embedding.read_embedding_file(path, fmt, **options)
     data.report["kind"] = kind

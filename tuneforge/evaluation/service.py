@@ -21,6 +21,7 @@ from tuneforge.db.files import files_of
 from tuneforge.db.store import Row, Store, new_id
 from tuneforge.errors import InvalidDatasetError, InvalidRequestError
 from tuneforge.evaluation.graded import DEFAULT_MAX_NEW_TOKENS, check_grader
+from tuneforge.jobs.data import READS_UPLOADS_OF
 from tuneforge.jobs.status import JobStatus
 from tuneforge.registry.models import resolve_model
 from tuneforge.training.spec import MODEL_NAME
@@ -88,6 +89,10 @@ def create_evaluation(store: Store, settings: Settings, request: EvaluationCreat
     """Check the models and the data, then queue the evaluation; nothing is written unless
     every check passes."""
     kind = kind_of(store, request)
+    version = store.version_of_model(request.model)
+    reranker = version is not None and version["kind"] == "reranker"
+    if reranker and kind in READS_UPLOADS_OF["reranker"]:
+        kind = "reranker"  # measured on triplets or scored pairs
     if request.grader is not None:
         check_grader(store, settings, request.grader, kind, "grader")
         if request.baseline_model is None:

@@ -87,16 +87,26 @@ def _describe_files(folder: Path) -> list[dict[str, Any]]:
 
 
 def _sentence_transformers(location: Path, target: Path, reporter: JobReporter) -> str:
-    """Copy the model folder and check the copy embeds exactly as the model does."""
-    from sentence_transformers import SentenceTransformer
+    """Copy the model folder and check the copy embeds (a reranker: scores) exactly as the
+    model does."""
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    from tuneforge.serving.loading import model_kind
 
     shutil.copytree(location, target, ignore=shutil.ignore_patterns("checkpoint-*", ".*"))
     texts = ["A man is playing a guitar.", "Ein Mann spielt Gitarre.", "The weather is nice."]
-    original = SentenceTransformer(str(location), device="cpu").encode(texts)
-    copied = SentenceTransformer(str(target), device="cpu").encode(texts)
+    if model_kind(location) == "reranker":
+        pairs = [(texts[0], text) for text in texts]
+        original = CrossEncoder(str(location), device="cpu").predict(pairs)
+        copied = CrossEncoder(str(target), device="cpu").predict(pairs)
+        done = f"Checked: the exported reranker scores {len(pairs)} pairs identically."
+    else:
+        original = SentenceTransformer(str(location), device="cpu").encode(texts)
+        copied = SentenceTransformer(str(target), device="cpu").encode(texts)
+        done = f"Checked: the exported folder embeds {len(texts)} texts identically."
     if not (original == copied).all():
-        raise VerificationError("The exported folder embeds differently from the model.")
-    reporter.note(f"Checked: the exported folder embeds {len(texts)} texts identically.")
+        raise VerificationError("The exported folder computes differently from the model.")
+    reporter.note(done)
     return target.name
 
 

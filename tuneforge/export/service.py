@@ -2,7 +2,8 @@
 made by a worker as a job of kind `export`.
 
 Formats:
-- `sentence-transformers`: an embedding model's folder, as `SentenceTransformer(path)` loads it.
+- `sentence-transformers`: an embedding model's folder, as `SentenceTransformer(path)` loads it,
+  or a reranker's, as `CrossEncoder(path)` loads it.
 - `merged`: a causal LM with its LoRA adapters merged into the base, as safetensors with the
   tokenizer and chat template (`AutoModelForCausalLM.from_pretrained(path)`).
 - `gguf`: a causal LM of the Llama family as one GGUF file in f32/f16/bf16 or a llama.cpp
@@ -32,8 +33,12 @@ from tuneforge.training.spec import MODEL_NAME
 KIND = "export"
 FORMATS = ("sentence-transformers", "merged", "gguf")
 GGUF_TYPES = DIRECT_TYPES + QUANTIZED
-# The kind of model (see tuneforge.serving.loading.model_kind) each format is for.
-FORMAT_KINDS = {"sentence-transformers": "embedding", "merged": "causal_lm", "gguf": "causal_lm"}
+# The kinds of model (see tuneforge.serving.loading.model_kind) each format is for.
+FORMAT_KINDS = {
+    "sentence-transformers": ("embedding", "reranker"),
+    "merged": ("causal_lm",),
+    "gguf": ("causal_lm",),
+}
 
 
 class ExportCreate(BaseModel):
@@ -112,11 +117,11 @@ def create_export(store: Store, settings: Settings, request: ExportCreate) -> Ro
     folder = Path(source.location)  # checked as it resolved (see check_model_files)
     found = model_kind(folder)
     wanted = FORMAT_KINDS[request.format]
-    if found != wanted:
+    if found not in wanted:
         what = DESCRIPTIONS.get(found or "", "not a model tuneforge can export")
         raise InvalidRequestError(
             f"{request.model} is {what}; the {request.format} format is for "
-            f"{DESCRIPTIONS[wanted]}s.",
+            f"{' and '.join(DESCRIPTIONS[k] + 's' for k in wanted)}.",
             param="format",
         )
     if request.format == "gguf":

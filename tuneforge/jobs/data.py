@@ -22,12 +22,19 @@ from tuneforge.datasets.embedding import read_embedding_file
 from tuneforge.datasets.ingest import file_path, require_dataset
 from tuneforge.datasets.kinds import FileData
 from tuneforge.datasets.reinforcement import read_reinforcement_file
+from tuneforge.datasets.reranker import read_reranker_file
 from tuneforge.db.store import Store
-from tuneforge.errors import FileNotFoundInStoreError, InvalidDatasetError
+from tuneforge.errors import (
+    FileNotFoundInStoreError,
+    InvalidDatasetError,
+    InvalidRequestError,
+    TuneforgeError,
+)
 from tuneforge.graders.backends import check_job_grader
 from tuneforge.registry.models import ModelSource, resolve_model
 from tuneforge.training.base import JobData
 from tuneforge.training.llm import cached_chat_tokenizer, method_params
+from tuneforge.training.reranker_spec import RERANKER_LOSS_LAYOUTS, RerankerMethod
 from tuneforge.training.spec import (
     LOSS_LAYOUTS,
     ClassificationMethod,
@@ -66,6 +73,34 @@ JobReader = Callable[[JobInputs, Path, str], FileData]
 
 def _read_embedding(inputs: JobInputs, path: Path, fmt: str) -> FileData:
     return read_embedding_file(path, fmt, min_rows=inputs.settings.min_rows)
+
+
+def _read_reranker(inputs: JobInputs, path: Path, fmt: str) -> FileData:
+    """Labeled pairs or ranking rows, labels checked against the job's score_range. With a
+    retriever, every row names it (its folder, checked to be an embedding model) and its
+    top-k: a model is measured on them as the job measures its models."""
+    assert isinstance(inputs.spec.method, RerankerMethod)
+    params = inputs.spec.method.reranker
+    data = read_reranker_file(
+        path, fmt, min_rows=inputs.settings.min_rows, score_range=params.score_range
+    )
+    if params.retriever:
+        from tuneforge.registry.models import local_model
+        from tuneforge.serving.loading import require_kind
+
+        param = "method.reranker.retriever"
+        try:
+            location = local_model(inputs.store, inputs.settings, params.retriever)
+        except TuneforgeError as exc:
+            raise type(exc)(exc.message, param=param) from None
+        try:
+            require_kind(params.retriever, location.resolve(), "embedding")
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(exc.message, param=param) from None
+        for row in data.rows:
+            row["retriever"] = str(location.resolve())
+            row["retriever_top_k"] = params.retriever_top_k
+    return data
 
 
 def _read_classification(inputs: JobInputs, path: Path, fmt: str) -> FileData:
@@ -148,10 +183,12 @@ JOB_READERS: dict[str, JobReader] = {
     "supervised": _llm_reader(read_chat_file),
     "dpo": _llm_reader(read_preference_file),
     "reinforcement": _read_reinforcement,
+    "reranker": _read_reranker,
 }
 # Kinds that read files uploaded as another kind: reinforcement prompts uploaded before the
 # upload's check told them from chat data were recorded as supervised.
-READS_UPLOADS_OF = {"reinforcement": ("supervised",)}
+# A reranker trains on triplets and scored pairs as embedding jobs do.
+READS_UPLOADS_OF = {"reinforcement": ("supervised",), "reranker": ("embedding",)}
 
 
 def named_files(spec: JobCreate) -> list[tuple[str, str]]:
@@ -211,6 +248,14 @@ def read_job_file(
             raise InvalidDatasetError(
                 f"File {file_id} holds {data.layout} rows; loss {loss!r} trains on "
                 f"{' or '.join(LOSS_LAYOUTS[loss])}.",
+                param=param,
+            )
+    if isinstance(spec.method, RerankerMethod) and for_training and spec.method.reranker.loss:
+        ranker_loss = spec.method.reranker.loss
+        if data.layout not in RERANKER_LOSS_LAYOUTS[ranker_loss]:
+            raise InvalidDatasetError(
+                f"File {file_id} holds {data.layout} rows; reranker loss {ranker_loss!r} trains "
+                f"on {' or '.join(RERANKER_LOSS_LAYOUTS[ranker_loss])} rows.",
                 param=param,
             )
     return data

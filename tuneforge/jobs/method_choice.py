@@ -21,6 +21,7 @@ DATA_SHAPES = {
     "dpo": "preference pairs",
     "classification": "texts with labels",
     "embedding": "pairs, triplets or scored pairs",
+    "reranker": "queries with labeled documents, or with positives and negatives",
 }
 
 

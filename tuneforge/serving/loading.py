@@ -6,6 +6,10 @@ The name resolves as everywhere else (`ft:` ids, `NAME@alias`, `NAME@vN`, base m
 | kind             | the folder holds                                  | served by               |
 |------------------|---------------------------------------------------|-------------------------|
 | `embedding`      | `modules.json` (sentence-transformers)            | `/v1/embeddings`        |
+| `reranker`       | a sentence-transformers CrossEncoder: `modules.json` | `/v1/rerank`         |
+|                  | with `model_type` CrossEncoder, or (older) a      |                         |
+|                  | `config.json` with its `sentence_transformers` or |                         |
+|                  | `sbert_ce_…` settings                             |                         |
 | `causal_lm`      | `config.json` naming a `…ForCausalLM`, or one of  | `/v1/chat/completions`, |
 |                  | our LoRA models (`adapter_config.json` +          | `/v1/completions`       |
 |                  | `tuneforge.json`)                                 |                         |
@@ -37,11 +41,13 @@ from tuneforge.training.llm import MERGED, MODEL_INFO, base_location
 
 ENDPOINTS = {
     "embedding": "/v1/embeddings",
+    "reranker": "/v1/rerank",
     "causal_lm": "/v1/chat/completions or /v1/completions",
     "classification": "/v1/classifications",
 }
 DESCRIPTIONS = {
     "embedding": "an embedding model",
+    "reranker": "a reranker (cross-encoder)",
     "causal_lm": "a causal language model",
     "classification": "a text-classification model",
 }
@@ -49,17 +55,22 @@ DESCRIPTIONS = {
 
 def model_kind(location: Path) -> str | None:
     """The kind of the model saved at `location` (see the table above), or None."""
-    if (location / "modules.json").is_file():
-        return "embedding"
-    if (location / "adapter_config.json").is_file() and (location / MODEL_INFO).is_file():
-        return "causal_lm"
     config_file = location / "config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if (location / "modules.json").is_file():
+        st_file = location / "config_sentence_transformers.json"
+        st_config = json.loads(st_file.read_text()) if st_file.is_file() else {}
+        return "reranker" if st_config.get("model_type") == "CrossEncoder" else "embedding"
+    if (location / "adapter_config.json").is_file() and (location / MODEL_INFO).is_file():
+        return "causal_lm"
     architectures = config.get("architectures") or []
     if any(a.endswith("ForCausalLM") for a in architectures):
         return "causal_lm"
     if any(a.endswith("ForSequenceClassification") for a in architectures):
-        return "classification"
+        older_cross_encoder = "sentence_transformers" in config or any(
+            key.startswith("sbert_ce_") for key in config
+        )
+        return "reranker" if older_cross_encoder else "classification"
     return None
 
 
@@ -85,11 +96,16 @@ def serving_device() -> str:
 
 
 def load_model(kind: str, location: Path) -> Any:
-    """Load the model at `location` as `kind` (embedding or causal_lm) on `serving_device()`."""
+    """Load the model at `location` as `kind` (embedding, reranker or causal_lm) on
+    `serving_device()`."""
     if kind == "embedding":
         from tuneforge.serving.embeddings import Embedder
 
         return Embedder(location, serving_device())
+    if kind == "reranker":
+        from tuneforge.serving.reranking import Reranker
+
+        return Reranker(location, serving_device())
     from tuneforge.serving.generation import Generator
 
     return Generator(location, serving_device())

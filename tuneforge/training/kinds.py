@@ -9,6 +9,7 @@ maps a job's `method.type` to the module that trains and measures it.
 | `supervised`     | `training.supervised`     | loss (lower is better)                          |
 | `dpo`            | `training.dpo`            | preference_accuracy                             |
 | `reinforcement`  | `training.reinforcement`  | reward_mean (graded validation answers)         |
+| `reranker`       | `training.reranker`       | spearman (labeled pairs) or ndcg@10 (ranking)   |
 
 The kinds' modules import their libraries (torch, transformers …) only when they train or
 measure, so reading this table costs the API and the worker nothing.
@@ -18,7 +19,14 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from tuneforge.training import classification, dpo, embedding, reinforcement, supervised
+from tuneforge.training import (
+    classification,
+    dpo,
+    embedding,
+    reinforcement,
+    reranker,
+    supervised,
+)
 from tuneforge.training.base import RunContext, TrainResult
 
 
@@ -50,6 +58,7 @@ KINDS: dict[str, Kind] = {
     "supervised": supervised,
     "dpo": dpo,
     "reinforcement": reinforcement,
+    "reranker": reranker,
 }
 
 

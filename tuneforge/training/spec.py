@@ -18,6 +18,7 @@ from tuneforge.training.hyperparameters import (
     Strict,
     SupervisedHyperparameters,
 )
+from tuneforge.training.reranker_spec import RerankerMethod
 
 # Hub ids (`org/name`), cache-style names (`models--org--name`), our own model ids
 # (`ft:...`) and registry references (`name@alias`, `name@v3`). Never a file-system path:
@@ -251,7 +252,8 @@ Method = Annotated[
     | Annotated[ClassificationMethod, Tag("classification")]
     | Annotated[SupervisedMethod, Tag("supervised")]
     | Annotated[DPOMethod, Tag("dpo")]
-    | Annotated[ReinforcementMethod, Tag("reinforcement")],
+    | Annotated[ReinforcementMethod, Tag("reinforcement")]
+    | Annotated[RerankerMethod, Tag("reranker")],
     Discriminator(method_type),
 ]
 
@@ -407,7 +409,8 @@ class JobCreate(Strict):
         default_factory=EmbeddingMethod,
         description="How to train. Left out, it follows the training file's data: chat or "
         "prompt/completion -> supervised, preference pairs -> dpo, text and label -> "
-        "classification, pairs, triplets or scored pairs -> embedding.",
+        "classification, pairs, triplets or scored pairs -> embedding, a query with "
+        "labeled documents or with a list of negatives -> reranker.",
     )
     hyperparameters: OpenAIHyperparameters | None = Field(
         None,

@@ -280,8 +280,8 @@ export async function render(main, ctx) {
       h("div", { class: "fields" },
         h("div", { class: "field" }, h("label", { for: "f-kind" }, "Training kind"), kindSelect,
           h("small", { class: "help" },
-            "embedding: sentence-transformers; classification: labels for texts; supervised "
-            + "and dpo: chat LLMs.")),
+            "embedding: sentence-transformers; reranker: cross-encoders; classification: "
+            + "labels for texts; supervised and dpo: chat LLMs.")),
         h("div", { class: "field" }, h("label", { for: "f-model" }, "Base model ",
           h("code", {}, "model")), modelInput,
         h("datalist", { id: "model-names" }, modelNames.map((m) => h("option", { value: m }))),

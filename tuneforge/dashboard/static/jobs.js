@@ -108,7 +108,11 @@ export function evaluationView(evaluation) {
   const keys = Object.keys(tuned).filter((k) => typeof tuned[k] === "number");
   const primary = evaluation.primary_metric;
   keys.sort((a, b) => (b === primary) - (a === primary) || a.localeCompare(b));
+  // Rerankers also report the candidates' order without reranking (`no_reranking_…`).
+  const unranked = evaluation.fine_tuned_model[`no_reranking_${primary}`];
   return h("div", { class: "evaluation" },
+    typeof unranked === "number" ? h("p", {}, "Without reranking: ", h("code", {}, primary),
+      ` ${fmtNum(unranked)} (the retriever's or the data's order)`) : null,
     primary ? h("p", {}, "Primary metric: ", h("code", {}, primary),
       typeof evaluation.delta === "number" ? ` (${fmtSigned(evaluation.delta)} against the base)`
         : "") : null,

@@ -133,6 +133,7 @@ function comparison(name, result) {
 
 const EXPORT_FORMATS = {
   embedding: [["sentence-transformers", "Export as sentence-transformers folder"]],
+  reranker: [["sentence-transformers", "Export as CrossEncoder folder"]],
   supervised: [["merged", "Export merged safetensors"], ["gguf", "Export GGUF + Modelfile"]],
   dpo: [["merged", "Export merged safetensors"], ["gguf", "Export GGUF + Modelfile"]],
 };

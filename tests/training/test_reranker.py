@@ -1,0 +1,66 @@
+"""The reranker kind's pieces without a server: candidate lists (the data's, or a retriever's
+top-k) and the training rows each loss reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneforge.training.reranker import candidate_lists, to_dataset
+
+ROWS = [
+    {"query": "Who wrote Hamlet?", "positive": "Hamlet is a play by William Shakespeare.",
+     "negatives": ["Paris is the capital of France.", "Spiders have eight legs."]},
+    {"query": "What causes the tides?", "positive": "The Moon's gravity causes the tides.",
+     "negatives": ["Water boils at 100 degrees.", "Light is fast.", "Paris is in France."]},
+]
+
+
+def test_the_data_candidates_are_shuffled_the_same_way_in_any_row_order() -> None:
+    forward = candidate_lists("ranking", ROWS)
+    backward = candidate_lists("ranking", ROWS[::-1])
+    assert {s["query"]: s["documents"] for s in forward} == {
+        s["query"]: s["documents"] for s in backward}
+    first = forward[0]
+    assert first["positive"] == [ROWS[0]["positive"]]
+    assert sorted(first["documents"]) == sorted([ROWS[0]["positive"], *ROWS[0]["negatives"]])
+
+
+def test_labeled_pairs_group_by_query_and_skip_queries_without_both_kinds() -> None:
+    rows = [
+        {"query": "q1", "document": "good", "label": 1.0},
+        {"query": "q1", "document": "bad", "label": 0.2},
+        {"query": "q2", "document": "only good", "label": 0.9},
+    ]
+    samples = candidate_lists("labeled_pair", rows)
+    assert len(samples) == 1 and samples[0]["positive"] == ["good"]
+    assert sorted(samples[0]["documents"]) == ["bad", "good"]
+
+
+def test_a_retriever_hands_over_its_top_k_of_all_validation_documents(model_id: str) -> None:
+    from tuneforge.registry.models import cached_snapshot
+
+    retriever = str(cached_snapshot(model_id))
+    rows = [dict(r, retriever=retriever, retriever_top_k=3) for r in ROWS]
+    samples = candidate_lists("ranking", rows)
+    assert [s["query"] for s in samples] == [r["query"] for r in ROWS]
+    for sample, row in zip(samples, ROWS, strict=True):
+        assert len(sample["documents"]) == 3
+        # all-MiniLM-L6-v2 puts the answer first among these documents.
+        assert sample["documents"][0] == row["positive"]
+
+
+@pytest.mark.parametrize(("loss", "columns"), [
+    ("bce", ["query", "document", "label"]),
+    ("mnrl", ["query", "positive", "negative_1", "negative_2", "negative_3"]),
+    ("lambda", ["query", "documents", "labels"]),
+    ("listnet", ["query", "documents", "labels"]),
+])
+def test_each_loss_gets_the_columns_it_reads(loss: str, columns: list[str]) -> None:
+    dataset = to_dataset("ranking", loss, ROWS)
+    assert dataset.column_names == columns
+    if loss == "bce":
+        assert len(dataset) == 7 and sum(dataset["label"]) == 2
+    if loss == "mnrl":  # the shorter list repeats its own negatives
+        assert dataset[0]["negative_3"] == ROWS[0]["negatives"][0]
+    if loss in ("lambda", "listnet"):
+        assert dataset[1]["labels"] == [1.0, 0.0, 0.0, 0.0]
