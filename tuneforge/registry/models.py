@@ -23,7 +23,7 @@ from tuneforge.errors import (
 )
 from tuneforge.registry.service import resolve_reference
 from tuneforge.security.paths import inside
-from tuneforge.training.spec import MODEL_NAME, hub_id_of
+from tuneforge.training.spec import MODEL_NAME, cache_folder_of, hub_id_of
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,11 @@ def resolve_model(store: Store, settings: Settings, name: str) -> ModelSource:
         # Ours, in the data folder: a fine-tuned model, or a base model imported here.
         return _checked(ModelSource(name, str(inside(settings.home, row["path"])), True))
     for folder in settings.model_dirs:
-        candidate = folder / name  # MODEL_NAME has no `..`; the operator's links are theirs
-        if candidate.is_dir():
-            return _checked(ModelSource(name, str(snapshot_or_self(candidate)), True))
+        # MODEL_NAME has no `..`; the operator's links are theirs. A Hub id is also found as
+        # its cache folder (`models--org--name`): one model, whichever of its names is used.
+        for candidate in (folder / name, folder / cache_folder_of(hub_id_of(name))):
+            if candidate.is_dir():
+                return _checked(ModelSource(name, str(snapshot_or_self(candidate)), True))
     hub_id = hub_id_of(name)
     if name.startswith("ft:") or "/" not in hub_id and ":" in hub_id:
         raise ModelNotFoundError(f"No fine-tuned model named {name!r}.", param="model")

@@ -46,6 +46,11 @@ def hub_id_of(name: str) -> str:
     return name
 
 
+def cache_folder_of(hub_id: str) -> str:
+    """`org/name` -> `models--org--name`, the Hub cache's folder of that model."""
+    return "models--" + hub_id.replace("/", "--")
+
+
 class EmbeddingMethodParams(Strict):
     loss: Literal["mnrl", "cached_mnrl", "triplet", "cosine", "cosent"] = Field(
         "mnrl",
