@@ -17,8 +17,8 @@ from rich.markup import escape
 from tuneforge.cli.client import ApiClient
 from tuneforge.cli.console import console, err_console, fail, table, when
 from tuneforge.cli.options import DEFAULT_URL, Loss, Url, read_yaml
+from tuneforge.defaults import DEFAULT_METHOD_TYPE
 from tuneforge.jobs.status import TERMINAL, JobStatus
-from tuneforge.training.spec import DEFAULT_METHOD_TYPE
 
 if TYPE_CHECKING:
     from tuneforge.jobs.watch import Poll

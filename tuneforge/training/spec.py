@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
+from tuneforge.defaults import DEFAULT_METHOD_TYPE, LOSSES  # noqa: F401 (re-exported)
 from tuneforge.training.hyperparameters import (
     ClassificationHyperparameters,
     DPOHyperparameters,
@@ -25,7 +26,6 @@ MODEL_NAME = re.compile(
     r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)?(@[A-Za-z0-9_\-]+)?$"
 )
 
-LOSSES = ("mnrl", "cached_mnrl", "triplet", "cosine", "cosent")
 # Which data layouts each loss trains on (see tuneforge.datasets.embedding).
 LOSS_LAYOUTS: dict[str, tuple[str, ...]] = {
     "mnrl": ("pair", "triplet"),
@@ -34,8 +34,6 @@ LOSS_LAYOUTS: dict[str, tuple[str, ...]] = {
     "cosine": ("scored_pair",),
     "cosent": ("scored_pair",),
 }
-# The kind of a method that names no `type` (see method_type).
-DEFAULT_METHOD_TYPE = "embedding"
 
 
 def hub_id_of(name: str) -> str:

@@ -75,10 +75,13 @@ def public_model(row: Row) -> ModelPublic:
 def listed_models(rows: Sequence[Row]) -> list[ModelPublic]:
     """Each model once: a base model named by its Hugging Face cache folder
     (`models--org--name`, as seed 000 names it) is the Hub id `org/name`, and is listed
-    once under that id however many names it was used by."""
+    once under that id however many names it was used by (and so is a fine-tuned model's
+    `base_model`)."""
     shown: dict[str, ModelPublic] = {}
     for row in rows:
         model = public_model(row)
+        if model.base_model:
+            model.base_model = hub_id_of(model.base_model)
         if model.kind == "base":
             model.id = hub_id_of(model.id)
             earlier = shown.get(model.id)
