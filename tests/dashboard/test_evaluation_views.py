@@ -37,7 +37,7 @@ def classifier(server: Server, model_id: str, tmp_path_factory: pytest.TempPathF
     """Four BANKING77 intents; the validation rows are mostly the training data's most
     frequent intent, so answering it always (the baseline) scores high on accuracy; a barely
     trained classifier (one step size of 1e-6) does worse on some metrics, better on others.
-    One evaluation, at step 4 of 6."""
+    One evaluation, at the end of its one epoch (step 6)."""
     with (DATA / "banking77-train.csv").open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     intents = sorted({row["category"] for row in rows})[:4]
@@ -51,7 +51,7 @@ def classifier(server: Server, model_id: str, tmp_path_factory: pytest.TempPathF
         "validation_file": server.upload(write_rows(folder / "held.csv", held))["id"],
         "method": {"type": "classification", "classification": {"hyperparameters": {
             "n_epochs": 1, "batch_size": 8, "learning_rate": 1e-6, "max_seq_length": 32,
-            "eval_steps": 4, "logging_steps": 1}}},
+            "logging_steps": 1}}},
     }
     created = server.client.post("/v1/fine_tuning/jobs", json=body)
     assert created.status_code == 200, created.text
@@ -100,9 +100,9 @@ def test_classification_job_page(server: Server, page, classifier: dict) -> None
     first = result["per_class"][0]
     expect(classes.locator("table.per-class tbody tr").first).to_contain_text(first["label"])
 
-    # One evaluation: its metrics are a table of values at step 4, not ten charts of a dot.
+    # One evaluation: its metrics are a table of values at its step, not ten charts of a dot.
     values = page.locator("table.eval-values")
-    expect(values.locator("caption")).to_have_text("Evaluation at step 4")
+    expect(values.locator("caption")).to_have_text("Evaluation at step 6")
     expect(values.locator("tbody tr").filter(has_text="f1_macro")).to_have_count(1)
     expect(page.locator("polyline.series[data-series^='eval_']")).to_have_count(0)
     # Step axes count steps: whole numbers only.

@@ -4,9 +4,13 @@ import { fill, fmtNum, h, s } from "./dom.js";
 
 const MARGIN = { top: 12, right: 16, bottom: 38, left: 64 };
 
-/** Tick labels: short, so that they leave room for the axis title. */
-function tickText(value) {
+/** Tick labels: short, so that they leave room for the axis title, with as many decimals as
+ *  the spacing of the ticks needs (1.4071, 1.4072: a zoomed axis never repeats a label). */
+function tickText(value, spacing) {
   const abs = Math.abs(value);
+  if (spacing > 0 && spacing < 1 && abs < 1e6 && spacing >= 1e-6) {
+    return value.toFixed(Math.ceil(-Math.log10(spacing) - 1e-9));
+  }
   if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(1);
   return fmtNum(value);
 }
@@ -76,11 +80,12 @@ class ResponsiveChart {
 
   axes(svg, inner, xTicks, xPos, yTicks, yPos, xLabel, yLabel) {
     const g = s("g", { class: "axes", transform: `translate(${MARGIN.left},${MARGIN.top})` });
+    const ySpacing = yTicks.length > 1 ? Math.abs(yTicks[1] - yTicks[0]) : 0;
     for (const t of yTicks) {
       const y = yPos(t);
       g.append(s("line", { class: "grid", x1: 0, x2: inner.w, y1: y, y2: y }));
       g.append(s("text", { class: "tick", x: -6, y, dy: "0.32em", "text-anchor": "end" },
-        tickText(t)));
+        tickText(t, ySpacing)));
     }
     g.append(s("line", { class: "axis", x1: 0, x2: inner.w, y1: inner.h, y2: inner.h }));
     for (const t of xTicks) {
