@@ -108,7 +108,7 @@ def test_classification_job_page(server: Server, page, classifier: dict) -> None
     # Step axes count steps: whole numbers only.
     expect(page.locator("polyline.series[data-series='loss']")).to_be_visible()
     x_ticks = page.locator("figure.chart").filter(has_text="Training loss").first.locator(
-        "g.axes text.tick[text-anchor='middle']").all_inner_texts()
+        "g.axes text.tick[text-anchor='middle']").all_text_contents()
     assert len(x_ticks) >= 2 and all(re.fullmatch(r"\d+", t) for t in x_ticks), x_ticks
 
     # Worse than the base: the rows marked, and the change says so; better ones are not.
