@@ -73,7 +73,12 @@ def check_no_sideways_page(tab) -> None:
     tab.set_viewport_size(PHONE)
     tab.wait_for_timeout(400)
     width = tab.evaluate("() => document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], f"the page is {width}px wide on a {PHONE['width']}px phone"
+    beyond = tab.evaluate("""(edge) => [...document.querySelectorAll('body *')]
+        .filter((el) => el.getBoundingClientRect().right > edge + 1)
+        .filter((el) => !el.closest('.table-wrap'))
+        .slice(0, 5).map((el) => el.outerHTML.slice(0, 120))""", PHONE["width"])
+    assert width <= PHONE["width"], (
+        f"the page is {width}px wide on a {PHONE['width']}px phone", beyond)
     wide = tab.evaluate("""() => [...document.querySelectorAll('.table-wrap')]
         .filter((box) => box.scrollWidth > box.clientWidth + 1)
         .map((box) => [getComputedStyle(box).overflowX, box.clientWidth])""")
