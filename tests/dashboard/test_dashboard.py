@@ -147,7 +147,8 @@ def test_upload_names_every_problem_with_its_line(server: Server, page, sts_rows
 def test_create_a_job_from_the_form(server: Server, page, model_id: str, state: dict) -> None:
     before = server.client.get("/v1/fine_tuning/jobs").json()["data"]
     page.goto("/#/jobs/new?kind=embedding")
-    expect(page.locator("#f-training_file")).not_to_have_value("")
+    # The form is built from /openapi.json, which the server builds on its first request.
+    expect(page.locator("#f-training_file")).not_to_have_value("", timeout=30_000)
     # The spec's defaults and help text are in the form.
     batch = page.locator("#f-method-embedding-hyperparameters-batch_size")
     expect(batch).to_have_value("32")
