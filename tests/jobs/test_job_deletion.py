@@ -96,6 +96,7 @@ def finished(server: Server, stsb_slice: Path, tmp_path_factory: pytest.TempPath
     return job | {"file_id": file_id}
 
 
+@pytest.mark.slow
 def test_checkpoint_names_do_not_change_when_the_job_finishes(
         server: Server, finished: dict) -> None:
     checkpoints = server.client.get(
@@ -106,6 +107,7 @@ def test_checkpoint_names_do_not_change_when_the_job_finishes(
     assert finished["attempts"] == 1 and finished["runs"] == 1
 
 
+@pytest.mark.slow
 def test_base_model_listed_once_by_either_name(server: Server, finished: dict) -> None:
     # A row under the cache folder's name, as servers before this one wrote it.
     store = Store(f"sqlite:///{server.home / 'tuneforge.db'}")
@@ -128,6 +130,7 @@ def test_base_model_listed_once_by_either_name(server: Server, finished: dict) -
     assert CACHE_NAME not in listed.stdout, listed.stdout
 
 
+@pytest.mark.slow
 def test_delete_refuses_unfinished_then_removes_files_but_keeps_the_version(
         server: Server, finished: dict) -> None:
     # Queued, paused or running: 409, and the job is still there.
