@@ -8,10 +8,11 @@ const MARGIN = { top: 12, right: 16, bottom: 38, left: 64 };
  *  the spacing of the ticks needs (1.4071, 1.4072: a zoomed axis never repeats a label). */
 function tickText(value, spacing) {
   const abs = Math.abs(value);
-  if (spacing > 0 && spacing < 1 && abs < 1e6 && spacing >= 1e-6) {
-    return value.toFixed(Math.ceil(-Math.log10(spacing) - 1e-9));
-  }
   if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(1);
+  if (spacing > 0 && spacing < 1) {
+    if (abs === 0 && spacing < 1e-3) return "0";
+    return value.toFixed(Math.min(10, Math.ceil(-Math.log10(spacing) - 1e-9)));
+  }
   return fmtNum(value);
 }
 
