@@ -11,7 +11,10 @@ function tickText(value, spacing) {
   if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(1);
   if (spacing > 0 && spacing < 1) {
     if (abs === 0 && spacing < 1e-3) return "0";
-    return value.toFixed(Math.min(10, Math.ceil(-Math.log10(spacing) - 1e-9)));
+    let decimals = 0;  // as many as the spacing has: 0.25 needs two, 0.2 one
+    while (decimals < 10 && Math.abs(Math.round(spacing * 10 ** decimals)
+      - spacing * 10 ** decimals) > 1e-6) decimals += 1;
+    return value.toFixed(decimals);
   }
   return fmtNum(value);
 }
