@@ -11,9 +11,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Where `tuneforge serve` listens unless told otherwise, and so where the CLI looks for it.
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
+from tuneforge.defaults import DEFAULT_HOST, DEFAULT_PORT  # noqa: F401 (re-exported)
 
 
 class Settings(BaseSettings):

@@ -147,7 +147,8 @@ def test_upload_names_every_problem_with_its_line(server: Server, page, sts_rows
 def test_create_a_job_from_the_form(server: Server, page, model_id: str, state: dict) -> None:
     before = server.client.get("/v1/fine_tuning/jobs").json()["data"]
     page.goto("/#/jobs/new?kind=embedding")
-    expect(page.locator("#f-training_file")).not_to_have_value("")
+    # The form is built from /openapi.json, which the server builds on its first request.
+    expect(page.locator("#f-training_file")).not_to_have_value("", timeout=30_000)
     # The spec's defaults and help text are in the form.
     batch = page.locator("#f-method-embedding-hyperparameters-batch_size")
     expect(batch).to_have_value("32")
@@ -225,6 +226,10 @@ def test_pause_resume_and_cancel_from_the_buttons(server: Server, page, state: d
         assert time.monotonic() < deadline, "the resumed job made no progress"
         time.sleep(0.5)
     expect(page.locator("#job-status")).to_have_text("running")
+    # A user's pause and resume is a second run of the same attempt, not a second attempt.
+    resumed = job_status(server, job_id)
+    assert (resumed["attempts"], resumed["runs"], resumed["failures"]) == (1, 2, 0)
+    expect(page.locator(".facts")).to_contain_text("1 of 3")
     before = points(page)
     expect(page.locator("polyline.series[data-series='loss']")).not_to_have_attribute(
         "data-points", str(before), timeout=60_000)
@@ -233,6 +238,11 @@ def test_pause_resume_and_cancel_from_the_buttons(server: Server, page, state: d
     expect(page.locator("#job-status")).to_have_text("cancelled", timeout=90_000)
     assert job_status(server, job_id)["status"] == "cancelled"
     expect(page.get_by_role("button", name="Resume")).to_be_disabled()
+    expect(page.get_by_role("region", name="Evaluation")).to_contain_text(
+        "Not evaluated: the job was cancelled before it finished.")
+    # Its checkpoint keeps the one name it was given when written.
+    names = page.get_by_role("region", name="Checkpoints").locator("tbody code")
+    expect(names.first).to_have_text(re.compile(rf"^{job_id}:ckpt-step-\d+$"))
     shoot(page, "job-cancelled")
 
 

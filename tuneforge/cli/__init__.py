@@ -31,8 +31,17 @@ from tuneforge.cli import (
     synthetic,
     train,
 )
+from tuneforge.cli.help import HelpGroup
 
-app = typer.Typer(help="tuneforge: self-hosted fine-tuning.", no_args_is_help=True)
+# Help is click's plain formatting: it wraps each docstring paragraph to the terminal as one
+# text (typer's rich formatting keeps the docstrings' line breaks, mid-sentence, and loads
+# rich's Markdown parser into every `--help`). Every group below inherits it.
+app = typer.Typer(
+    help="tuneforge: self-hosted fine-tuning.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    cls=HelpGroup,
+)
 
 app.command("serve")(service.serve)
 app.command("worker")(service.run_worker)
@@ -52,3 +61,7 @@ app.add_typer(feedback.app, name="feedback")
 app.add_typer(synthetic.app, name="synthetic")
 app.add_typer(graders.app, name="graders")
 app.add_typer(deployments.app, name="deployments")
+
+# Every group lists its commands with their whole first sentence (tuneforge.cli.help).
+for _group in app.registered_groups:
+    _group.cls = HelpGroup

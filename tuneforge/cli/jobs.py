@@ -1,5 +1,5 @@
-"""`tuneforge jobs`: create, list, follow, pause, resume and cancel fine-tuning jobs, and list
-their checkpoints with their metrics."""
+"""`tuneforge jobs`: create, list, follow, pause, resume, cancel and delete fine-tuning jobs,
+and list their checkpoints with their metrics."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from rich.markup import escape
 from tuneforge.cli.client import ApiClient
 from tuneforge.cli.console import console, err_console, fail, print_warnings, table, when
 from tuneforge.cli.options import DEFAULT_URL, Loss, Url, read_yaml
+from tuneforge.defaults import DEFAULT_METHOD_TYPE
 from tuneforge.jobs.status import TERMINAL, JobStatus
-from tuneforge.training.spec import DEFAULT_METHOD_TYPE
 
 if TYPE_CHECKING:
     from tuneforge.jobs.watch import Poll
 
-app = typer.Typer(help="Create, follow and cancel fine-tuning jobs.", no_args_is_help=True)
+app = typer.Typer(help="Create, follow, cancel and delete fine-tuning jobs.", no_args_is_help=True)
 
 
 def job_body(
@@ -270,6 +270,20 @@ def resume_job(job_id: str, url: Url = DEFAULT_URL) -> None:
     """Resume a paused job: it is queued and continues from its checkpoint."""
     job = ApiClient(url).post(f"/v1/fine_tuning/jobs/{job_id}/resume")
     console.print(f"Job {job_id} is {job['status']}.", soft_wrap=True)
+
+
+@app.command("delete")
+def delete_job(job_id: str, url: Url = DEFAULT_URL) -> None:
+    """Delete a finished job with its events, checkpoints and logs. The model it made and its
+    registry version stay. A job still queued, running or paused is refused: cancel it
+    first."""
+    done = ApiClient(url).delete(f"/v1/fine_tuning/jobs/{job_id}")
+    kept = done["kept_models"]
+    console.print(
+        f"Job {escape(job_id)} deleted ({len(done['removed'])} folder(s) removed)."
+        + (f" Kept its model {escape(', '.join(kept))}." if kept else ""),
+        soft_wrap=True,
+    )
 
 
 @app.command("watch")

@@ -9,8 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from tuneforge.cli.console import fail
-from tuneforge.config import DEFAULT_HOST, DEFAULT_PORT
-from tuneforge.training.spec import LOSSES
+from tuneforge.defaults import DEFAULT_HOST, DEFAULT_PORT, LOSSES
 
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 Url = Annotated[

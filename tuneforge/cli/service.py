@@ -9,7 +9,7 @@ import typer
 
 from tuneforge.cli.console import console, fail
 from tuneforge.cli.options import split_list
-from tuneforge.config import DEFAULT_HOST, DEFAULT_PORT
+from tuneforge.defaults import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
     from tuneforge.config import Settings

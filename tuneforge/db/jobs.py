@@ -23,11 +23,12 @@ from tuneforge.db.files import lock_files
 from tuneforge.db.records import Checkpoint, Event, Job, JobControls, Row
 from tuneforge.errors import (
     FileNotFoundInStoreError,
+    InvalidStateError,
     JobNotFoundError,
     LeaseLostError,
     QueueFullError,
 )
-from tuneforge.jobs.status import WAITING, JobStatus
+from tuneforge.jobs.status import TERMINAL, WAITING, JobStatus
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,33 @@ class JobStore(Database):
                 select(t.jobs.c.status, func.count()).group_by(t.jobs.c.status)
             ).all()
         return {status: n for status, n in rows}
+
+    def delete_finished_job(self, job_id: str) -> Job:
+        """Remove a finished job's row with its events, checkpoint rows and nodes, in one
+        transaction with the row locked; InvalidStateError (409) for a job that has not
+        finished, or one that is a study's trial (the study ranks it). Returns the removed row
+        (its files are the caller's to remove)."""
+        with self._tx() as conn:
+            job = lock_job(conn, job_id)
+            if JobStatus(job.status) not in TERMINAL:
+                raise InvalidStateError(
+                    f"Job {job_id} is {job.status}: only a finished job (succeeded, failed or "
+                    "cancelled) can be deleted. Cancel it first.",
+                    param="job_id",
+                )
+            study = conn.execute(
+                select(t.study_trials.c.study_id).where(t.study_trials.c.job_id == job_id)
+            ).scalar()
+            if study is not None:
+                raise InvalidStateError(
+                    f"Job {job_id} is a trial of study {study}, which ranks it; it cannot be "
+                    "deleted on its own.",
+                    param="job_id",
+                )
+            for table in (t.events, t.checkpoints, t.job_nodes):
+                conn.execute(table.delete().where(table.c.job_id == job_id))
+            conn.execute(t.jobs.delete().where(t.jobs.c.id == job_id))
+        return job
 
     @contextmanager
     def fenced(self, job_id: str, lease: int) -> Iterator[Connection]:

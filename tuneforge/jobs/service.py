@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from tuneforge.jobs.warnings import job_warnings
 from tuneforge.training.base import JobData
 from tuneforge.training.integrations import check_integrations
 from tuneforge.training.llm import check_quantization
-from tuneforge.training.spec import JobCreate
+from tuneforge.training.spec import JobCreate, hub_id_of
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,12 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
             "training_file": request.all_training_files()[0],
         }
     )
-    if store.get_model(request.model) is None:
+    # A base model is listed once, by its Hub id, also when named by its cache folder.
+    base_id = hub_id_of(request.model)
+    if store.get_model(request.model) is None and store.get_model(base_id) is None:
         store.upsert_model(
             {
-                "id": request.model,
+                "id": base_id,
                 "kind": "base",
                 "owned_by": "system",
                 "created_at": time.time(),
@@ -146,3 +149,23 @@ def require_fine_tuning_job(store: Store, job_id: str) -> Row:
             f"No fine-tuning job with id {job_id!r} (it is an {job['kind']}).", param="id"
         )
     return job
+
+
+def delete_job(store: Store, settings: Settings, job_id: str) -> dict[str, list[str]]:
+    """Delete a finished fine-tuning job: its row, events and checkpoint rows, and its files
+    in the data folder (checkpoints and logs under `jobs/<id>`, staging folders a crash left
+    under `models/`). What it registered stays: the fine-tuned model, its files and its
+    registry version are the registry's to delete. 409 for a job that has not finished.
+    Returns the data-folder paths removed and the models kept."""
+    require_fine_tuning_job(store, job_id)
+    store.delete_finished_job(job_id)
+    kept = sorted(m["id"] for m in store.list_models() if m.get("job_id") == job_id)
+    candidates = [settings.jobs_dir / job_id, *settings.models_dir.glob(f".staging-{job_id}-*")]
+    if not kept:
+        candidates.append(settings.models_dir / job_id)  # a model deleted, its folder left
+    removed = []
+    for path in candidates:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path.relative_to(settings.home)))
+    return {"removed": removed, "kept_models": kept}

@@ -305,6 +305,8 @@ def train_classification(
         if not result.train(trainer, reporter, resume_from):
             return result
         if eval_dataset is not None:
+            # The final report is the job's result: not one more report event.
+            trainer.compute_metrics = None
             logits = trainer.predict(eval_dataset).predictions
             y_true, y_pred = _as_array(eval_targets), predicted(logits, multi_label)
             result.evaluation = metric_values(y_true, y_pred)

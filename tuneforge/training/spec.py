@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
+from tuneforge.defaults import DEFAULT_METHOD_TYPE, LOSSES  # noqa: F401 (re-exported)
 from tuneforge.errors import FieldValueError
 from tuneforge.training.hyperparameters import (
     ClassificationHyperparameters,
@@ -27,7 +28,6 @@ MODEL_NAME = re.compile(
     r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)?(@[A-Za-z0-9_\-]+)?$"
 )
 
-LOSSES = ("mnrl", "cached_mnrl", "triplet", "cosine", "cosent")
 # Which data layouts each loss trains on (see tuneforge.datasets.embedding).
 LOSS_LAYOUTS: dict[str, tuple[str, ...]] = {
     "mnrl": ("pair", "triplet"),
@@ -39,8 +39,6 @@ LOSS_LAYOUTS: dict[str, tuple[str, ...]] = {
 # The loss a job that names none trains with, by the data's layout ("the loss follows the
 # data"): CoSENT for scored pairs, in-batch negatives (MNRL) for pairs and triplets.
 DEFAULT_LOSS: dict[str, str] = {"scored_pair": "cosent", "pair": "mnrl", "triplet": "mnrl"}
-# The kind of a method that names no `type` (see method_type).
-DEFAULT_METHOD_TYPE = "embedding"
 
 
 def hub_id_of(name: str) -> str:
@@ -49,6 +47,11 @@ def hub_id_of(name: str) -> str:
         parts = name[len("models--") :].split("--", 1)
         return "/".join(parts)
     return name
+
+
+def cache_folder_of(hub_id: str) -> str:
+    """`org/name` -> `models--org--name`, the Hub cache's folder of that model."""
+    return "models--" + hub_id.replace("/", "--")
 
 
 class EmbeddingMethodParams(Strict):

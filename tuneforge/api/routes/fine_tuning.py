@@ -21,6 +21,7 @@ from tuneforge.api.errors import error_responses
 from tuneforge.api.event_watch import EventWatcher
 from tuneforge.api.schemas.fine_tuning import (
     CheckpointsPublic,
+    FineTuningJobDeleted,
     FineTuningJobPublic,
     FineTuningJobsPublic,
     JobEventsPublic,
@@ -29,7 +30,7 @@ from tuneforge.api.schemas.fine_tuning import (
     public_job,
 )
 from tuneforge.db.store import Store
-from tuneforge.jobs.service import create_job, require_fine_tuning_job
+from tuneforge.jobs.service import create_job, delete_job, require_fine_tuning_job
 from tuneforge.jobs.status import SERVICE_KINDS, TERMINAL, JobStatus
 from tuneforge.training.spec import JobCreate
 
@@ -96,6 +97,16 @@ def metadata_filter(request: Request) -> dict[str, str] | None:
 @router.get("/{job_id}", responses=error_responses(404))
 def get_fine_tuning_job(store: StoreDep, job_id: str) -> FineTuningJobPublic:
     return public_job(require_fine_tuning_job(store, job_id))
+
+
+@router.delete("/{job_id}", responses=error_responses(404, 409))
+def delete_fine_tuning_job(
+    store: StoreDep, settings: SettingsDep, job_id: str
+) -> FineTuningJobDeleted:
+    """Delete a finished job (succeeded, failed or cancelled; 409 otherwise) with its events,
+    checkpoints and logs. The model it made and its registry version stay."""
+    done = delete_job(store, settings, job_id)
+    return FineTuningJobDeleted(id=job_id, **done)
 
 
 @router.post("/{job_id}/cancel", responses=error_responses(404, 409))
@@ -225,10 +236,9 @@ def list_checkpoints(
     after: PageCursorDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> CheckpointsPublic:
-    job = store.require_job(job_id)
-    model = job.get("fine_tuned_model") or job_id
+    store.require_job(job_id)
     rows, has_more = store.list_checkpoints(job_id, after=after, limit=limit)
-    data = [public_checkpoint(r, job_id, model) for r in rows]
+    data = [public_checkpoint(r, job_id) for r in rows]
     return CheckpointsPublic(
         data=data,
         has_more=has_more,

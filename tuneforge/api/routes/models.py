@@ -10,19 +10,27 @@ from fastapi import APIRouter, Query
 
 from tuneforge.api.deps import ModelCacheDep, SettingsDep, StoreDep, UsageMeterDep
 from tuneforge.api.errors import error_responses
-from tuneforge.api.schemas.models import ModelDeleted, ModelPublic, ModelsPublic, public_model
+from tuneforge.api.schemas.models import (
+    ModelDeleted,
+    ModelPublic,
+    ModelsPublic,
+    listed_models,
+)
 from tuneforge.api.schemas.monitoring import UsagePublic
 from tuneforge.errors import ModelNotFoundError
 from tuneforge.monitoring.usage import usage_report, window_seconds
 from tuneforge.registry.models import resolve_model
 from tuneforge.registry.service import delete_fine_tuned_model, resolve_reference
+from tuneforge.training.spec import cache_folder_of, hub_id_of
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("")
 def list_models(store: StoreDep) -> ModelsPublic:
-    return ModelsPublic(data=[public_model(r) for r in store.list_models()])
+    """Each model once: a base model used by its Hub id and by its Hugging Face cache folder
+    name (`models--org--name`) is listed under its Hub id."""
+    return ModelsPublic(data=listed_models(store.list_models()))
 
 
 # Before get_model: its path parameter would take `…/usage` as part of a model id.
@@ -59,10 +67,15 @@ def get_model_usage(
 
 @router.get("/{model_id:path}", responses=error_responses(404))
 def get_model(store: StoreDep, model_id: str) -> ModelPublic:
-    row = store.get_model(model_id)
+    """A model by its id; a base model also by its Hugging Face cache folder name."""
+    row = (
+        store.get_model(model_id)
+        or store.get_model(hub_id_of(model_id))
+        or store.get_model(cache_folder_of(model_id))
+    )
     if row is None:
         raise ModelNotFoundError(f"No model named {model_id!r}.", param="model")
-    return public_model(row)
+    return listed_models([row])[0]
 
 
 @router.delete("/{model_id:path}", responses=error_responses(400, 404, 409))

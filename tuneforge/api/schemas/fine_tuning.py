@@ -66,7 +66,14 @@ class FineTuningJobPublic(Public):
     result: dict[str, Any] | None = Field(
         ..., description="Everything the run reported: losses, steps, and what its kind adds."
     )
-    attempts: int
+    attempts: int = Field(
+        ...,
+        description="Which attempt this is (0 before the first run): a run that failed and is "
+        "retried starts the next one; a pause and resume, or a worker shutting down, does not.",
+    )
+    runs: int = Field(
+        ..., description="Times a worker started the job: resumes and retries included."
+    )
     failures: int
     max_attempts: int | None
     pause_requested: bool
@@ -84,6 +91,18 @@ class FineTuningJobPublic(Public):
         "`memory` (peak bytes per device by part: weights, adapters, gradients, optimizer, "
         "activations, logits, runtime; `total`), `seconds`, `disk` (checkpoints, model, "
         "merged; `total`), on `assumptions.device`; null where none could be made.",
+    )
+
+
+class FineTuningJobDeleted(Public):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    deleted: bool = True
+    removed: list[str] = Field(
+        ..., description="Folders removed from the data folder (checkpoints, logs, staging)."
+    )
+    kept_models: list[str] = Field(
+        ..., description="Fine-tuned models the job made, kept with their registry versions."
     )
 
 
@@ -197,7 +216,8 @@ def public_job(job: Row) -> FineTuningJobPublic:
         registered_model=result.get("registered_model"),
         promotion=result.get("promotion"),
         result=result or None,
-        attempts=job.get("attempts", 0),
+        attempts=attempt_number(job),
+        runs=job.get("attempts", 0),
         failures=job.get("failures", 0),
         max_attempts=job.get("max_attempts"),
         pause_requested=bool(job.get("pause_requested")),
@@ -205,6 +225,19 @@ def public_job(job: Row) -> FineTuningJobPublic:
         warnings=job.get("warnings") or [],
         estimate=job.get("estimate"),
     )
+
+
+def attempt_number(job: Row) -> int:
+    """The attempt a job is on: failures are what count (each retry is a new attempt), not
+    runs (a user's pause and resume, or a worker shut down, runs the same attempt on).
+    The database's `attempts` column counts runs."""
+    if not job.get("attempts"):
+        return 0
+    failures = job.get("failures") or 0
+    if job["status"] == "failed" and failures:
+        return int(failures)  # the attempt that failed last
+    limit = job.get("max_attempts") or failures + 1
+    return int(min(failures + 1, limit))
 
 
 def public_event(row: Row) -> JobEventPublic:
@@ -218,14 +251,19 @@ def public_event(row: Row) -> JobEventPublic:
     )
 
 
-def public_checkpoint(row: Row, job_id: str, model: str) -> CheckpointPublic:
-    """A checkpoint of `job_id`; `model` is the job's fine-tuned model (or its id before it
-    has one), the stem of the checkpoint's name."""
+def checkpoint_name(job_id: str, step: int) -> str:
+    """A checkpoint's one name, `<job id>:ckpt-step-<step>`: valid from the moment it is
+    written, whatever becomes of its job (paused, cancelled, failed or succeeded)."""
+    return f"{job_id}:ckpt-step-{step}"
+
+
+def public_checkpoint(row: Row, job_id: str) -> CheckpointPublic:
+    """A checkpoint of `job_id`, named by `checkpoint_name`."""
     return CheckpointPublic(
         id=row["id"],
         created_at=int(row["created_at"]),
         fine_tuning_job_id=job_id,
-        fine_tuned_model_checkpoint=f"{model}:ckpt-step-{row['step']}",
+        fine_tuned_model_checkpoint=checkpoint_name(job_id, row["step"]),
         step_number=row["step"],
         epoch=row["epoch"],
         metrics=CheckpointMetrics.model_validate(row["metrics"] or {}),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
 
 from tuneforge.api.schemas.base import Public
 from tuneforge.db.store import Row
+from tuneforge.training.spec import hub_id_of
 
 
 class ModelProvenance(Public):
@@ -68,3 +70,24 @@ def public_model(row: Row) -> ModelPublic:
         job_id=row.get("job_id"),
         provenance=row.get("provenance"),
     )
+
+
+def listed_models(rows: Sequence[Row]) -> list[ModelPublic]:
+    """Each model once: a base model named by its Hugging Face cache folder
+    (`models--org--name`, as seed 000 names it) is the Hub id `org/name`, and is listed
+    once under that id however many names it was used by (and so is a fine-tuned model's
+    `base_model`)."""
+    shown: dict[str, ModelPublic] = {}
+    for row in rows:
+        model = public_model(row)
+        if model.base_model:
+            model.base_model = hub_id_of(model.base_model)
+        if model.kind == "base":
+            model.id = hub_id_of(model.id)
+            earlier = shown.get(model.id)
+            if earlier is not None and earlier.kind == "base":
+                if model.provenance and not earlier.provenance:
+                    shown[model.id] = model
+                continue
+        shown.setdefault(model.id, model)
+    return list(shown.values())

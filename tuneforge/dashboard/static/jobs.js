@@ -2,12 +2,13 @@
 // and evaluation curves and the resources it uses, fed by its event stream, the event log,
 // checkpoints and controls.
 import { api, followEvents } from "./api.js";
-import { barList, LineChart } from "./charts.js";
+import { LineChart } from "./charts.js";
 import { ResourceCurves } from "./monitoring.js";
 import {
-  announce, badge, facts, fmtDuration, fmtNum, fmtSigned, fmtTime, h, message, section, short,
+  announce, badge, facts, fmtDuration, fmtNum, fmtTime, h, message, section, short,
   table, TERMINAL, fill,
 } from "./dom.js";
+import { classReportView, evaluationView, singleValues } from "./evaluation.js";
 
 function progressCell(job) {
   const p = job.progress;
@@ -56,12 +57,15 @@ class Curves {
     this.lr = [];
     this.evals = new Map();
     this.seen = new Set();
+    // A classifier's latest per-class report and confusion matrix (an event of its own).
+    this.classReport = null;
   }
 
   add(event) {
     if (this.seen.has(event.id)) return;
     this.seen.add(event.id);
     const d = event.data || {};
+    if (Array.isArray(d.per_class) && Array.isArray(d.confusion_matrix)) this.classReport = d;
     const step = d.step;
     if (typeof step !== "number") return;
     if (typeof d.loss === "number") this.loss.push([step, d.loss]);
@@ -97,36 +101,21 @@ function controls(job, refresh) {
     h("button", { type: "button", class: "btn danger", disabled: TERMINAL.has(job.status),
       onclick: () => {
         if (confirm(`Cancel ${job.id}? Its progress is lost.`)) act("cancel", "Cancel requested.");
-      } }, "Cancel"));
+      } }, "Cancel"),
+    h("button", { type: "button", class: "btn danger", disabled: !TERMINAL.has(job.status),
+      title: "A finished job's events, checkpoints and logs; its model and version stay.",
+      onclick: async () => {
+        if (!confirm(`Delete ${job.id} with its events, checkpoints and logs? `
+          + "The model it made and its registry version stay.")) return;
+        try {
+          await api(`/v1/fine_tuning/jobs/${job.id}`, { method: "DELETE" });
+          announce(`Job ${job.id} deleted.`);
+          window.location.hash = "#/jobs";
+        } catch (error) {
+          out.append(message(error.message, "error"));
+        }
+      } }, "Delete"));
   return out;
-}
-
-export function evaluationView(evaluation) {
-  if (!evaluation || !evaluation.fine_tuned_model) return message("Not evaluated (yet).");
-  const tuned = evaluation.fine_tuned_model;
-  const base = evaluation.base_model || {};
-  const keys = Object.keys(tuned).filter((k) => typeof tuned[k] === "number");
-  const primary = evaluation.primary_metric;
-  keys.sort((a, b) => (b === primary) - (a === primary) || a.localeCompare(b));
-  // Rerankers also report the candidates' order without reranking (`no_reranking_…`).
-  const unranked = evaluation.fine_tuned_model[`no_reranking_${primary}`];
-  return h("div", { class: "evaluation" },
-    typeof unranked === "number" ? h("p", {}, "Without reranking: ", h("code", {}, primary),
-      ` ${fmtNum(unranked)} (the retriever's or the data's order)`) : null,
-    primary ? h("p", {}, "Primary metric: ", h("code", {}, primary),
-      typeof evaluation.delta === "number" ? ` (${fmtSigned(evaluation.delta)} against the base)`
-        : "") : null,
-    table(["Metric", "Base model", "Fine-tuned", "Change"], keys.map((k) => [
-      k === primary ? h("strong", {}, k) : k,
-      fmtNum(base[k]),
-      fmtNum(tuned[k]),
-      typeof base[k] === "number" ? fmtSigned(tuned[k] - base[k]) : "–",
-    ]), { className: "eval-table" }),
-    barList(keys.filter((k) => typeof base[k] === "number").slice(0, 8).map((k) => ({
-      label: k, bars: [
-        { label: "base", value: base[k], color: 7 },
-        { label: "fine-tuned", value: tuned[k], color: 0 },
-      ] }))));
 }
 
 // A checkpoint's metrics as columns: OpenAI's always (acc: mean token accuracy), DPO's
@@ -170,25 +159,47 @@ export async function detail(main, ctx, id) {
   const lossChart = new LineChart("Training loss", { yLabel: "loss" });
   const lrChart = new LineChart("Learning rate", { yLabel: "learning rate" });
   const evalCharts = h("div", { class: "chart-grid" });
+  const evalValues = h("div", {});
   const evalBox = h("div", {});
+  const classBox = h("div", {}, message("No evaluation yet: the per-class report and the "
+    + "confusion matrix come with the first one."));
   const checkpointBox = h("div", {}, message("Loading…"));
   const log = h("ol", { class: "event-log", "aria-label": "Events, oldest first" });
   const showMetrics = h("input", { type: "checkbox", id: "show-metrics" });
   const curves = new Curves();
   const resources = new ResourceCurves();
   const evalChartByKey = new Map();
+  let drawnReport = null;
   const events = [];
 
+  // Evaluation metrics with one value so far are a table; from the second value on, a chart
+  // each, with the base model's value as a level line once the job has it.
   function drawCurves() {
     lossChart.set([{ name: "loss", points: curves.loss }]);
     lrChart.set([{ name: "learning rate", points: curves.lr }]);
+    const base = job.evaluation?.base_model || {};
+    const single = [];
+    let singleStep = null;
     for (const [key, points] of curves.evals) {
+      if (points.length < 2) {
+        single.push([key, points[0][1]]);
+        singleStep = points[0][0];
+        continue;
+      }
       if (!evalChartByKey.has(key)) {
         const chart = new LineChart(key, { yLabel: key.replace(/^eval_/, ""), height: 170 });
         evalChartByKey.set(key, chart);
         evalCharts.append(chart.el);
       }
-      evalChartByKey.get(key).set([{ name: key, points }]);
+      const name = key.replace(/^eval_/, "");
+      evalChartByKey.get(key).set([{ name: key, points }],
+        { reference: { label: "base", value: base[name] } });
+    }
+    fill(evalValues, single.length ? singleValues(single, singleStep, base) : null);
+    const report = job.result?.per_class ? job.result : curves.classReport;
+    if (report && report !== drawnReport) {
+      drawnReport = report;
+      fill(classBox, classReportView(report));
     }
   }
 
@@ -230,7 +241,7 @@ export async function detail(main, ctx, id) {
         ["seed", job.seed],
         ["created", fmtTime(job.created_at)],
         ["finished", job.finished_at ? fmtTime(job.finished_at) : null],
-        ["attempts", `${job.attempts} of ${job.max_attempts}`],
+        ["attempt", job.attempts ? `${job.attempts} of ${job.max_attempts}` : null],
         ["estimate", estimateText(job.estimate)],
       ]),
       job.error ? message(`${job.error.code}: ${job.error.message}`, "error") : null);
@@ -243,7 +254,7 @@ export async function detail(main, ctx, id) {
           + (job.status === "running" && p.eta_seconds !== null
             ? ` · about ${fmtDuration(p.eta_seconds)} left` : "")))
       : message(job.status === "queued" ? "Waiting for a worker." : "No progress yet."));
-    fill(evalBox, evaluationView(job.evaluation),
+    fill(evalBox, evaluationView(job.evaluation, job.status),
       job.promotion ? message(`Promotion: ${short(job.promotion, 300)}`) : null);
   }
 
@@ -257,6 +268,7 @@ export async function detail(main, ctx, id) {
   async function refresh() {
     job = await api(`/v1/fine_tuning/jobs/${job.id}`, { signal: ctx.signal });
     drawJob();
+    drawCurves();
     await loadCheckpoints();
   }
 
@@ -272,9 +284,11 @@ export async function detail(main, ctx, id) {
 
   drawJob();
   main.append(header, controlBox, section("Progress", progressBox),
-    section("Curves", h("div", { class: "chart-grid" }, lossChart.el, lrChart.el), evalCharts),
+    section("Curves", h("div", { class: "chart-grid" }, lossChart.el, lrChart.el), evalCharts,
+      evalValues),
     section("Resources", resources.el),
     section("Evaluation", evalBox),
+    ...(job.method.type === "classification" ? [section("Classes", classBox)] : []),
     section("Checkpoints", checkpointBox),
     section("Events", h("div", { class: "row" }, showMetrics,
       h("label", { for: "show-metrics" }, "Show metrics events")), log),

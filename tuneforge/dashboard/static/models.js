@@ -3,10 +3,10 @@
 import { api, download } from "./api.js";
 import { barList } from "./charts.js";
 import {
-  announce, badge, facts, fmtBytes, fmtNum, fmtSigned, fmtTime, h, message, section, short,
+  announce, badge, facts, fmtBytes, fmtNum, fmtTime, h, message, section, short,
   table, TERMINAL, fill,
 } from "./dom.js";
-import { evaluationView } from "./jobs.js";
+import { changeView, evaluationView, verdict } from "./evaluation.js";
 import { usageSection } from "./monitoring.js";
 
 const enc = encodeURIComponent;
@@ -22,9 +22,11 @@ function primaryOf(version) {
 function primaryCell(version) {
   const p = primaryOf(version);
   if (!p || typeof p.tuned !== "number") return "–";
-  return h("span", {}, h("code", {}, p.key), ` ${fmtNum(p.tuned)}`,
-    typeof p.base === "number" ? h("span", { class: "muted" },
-      ` (base ${fmtNum(p.base)}, ${fmtSigned(p.tuned - p.base)})`) : null);
+  return h("span", { class: `primary-cell ${verdict(p.key, p.tuned, p.base) || ""}` },
+    h("code", {}, p.key), ` ${fmtNum(p.tuned)}`,
+    typeof p.base === "number" ? h("span", {},
+      h("span", { class: "muted" }, ` (base ${fmtNum(p.base)}) `),
+      changeView(p.key, p.tuned, p.base)) : null);
 }
 
 function aliasChips(aliases) {
@@ -113,10 +115,17 @@ function aliasForm(name, versions, refresh) {
 
 function comparison(name, result) {
   const versions = result.versions;
-  const metricRows = Object.entries(result.metrics).map(([metric, values]) => [
-    metric, ...values.map(fmtNum),
-    ...[result.base_model_metrics[metric] ?? []].map((base) => fmtNum(base[0])),
-  ]);
+  // Each version's value, marked where it is worse than the base model's.
+  const metricRows = Object.entries(result.metrics).map(([metric, values]) => {
+    const bases = result.base_model_metrics[metric] ?? [];
+    return [metric, ...values.map((value, i) => {
+      const judged = verdict(metric, value, bases[i]);
+      return judged ? h("span", { class: `vs-base ${judged}`,
+        title: judged === "same" ? "same as the base" : `${judged} than the base` },
+      fmtNum(value), judged === "worse" ? h("span", { class: "worse-note" }, " ▼") : null)
+        : fmtNum(value);
+    }), fmtNum(bases[0])];
+  });
   const diffRows = Object.entries(result.spec_differences).map(([key, values]) =>
     [h("code", {}, key), ...values.map((v) => short(v ?? "–", 60))]);
   const metrics = Object.keys(result.metrics).slice(0, 6);
@@ -124,7 +133,7 @@ function comparison(name, result) {
     table(["Metric", ...versions.map((v) => `v${v}`), "Base model"], metricRows,
       { caption: `Validation metrics of ${name}, side by side` }),
     barList(metrics.map((metric) => ({ label: metric, bars: versions.map((v, i) => ({
-      label: `v${v}`, value: result.metrics[metric][i], color: i })) }))),
+      label: `v${v}`, value: result.metrics[metric][i], color: i })) })), { zoom: true }),
     diffRows.length
       ? table(["Spec field", ...versions.map((v) => `v${v}`)], diffRows,
         { caption: "Where the versions' specs differ" })
@@ -286,7 +295,7 @@ function versionSection(version, ctx) {
           .join(", ")],
       ]),
       h("h3", {}, "Evaluation against the base model"),
-      evaluationView(version.evaluation),
+      evaluationView(version.evaluation, "succeeded"),
       h("details", {}, h("summary", {}, `Files (${version.artefacts.length})`),
         table(["File", "Size", "SHA-256"], version.artefacts.map((a) => [
           a.path, fmtBytes(a.bytes), h("code", { class: "hash" }, a.sha256)])))),
