@@ -132,7 +132,7 @@ def lengths_of(tokenizer: Any, rows: list[dict[str, Any]]) -> list[int]:
 
 def held_out_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Loss per answer token and token accuracy on held-out rows (tuneforge's measure)."""
-    from tuneforge.training.llm import chat_metrics
+    from tuneforge.training.chat_measures import chat_metrics
 
     metrics = chat_metrics(model, tokenizer, rows)
     return {"held_out_loss": metrics["loss"], "held_out_token_accuracy": metrics["token_accuracy"]}

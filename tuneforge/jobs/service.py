@@ -12,6 +12,7 @@ from tuneforge.errors import JobNotFoundError
 from tuneforge.jobs.data import JobInputs, load_job_data
 from tuneforge.jobs.method_choice import settle_method
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
+from tuneforge.training.devices import check_strategy
 from tuneforge.training.integrations import check_integrations
 from tuneforge.training.llm import check_quantization
 from tuneforge.training.spec import JobCreate
@@ -25,6 +26,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     check_integrations(request)
     # 4-bit/8-bit loading needs a CUDA GPU: refused here (422), not found out by the worker.
     check_quantization(request)
+    # deepspeed is an extra: refused here with the install command, not by the launcher.
+    check_strategy(request.distributed.strategy if request.distributed else None)
     inputs = JobInputs(store, settings, request)
     layout = load_job_data(inputs, request.seed or 0).layout
     source = inputs.model  # resolved once: the LLM kinds have read the files with its tokenizer

@@ -31,6 +31,7 @@ from tuneforge.training.classification_metrics import (
     metric_values,
     predicted,
 )
+from tuneforge.training.devices import amp_flags, cuda_capability
 from tuneforge.training.hyperparameters import ClassificationHyperparameters
 from tuneforge.training.spec import ClassificationMethod, ClassificationMethodParams, LoraSettings
 from tuneforge.training.unpadding import skip_padding
@@ -276,7 +277,7 @@ def train_classification(
         # Batches are padded to their longest text: similar lengths together pad far less.
         train_sampling_strategy=GROUP_BY_LENGTH if hp.group_by_length else "random",
         save_total_limit=3,
-        fp16=hp.use_amp and device == "cuda",
+        **amp_flags(hp.use_amp, cuda_capability() if device == "cuda" else None),
         use_cpu=device == "cpu",
         report_to=[],
         disable_tqdm=True,

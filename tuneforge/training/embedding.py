@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneforge.training.base import RunContext, TrainResult, batch_arguments
 from tuneforge.training.checkpoints import AtomicCheckpoints
+from tuneforge.training.devices import amp_flags, cuda_capability
 from tuneforge.training.spec import EmbeddingMethod, EmbeddingMethodParams
 from tuneforge.training.unpadding import skip_padding
 
@@ -240,7 +241,7 @@ def train_embedding(
         greater_is_better=True if keep_best else None,
         dataloader_num_workers=hp.dataloader_num_workers,
         save_total_limit=3,
-        fp16=hp.use_amp and device == "cuda",
+        **amp_flags(hp.use_amp, cuda_capability() if device == "cuda" else None),
         use_cpu=device == "cpu",
         report_to=[],
         disable_tqdm=True,
