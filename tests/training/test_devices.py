@@ -43,8 +43,9 @@ def test_launcher_gives_ranks_their_devices_and_precision(monkeypatch) -> None:
     command, _ = launch_command(fsdp, "tuneforge.jobs.runner", [])
     config_file = command[command.index("--config_file") + 1]
     import json
+    from pathlib import Path
 
-    config = json.loads(open(config_file).read())
+    config = json.loads(Path(config_file).read_text())
     os.unlink(config_file)
     # No GPU here: the probe finds none, and Accelerate is told so rather than left to guess.
     assert config == {
