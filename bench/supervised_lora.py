@@ -277,14 +277,18 @@ def trl_runner(
 
 
 def lora_flops(model_dir: Path) -> measure.FlopsModel:
+    import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = model.config
-    model = get_peft_model(
-        model, LoraConfig(r=16, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
-    )
+    # Shapes only: on the meta device, no weights are read or held.
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+        model = get_peft_model(
+            model,
+            LoraConfig(r=16, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"),
+        )
     return measure.flops_model(model, config)
 
 
