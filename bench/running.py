@@ -110,8 +110,8 @@ def timed_reporter_class() -> type:
         def metrics(self, step: int, values: dict[str, float]) -> None:
             self._timed("metrics", super().metrics, step, values)
 
-        def checkpoint(self, step: int, epoch: float, path: str) -> None:
-            self._timed("checkpoint", super().checkpoint, step, epoch, path)
+        def checkpoint(self, step: int, epoch: float, path: str, metrics: dict[str, float]) -> None:
+            self._timed("checkpoint", super().checkpoint, step, epoch, path, metrics)
 
         def stop_reason(self) -> str | None:
             return self._timed("stop_reason", super().stop_reason)  # type: ignore[no-any-return]

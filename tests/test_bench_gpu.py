@@ -40,9 +40,7 @@ def test_flops_count_packed_weights_by_shape_and_head_dim_from_config() -> None:
 
     model = torch.nn.Sequential(Packed(64, 128), torch.nn.Linear(128, 64, device="meta"))
     # head_dim set apart from hidden / heads, as Qwen3 and Gemma do.
-    config = Qwen2Config(
-        hidden_size=64, num_attention_heads=4, head_dim=32, num_hidden_layers=2
-    )
+    config = Qwen2Config(hidden_size=64, num_attention_heads=4, head_dim=32, num_hidden_layers=2)
     found = measure.flops_model(model, config)
     assert found.frozen_params == 64 * 128  # not the packed tensor's 4096 entries
     assert found.trained_params == 128 * 64
@@ -67,7 +65,7 @@ def test_gpu_check_small_runs_to_the_end_on_the_cpu(tmp_path: Path) -> None:
     assert e2e["gguf"]["ok"], e2e["gguf"]
     paths = checks["throughput"]["paths"]
     assert set(paths) == {"tuneforge", "tuneforge_upcast", "trl"}
-    assert all(p["trained_tokens_per_s"] > 0 and 0 < p["mfu_matmul"] for p in paths.values())
+    assert all(p["trained_tokens_per_s"] > 0 and p["mfu_matmul"] > 0 for p in paths.values())
     assert paths["tuneforge"]["mfu_datasheet"] is None  # no datasheet peak for a CPU
     assert checks["resume"]["steps"] == [4, 4]
     assert checks["oom"]["raised"] is not None

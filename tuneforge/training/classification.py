@@ -253,6 +253,7 @@ def train_classification(
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
     keep_best = hp.keeps_best_model and bool(eval_rows)
     save_steps = hp.checkpoint_steps or (hp.eval_steps if keep_best else None)
+    amp = amp_flags(hp.use_amp, cuda_capability() if device == "cuda" else None)
     args = TrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         num_train_epochs=hp.n_epochs,
@@ -277,7 +278,8 @@ def train_classification(
         # Batches are padded to their longest text: similar lengths together pad far less.
         train_sampling_strategy=GROUP_BY_LENGTH if hp.group_by_length else "random",
         save_total_limit=3,
-        **amp_flags(hp.use_amp, cuda_capability() if device == "cuda" else None),
+        bf16=amp["bf16"],
+        fp16=amp["fp16"],
         use_cpu=device == "cpu",
         report_to=[],
         disable_tqdm=True,
