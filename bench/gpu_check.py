@@ -8,7 +8,8 @@ H100), and a small mode that runs every step on any CPU so that it cannot rot me
 Every model is built here from a config with random weights (nothing is downloaded), with the
 tests' byte-level BPE tokenizer; the data are chat rows written from its corpus. It runs:
 
-1. `end_to_end`: QLoRA SFT of a Qwen2.5-0.5B-shaped model through tuneforge's `supervised`
+1. `end_to_end`: QLoRA SFT of a Qwen2.5-0.5B-shaped model (its layers; the tokenizer's
+   vocabulary, which GGUF needs) through tuneforge's `supervised`
    kind (4-bit on the GPU; unquantized LoRA on a CPU), merged, exported as GGUF q4_k_m and
    verified in llama.cpp, then served (tuneforge's Generator answers a prompt);
 2. `throughput`: a Qwen2.5-7B-shaped model, tuneforge's path (without and with the float32
@@ -115,16 +116,22 @@ def ensure_packages(folder: Path) -> str:
 # -- models and data ----------------------------------------------------------------------------
 
 
-def build_model(folder: Path, shape: dict[str, Any], device: str) -> Path:
+def build_model(
+    folder: Path, shape: dict[str, Any], device: str, own_vocabulary: bool = False
+) -> Path:
     """A Qwen2ForCausalLM of `shape` with random weights (initialised on `device`, in bf16 on
     a GPU: a 7B initialises in seconds there), saved as safetensors with the tests' ChatML
-    tokenizer (its ids fit every vocabulary here)."""
+    tokenizer (its ids fit every vocabulary here). `own_vocabulary`: the embedding has the
+    tokenizer's 400 rows, not the shape's (a GGUF file's vocabulary must cover its
+    embedding: llama.cpp crashes on one that does not)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from tests.tiny_llm import train_tokenizer
 
     tokenizer = train_tokenizer("qwen2")
+    if own_vocabulary:
+        shape = {**shape, "vocab_size": len(tokenizer)}
     config = Qwen2Config(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -251,7 +258,7 @@ def end_to_end(tmp: Path, device: str, mode: dict[str, Any], shape: dict[str, An
     from tuneforge.serving.generation import Generator, Sampling
     from tuneforge.training.llm import load_chat_tokenizer
 
-    model_dir = build_model(tmp / "e2e-model", shape, device)
+    model_dir = build_model(tmp / "e2e-model", shape, device, own_vocabulary=True)
     rows = chat_rows(load_chat_tokenizer(str(model_dir)), **_data(mode))
     params = job_params("auto", batch_size=mode["batch"], gradient_accumulation_steps=1)
     params = params.model_copy(update={"merge": True})
