@@ -210,8 +210,9 @@ def load_causal_lm(
     """A causal LM from a folder or Hub id: safetensors only, no remote code. One of our LoRA
     models loads as its merged weights (`merged/`), or as its base with the adapters merged
     in. On `device` cuda it loads straight onto this process's GPU (its local rank's), never
-    through the CPU; `quantization` 4bit/8bit loads it with bitsandbytes, its packed weights
-    stored in the compute dtype under `strategy` fsdp."""
+    through the CPU (unquantized under fsdp/deepspeed, which place it, as before);
+    `quantization` 4bit/8bit loads it with bitsandbytes, its packed weights stored in the
+    compute dtype under `strategy` fsdp."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     folder = Path(location)
@@ -233,7 +234,9 @@ def load_causal_lm(
         "use_safetensors": True,
         "trust_remote_code": False,
     }
-    if device == "cuda":
+    # Sharded strategies place the weights themselves (each rank holds a shard, not a copy);
+    # bitsandbytes quantizes only on the GPU.
+    if device == "cuda" and (strategy not in ("fsdp", "deepspeed") or quantization != "none"):
         kwargs["device_map"] = device_map_for(local_rank())
     if quantization in ("4bit", "8bit"):
         compute = choose_dtype(cuda_capability())
