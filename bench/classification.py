@@ -138,6 +138,7 @@ def trainer_runner(
         )
 
         from tuneforge.training.classification import learning_rate, parameter_count
+        from tuneforge.training.devices import amp_flags, cuda_capability
 
         labels = sorted({r["label"] for r in rows})
         set_seed(seed)
@@ -160,6 +161,7 @@ def trainer_runner(
             "use_cpu": device == "cpu",
         }
         if same_settings:
+            amp = amp_flags(hp.use_amp, cuda_capability() if device == "cuda" else None)
             args = TrainingArguments(
                 **common,
                 per_device_train_batch_size=hp.batch_size,
@@ -171,7 +173,8 @@ def trainer_runner(
                 data_seed=seed,
                 logging_steps=hp.logging_steps,
                 train_sampling_strategy="group_by_length" if hp.group_by_length else "random",
-                fp16=hp.use_amp and device == "cuda",
+                bf16=amp["bf16"],
+                fp16=amp["fp16"],
                 # tuneforge's checkpoints: one at each epoch's end (TrainingArguments' default
                 # is every 500 steps and at the last one, here a single checkpoint).
                 save_strategy="epoch",

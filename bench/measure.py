@@ -93,6 +93,26 @@ def measure_matmul_peak(
             return best
 
 
+# Datasheet peaks, dense bf16 tensor-core FLOP/s (without sparsity), by the name torch gives the
+# device ("NVIDIA H100 80GB HBM3" is the SXM card). A measured large matmul reaches about 0.8
+# of these: MFU is reported against both.
+DATASHEET_BF16_DENSE = (
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),  # SXM (HBM3)
+    ("A100", 312e12),
+)
+
+
+def datasheet_peak(device_name: str) -> float | None:
+    """The datasheet's dense bf16 FLOP/s of a GPU by its name, None for one not in the
+    table (and for CPUs)."""
+    for key, flops in DATASHEET_BF16_DENSE:
+        if key in device_name:
+            return flops
+    return None
+
+
 # -- model FLOPs --------------------------------------------------------------------------------
 
 
@@ -136,11 +156,14 @@ def flops_model(model: Any, config: Any) -> FlopsModel:
             continue
         if any(part in name.split(".") for part in PER_SEQUENCE_MODULES):
             continue
+        # Counted by shape: a 4-bit layer's weight tensor holds its entries packed, two a byte.
+        entries = module.in_features * module.out_features
         if module.weight.requires_grad:
-            trained += module.weight.numel()
+            trained += entries
         else:
-            frozen += module.weight.numel()
-    head_dim = config.hidden_size // config.num_attention_heads
+            frozen += entries
+    # Models that set head_dim (Qwen3, Gemma) may have heads x head_dim != hidden_size.
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return FlopsModel(
         frozen, trained, config.num_hidden_layers, config.num_attention_heads * head_dim
     )
@@ -361,7 +384,7 @@ class Run:
     tokens_per_s: float  # real tokens
     trained_tokens_per_s: float
     padding_share: float  # of computed tokens
-    mfu: float
+    mfu: float  # against the matmul peak measured on this machine
     peak_memory_mib: float
     start_memory_mib: float
     total_wall_s: float  # everything: model load, trainer set-up, training, save, evaluation
@@ -370,6 +393,7 @@ class Run:
     other_load_cores: float
     quality: dict[str, float] = field(default_factory=dict)
     overhead: dict[str, Any] = field(default_factory=dict)
+    mfu_datasheet: float | None = None  # against the GPU's datasheet peak (DATASHEET_BF16_DENSE)
 
 
 def spread(seconds: list[float]) -> dict[str, float]:

@@ -44,6 +44,7 @@ from measure import (
     FlopsModel,
     Run,
     WarmUpDone,
+    datasheet_peak,
     describe_device,
     machine_busy_seconds,
     measure_matmul_peak,
@@ -109,8 +110,8 @@ def timed_reporter_class() -> type:
         def metrics(self, step: int, values: dict[str, float]) -> None:
             self._timed("metrics", super().metrics, step, values)
 
-        def checkpoint(self, step: int, epoch: float, path: str) -> None:
-            self._timed("checkpoint", super().checkpoint, step, epoch, path)
+        def checkpoint(self, step: int, epoch: float, path: str, metrics: dict[str, float]) -> None:
+            self._timed("checkpoint", super().checkpoint, step, epoch, path, metrics)
 
         def stop_reason(self) -> str | None:
             return self._timed("stop_reason", super().stop_reason)  # type: ignore[no-any-return]
@@ -414,9 +415,12 @@ def run(bench: Benchmark, options: argparse.Namespace) -> dict[str, Any]:
     peaks["after"] = measure_matmul_peak(device)
     # A disturbed measurement would understate the peak (and overstate MFU): keep the best.
     peak = max(peaks["before"], peaks["after"])
+    sheet = datasheet_peak(torch.cuda.get_device_name()) if device == "cuda" else None
     for r in kept + repeated:
         r.mfu = r.model_flops / r.train_runtime_s / peak
+        r.mfu_datasheet = r.model_flops / r.train_runtime_s / sheet if sheet else None
     machine = report.describe_machine(device, peak, peaks)
+    machine["datasheet_peak_flops"] = sheet
     return report.write(bench, kept, repeated, machine, options.out)
 
 

@@ -132,7 +132,7 @@ def lengths_of(tokenizer: Any, rows: list[dict[str, Any]]) -> list[int]:
 
 def held_out_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Loss per answer token and token accuracy on held-out rows (tuneforge's measure)."""
-    from tuneforge.training.llm import chat_metrics
+    from tuneforge.training.chat_measures import chat_metrics
 
     metrics = chat_metrics(model, tokenizer, rows)
     return {"held_out_loss": metrics["loss"], "held_out_token_accuracy": metrics["token_accuracy"]}
@@ -277,14 +277,18 @@ def trl_runner(
 
 
 def lora_flops(model_dir: Path) -> measure.FlopsModel:
+    import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = model.config
-    model = get_peft_model(
-        model, LoraConfig(r=16, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
-    )
+    # Shapes only: on the meta device, no weights are read or held.
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+        model = get_peft_model(
+            model,
+            LoraConfig(r=16, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"),
+        )
     return measure.flops_model(model, config)
 
 

@@ -201,11 +201,12 @@ def preference_figures(
       answer gets the higher reward and the mean margin, chosen minus rejected. The reference
       against itself has reward 0 everywhere: accuracy 0 (a tie is no preference), margin 0;
     - `preference_accuracy`, `logp_margin`: without a reference, as the jobs measure
-      (`llm.preference_metrics`): the share of pairs whose chosen answer is the more likely
-      one, and the mean log-probability margin in nats.
+      (`chat_measures.preference_metrics`): the share of pairs whose chosen answer is the
+      more likely one, and the mean log-probability margin in nats.
 
     Returns {"start": figures of the reference, "tuned": figures of the policy}."""
-    from tuneforge.training.llm import token_scores, tokenize_conversation
+    from tuneforge.training.chat_measures import token_scores
+    from tuneforge.training.llm import tokenize_conversation
 
     tokenized = [
         tokenize_conversation(tokenizer, r["prompt"] + answer)

@@ -79,19 +79,25 @@ def promotion_gate(
     kind: Kind,
     data: JobData,
     device: str,
-    new_location: Path | None = None,
+    saved: Path,
 ) -> dict[str, Any] | None:
     """Decide whether the new version takes the alias: it must beat the version the alias
-    points at (measured now, on this job's validation rows) or, without one, the base model,
-    by `min_delta`. None when the job asks for no gate. With `promote.grader` the models are
-    compared by the grader's `reward_mean` (`evaluation.graded`); the new model is the one
-    saved at `new_location`."""
+    points at or, without one, the base model, by `min_delta`. None when the job asks for no
+    gate. With `promote.grader` the models are compared by the grader's `reward_mean`
+    (`evaluation.graded`), the new one loaded from `saved`.
+
+    Against a version, both models are measured now, the same way: loaded from their folders
+    (the new one from `saved`) in the kind's serving precision, on this job's validation
+    rows. (The job's own measurement may be of a 4-bit model: a QLoRA model would otherwise
+    be judged quantized against an unquantized old version.) Against the base model, the
+    job's two measurements compare, made the same way during training. The caller frees the
+    trainer's memory first."""
     if spec.promote is None:
         return None
     gate = spec.promote
     name = registry_name(spec)
-    if gate.grader is not None and new_location is not None:
-        result, kind = _graded(store, settings, spec, data, device, new_location)
+    if gate.grader is not None:
+        result, kind = _graded(store, settings, spec, data, device, saved)
     metric = gate.metric or result.primary_metric
     decision: dict[str, Any] = {
         "alias": gate.alias,
@@ -110,6 +116,11 @@ def promotion_gate(
         old_metrics = kind.evaluate_model(
             str(settings.home / version["path"]), data.layout, data.eval_rows, device
         )
+        new_metrics = kind.evaluate_model(str(saved), data.layout, data.eval_rows, device)
+        if metric not in new_metrics:
+            decision["reason"] = f"the new model has no {metric} on this data"
+            return decision
+        new = new_metrics[metric]
         against = f"{name} version {current}"
     else:
         old_metrics = result.baseline

@@ -22,6 +22,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
@@ -54,6 +55,12 @@ from tuneforge.synthetic.run import run_synthetic
 from tuneforge.synthetic.service import KIND as SYNTHETIC
 from tuneforge.training.base import RunContext
 from tuneforge.training.checkpoints import discard_incomplete, newest_complete
+from tuneforge.training.devices import (
+    enable_fast_matmul,
+    free_device_memory,
+    job_device_environment,
+    make_deterministic,
+)
 from tuneforge.training.kinds import KINDS
 from tuneforge.training.spec import JobCreate
 
@@ -119,6 +126,13 @@ def fine_tuned_name(spec: JobCreate, job_id: str) -> str:
     return f"ft:{base}:{spec.suffix or 'tuneforge'}:{job_id.removeprefix('ftjob-')[:12]}"
 
 
+def see_own_devices(spec: dict[str, Any]) -> None:
+    """Before anything touches CUDA: this job's process sees the devices it was given (its
+    `devices`, else the first), among those its worker sees (see
+    `devices.cuda_visible_devices_for`)."""
+    os.environ.update(job_device_environment(spec, os.environ.get("CUDA_VISIBLE_DEVICES")))
+
+
 def pick_device(requested: str, reporter: JobReporter) -> str:
     import torch
 
@@ -176,7 +190,9 @@ def run_job(
             raise
         return
     try:
-        reporter.start_resources()
+        if worker_pid is None:  # alone (a launcher gave a distributed job's ranks theirs)
+            see_own_devices(job["spec"])
+        reporter.start_resources()  # after the devices are set: it may start CUDA
         RUNS[job["kind"]](store, settings, job, reporter)
     except LeaseLostError:
         return  # superseded: the job belongs to another process now
@@ -241,6 +257,8 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
         shutil.rmtree(staging, ignore_errors=True)
     kind = KINDS[spec.method.type]
     reporter.note(f"Training {spec.model} ({spec.method.type}) on {device}.")
+    enable_fast_matmul()
+    make_deterministic(getattr(spec.method, spec.method.type).hyperparameters.deterministic)
     result = kind.run(
         RunContext(
             spec=spec,
@@ -264,6 +282,7 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
     if result.stopped_early:
         _stop(store, job_id, spec, reporter, result.steps)
         return
+    free_device_memory()  # the trainer is gone: the gate's models load into its memory
     gate = promotion_gate(store, settings, spec, result, kind, data, device, staging)
     publish(store, settings, job, spec, reporter, staging, result, name, gate, kind)
     shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)

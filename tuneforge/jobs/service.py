@@ -20,6 +20,7 @@ from tuneforge.jobs.method_choice import check_matryoshka, settle_loss, settle_m
 from tuneforge.jobs.status import SERVICE_KINDS, JobStatus
 from tuneforge.jobs.warnings import job_warnings
 from tuneforge.training.base import JobData
+from tuneforge.training.devices import check_strategy
 from tuneforge.training.integrations import check_integrations
 from tuneforge.training.llm import check_quantization
 from tuneforge.training.spec import JobCreate, hub_id_of
@@ -35,6 +36,8 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
     check_integrations(request)
     # 4-bit/8-bit loading needs a CUDA GPU: refused here (422), not found out by the worker.
     check_quantization(request)
+    # deepspeed is an extra: refused here with the install command, not by the launcher.
+    check_strategy(request.distributed.strategy if request.distributed else None)
     inputs = JobInputs(store, settings, request)
     seed = request.seed if request.seed is not None else random.randrange(2**31 - 1)
     data = load_job_data(inputs, seed)

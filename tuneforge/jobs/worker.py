@@ -38,11 +38,18 @@ from typing import Any
 
 from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
-from tuneforge.errors import InvalidStateError, LeaseLostError
+from tuneforge.errors import InvalidStateError, LeaseLostError, TuneforgeError
 from tuneforge.jobs.forkserver import ForkServer, JobProcess, start_process
 from tuneforge.jobs.oom import requeue_smaller
 from tuneforge.jobs.status import JobStatus, StopReason
 from tuneforge.net import free_port
+from tuneforge.training.devices import (
+    accelerate_config,
+    check_strategy,
+    job_device_environment,
+    mixed_precision,
+    probe_capability,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +169,14 @@ class Worker:
             if gathered is None:
                 return
             node = gathered
-        process = self._launch(job_id, lease, job["spec"], node)
+        try:
+            process = self._launch(job_id, lease, job["spec"], node)
+        except TuneforgeError as exc:  # devices this worker lacks, a missing package
+            error = {"code": exc.code, "message": exc.message, "param": exc.param}
+            with contextlib.suppress(InvalidStateError, LeaseLostError):
+                self.store.retry_or_fail(job_id, lease, error, retry=False)
+            self.store.worker_alive(self.worker_id, None)
+            return
         timeout = job["spec"].get("timeout_seconds")
         hard_deadline = (
             job["claimed_at"] + timeout - job["run_seconds"] + self.settings.cancel_grace_seconds
@@ -531,9 +545,8 @@ def launch_command(
     port = str(node.port or dist.get("main_process_port") or free_port())
     address = node.address
     rank = str(node.rank)
-    env = {}
-    if spec.get("devices"):
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec["devices"])
+    # Every CUDA job sees exactly its devices (a worker that cannot give them fails here).
+    env = job_device_environment(spec, os.environ.get("CUDA_VISIBLE_DEVICES"))
     strategy = dist.get("strategy", "ddp")
     if strategy == "ddp":
         command = [
@@ -545,11 +558,10 @@ def launch_command(
             "--master_port", port,
         ]  # fmt: skip
         return [*command, "-m", runner_module, *runner_args], env
-    key = "fsdp_config" if strategy == "fsdp" else "deepspeed_config"
-    config = {
-        "distributed_type": "FSDP" if strategy == "fsdp" else "DEEPSPEED",
-        key: dist.get("config") or {},
-    }
+    check_strategy(strategy)
+    config = accelerate_config(
+        strategy, dist.get("config"), mixed_precision(probe_capability({**os.environ, **env}))
+    )
     # Accelerate reads YAML, and JSON is YAML.
     with tempfile.NamedTemporaryFile(
         "w", suffix=".yaml", prefix="tuneforge-accelerate-", delete=False

@@ -1,7 +1,8 @@
 """Loaded models kept in memory under a budget, for the OpenAI-compatible endpoints.
 
 A model loads on its first request and stays loaded: a stream of requests pays for loading
-once. What stays is bounded by the bytes of the loaded models' parameters: when a newly
+once. What stays is bounded by the bytes of the loaded models (on the CPU their parameters'
+bytes, on a GPU the device memory each took as it loaded: see `footprint`): when a newly
 loaded model brings the sum over the budget, the least recently used others are unloaded
 until it fits. A model larger than the whole budget still loads, and is then the only one.
 The new model is measured after it has loaded (its size is only known then), so for a
@@ -48,6 +49,34 @@ def parameter_bytes(module: Any) -> int:
     """The bytes a torch module's parameters take (shared parameters counted once)."""
     unique = {id(p): p for p in module.parameters()}
     return sum(p.numel() * p.element_size() for p in unique.values())
+
+
+def device_allocated(device: str) -> int:
+    """The bytes this process's tensors hold on `device` now (0 on the CPU)."""
+    if device == "cpu":
+        return 0
+    import torch
+
+    return int(torch.cuda.memory_allocated())
+
+
+def footprint(module: Any, device: str, allocated_before: int) -> int:
+    """What a model loaded on `device` counts against the budget: on a GPU the device memory
+    its load took (its weights, buffers and quantization state, measured from
+    `allocated_before`), at least its parameters' bytes; on the CPU its parameters' bytes."""
+    own = parameter_bytes(module)
+    if device == "cpu":
+        return own
+    return max(own, device_allocated(device) - allocated_before)
+
+
+def free_memory() -> None:
+    """After models are unloaded: collect them (a model holds reference cycles) and give the
+    CUDA allocator's cached blocks back, so that the memory serves the next model, or a
+    training job on the same GPU."""
+    from tuneforge.training.devices import free_device_memory
+
+    free_device_memory()
 
 
 class ModelCache:
@@ -98,6 +127,7 @@ class ModelCache:
                 return found
             loading = self._loading.setdefault(key, threading.Lock())
         unload: list[Adapter] = []
+        evicted = False
         with loading:
             with self._lock:
                 found = self._touch(key)
@@ -114,12 +144,16 @@ class ModelCache:
                             self._base_of[key] = base_key
                     if model is not None:
                         self._models[key] = model
+                        before = len(self._models)
                         unload = self._evict(key)
+                        evicted = len(self._models) < before
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
         for adapter in unload:
             adapter.unload()
+        if evicted:
+            free_memory()
         return model
 
     def loaded(self) -> list[str]:
@@ -155,6 +189,7 @@ class ModelCache:
         with self._lock:
             self._models.clear()
             self._base_of.clear()
+        free_memory()
 
     def _touch(self, key: str) -> Servable | None:
         model = self._models.get(key)

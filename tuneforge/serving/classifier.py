@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import InvalidRequestError
+from tuneforge.training.devices import device_map_for, local_rank
 
 # Models kept loaded; the least recently used one goes first.
 MAX_LOADED = 2
@@ -58,8 +59,10 @@ class Classifier:
 
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+        # On a GPU straight onto it (device_map), never through the CPU's memory.
+        placement = {"device_map": device_map_for(local_rank())} if device == "cuda" else {}
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            location, use_safetensors=True, trust_remote_code=False
+            location, use_safetensors=True, trust_remote_code=False, **placement
         ).to(device)
         self.model.eval()
         config = self.model.config

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import InvalidRequestError
-from tuneforge.serving.cache import parameter_bytes
+from tuneforge.serving.cache import device_allocated, footprint
 
 BATCH_SIZE = 32
 # Texts in one request, as OpenAI allows.
@@ -26,10 +26,11 @@ class Embedder:
     def __init__(self, location: Path, device: str):
         from sentence_transformers import SentenceTransformer
 
+        before = device_allocated(device)
         self.model = SentenceTransformer(str(location), device=device, trust_remote_code=False)
         self.model.eval()
         self.dimension: int = self.model.get_embedding_dimension() or 0
-        self.nbytes = parameter_bytes(self.model)
+        self.nbytes = footprint(self.model, device, before)
         self.lock = threading.Lock()
 
     def embed(self, texts: list[str], dimensions: int | None = None) -> tuple[Any, int]:

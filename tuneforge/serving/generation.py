@@ -33,7 +33,7 @@ from typing import Any
 
 from tuneforge.errors import InvalidRequestError
 from tuneforge.serving.adapters import AdapterHost
-from tuneforge.serving.cache import parameter_bytes
+from tuneforge.serving.cache import device_allocated, footprint
 from tuneforge.training.generation_checks import turn_end
 from tuneforge.training.llm import compute_dtype, load_causal_lm, load_chat_tokenizer, render_ids
 
@@ -85,13 +85,15 @@ class Generator:
         self.tokenizer = load_chat_tokenizer(str(location))
         self.device = device
         if base is None:
+            before = device_allocated(device)
+            # Straight onto the GPU (device_map), never through the CPU's memory.
             model = load_causal_lm(
                 str(location), device=device, dtype=dtype or serving_dtype(device, location)
             )
             model.to(device).eval()
             self.host = AdapterHost(model)
             self.adapter: str | None = None
-            self.nbytes = parameter_bytes(model)
+            self.nbytes = footprint(model, device, before)
         else:
             self.host = base.host
             self.adapter = self.host.attach(location)

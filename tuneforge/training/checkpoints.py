@@ -66,6 +66,13 @@ def discard_incomplete(checkpoints_dir: Path) -> list[str]:
     return removed
 
 
+def staging_name(job: str, step: int) -> str:
+    """The folder a checkpoint of `job` at `step` is written into before it is complete: the
+    same on every rank and every machine of a run (a process id would differ between
+    machines, and another machine's part would land where rank 0 never looks)."""
+    return f"{STAGING}-{job}-{step}"
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
@@ -128,8 +135,8 @@ class AtomicCheckpoints:
         name = f"{PREFIX}{step}"
         distributed = trainer.args.world_size > 1
         main = trainer.is_world_process_zero()
-        # The ranks of one launch share their parent, the launcher: one folder for all.
-        staging_root = run_dir / f"{STAGING}-{os.getppid() if distributed else os.getpid()}"
+        # Named by what every rank of every machine knows alike: one folder for all.
+        staging_root = run_dir / staging_name(run_dir.parent.name, step)
         if main:
             shutil.rmtree(staging_root, ignore_errors=True)
             staging_root.mkdir(parents=True)

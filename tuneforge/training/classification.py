@@ -31,6 +31,7 @@ from tuneforge.training.classification_metrics import (
     metric_values,
     predicted,
 )
+from tuneforge.training.devices import amp_flags, cuda_capability
 from tuneforge.training.hyperparameters import ClassificationHyperparameters
 from tuneforge.training.spec import ClassificationMethod, ClassificationMethodParams, LoraSettings
 from tuneforge.training.unpadding import skip_padding
@@ -252,6 +253,7 @@ def train_classification(
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
     keep_best = hp.keeps_best_model and bool(eval_rows)
     save_steps = hp.checkpoint_steps or (hp.eval_steps if keep_best else None)
+    amp = amp_flags(hp.use_amp, cuda_capability() if device == "cuda" else None)
     args = TrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         num_train_epochs=hp.n_epochs,
@@ -276,7 +278,8 @@ def train_classification(
         # Batches are padded to their longest text: similar lengths together pad far less.
         train_sampling_strategy=GROUP_BY_LENGTH if hp.group_by_length else "random",
         save_total_limit=3,
-        fp16=hp.use_amp and device == "cuda",
+        bf16=amp["bf16"],
+        fp16=amp["fp16"],
         use_cpu=device == "cpu",
         report_to=[],
         disable_tqdm=True,

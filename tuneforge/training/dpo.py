@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.training import llm
+from tuneforge.training import chat_measures, llm
 from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.checkpoints import AtomicCheckpoints
 from tuneforge.training.spec import DPOMethod, DPOMethodParams
@@ -45,7 +45,7 @@ def evaluate_model(
     """Preference accuracy and log-probability margins of a saved model on preference rows."""
     tokenizer = llm.load_chat_tokenizer(model_location)
     model = llm.load_causal_lm(model_location, device=device).to(device)
-    return llm.preference_metrics(model, tokenizer, rows)
+    return chat_measures.preference_metrics(model, tokenizer, rows)
 
 
 def run(ctx: RunContext) -> TrainResult:
@@ -82,6 +82,7 @@ def train_dpo(ctx: RunContext, params: DPOMethodParams) -> TrainResult:
             work_dir=ctx.work_dir,
             has_eval=bool(eval_rows),
             world_size=ctx.world_size,
+            tuning=params.tuning,
         ),
         max_length=hp.max_seq_length,
         beta=hp.beta,
@@ -105,7 +106,7 @@ def train_dpo(ctx: RunContext, params: DPOMethodParams) -> TrainResult:
         trainer,
         tokenizer,
         quantization=quantization,
-        metrics_of=llm.preference_metrics,
+        metrics_of=chat_measures.preference_metrics,
         examples=examples[: params.generation_checks.samples],
         primary_metric=PRIMARY_METRIC,
     )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneforge.training.base import RunContext, TrainResult, batch_arguments
 from tuneforge.training.checkpoints import AtomicCheckpoints
+from tuneforge.training.devices import amp_flags, cuda_capability
 from tuneforge.training.spec import EmbeddingMethod, EmbeddingMethodParams
 from tuneforge.training.unpadding import skip_padding
 
@@ -300,6 +301,7 @@ def train_embedding(
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
     keep_best = hp.keeps_best_model and evaluator is not None
     save_steps = hp.checkpoint_steps or (hp.eval_steps if keep_best else None)
+    amp = amp_flags(hp.use_amp, cuda_capability() if device == "cuda" else None)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         num_train_epochs=hp.n_epochs,
@@ -326,7 +328,8 @@ def train_embedding(
         greater_is_better=True if keep_best else None,
         dataloader_num_workers=hp.dataloader_num_workers,
         save_total_limit=3,
-        fp16=hp.use_amp and device == "cuda",
+        bf16=amp["bf16"],
+        fp16=amp["fp16"],
         use_cpu=device == "cpu",
         report_to=[],
         disable_tqdm=True,

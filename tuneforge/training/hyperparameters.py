@@ -47,7 +47,14 @@ SkipPadding = Annotated[
         "DistilBERT, MPNet, ELECTRA, ALBERT); other models compute as before."
     ),
 ]
-UseAmp = Annotated[bool, Field(description="Mixed precision (on CUDA only).")]
+UseAmp = Annotated[
+    bool | None,
+    Field(
+        description="Mixed precision, on CUDA only (the weights stay float32). Default "
+        "(auto): bf16 autocast on GPUs with native bf16 (Ampere and newer), float32 on older "
+        "ones; true: fp16 there too; false: float32 everywhere."
+    ),
+]
 LoaderWorkers = Annotated[
     int,
     Field(ge=0, le=64, description="Processes that prepare batches (0: in the job's process)."),
@@ -84,6 +91,13 @@ class Hyperparameters(Strict):
         le=100,
         description="OpenAI's: the kind's default learning rate times this (instead of "
         "learning_rate). Once the rate is known it is shown as learning_rate.",
+    )
+    deterministic: bool = Field(
+        False,
+        description="Deterministic kernels only (torch.use_deterministic_algorithms, and "
+        "attention on its math kernel): on a GPU a resumed run then repeats the uninterrupted "
+        "one exactly, at some cost in speed. Off, a GPU's attention backward pass varies in "
+        "its last bits from run to run.",
     )
 
     # The fields that make a run end on its best evaluation's weights (see keeps_best_model).
@@ -146,7 +160,7 @@ class EmbeddingHyperparameters(Hyperparameters):
     )
     triplet_margin: float = Field(5.0, gt=0, description="triplet only: distance margin.")
     skip_padding: SkipPadding = True
-    use_amp: UseAmp = False
+    use_amp: UseAmp = None
     save_best_model: bool = Field(
         False, description="Keep the weights of the best evaluation, not the last step's."
     )
@@ -194,6 +208,12 @@ class LLMHyperparameters(Hyperparameters):
     warmup_steps: WarmupSteps = None
     gradient_checkpointing: bool = Field(
         True, description="Recompute activations in the backward pass: less memory, ~20% slower."
+    )
+    qlora_upcast: bool = Field(
+        False,
+        description="4bit/8bit only: keep the embedding, head and norms in float32 (peft's "
+        "prepare_model_for_kbit_training), as QLoRA recipes before trl 1.16 did. Off: they stay "
+        "in the compute dtype (about 2.2 GB less for a 7B model).",
     )
     max_samples: int = Field(
         0, ge=0, description="Train on at most this many training examples (0: all)."
@@ -303,7 +323,7 @@ class ClassificationHyperparameters(Hyperparameters):
     )
     group_by_length: GroupByLength = True
     skip_padding: SkipPadding = True
-    use_amp: UseAmp = False
+    use_amp: UseAmp = None
     dataloader_num_workers: LoaderWorkers = 0
 
     keep_best_fields = ("save_best_model", "early_stopping_patience")

@@ -12,16 +12,24 @@ model. Either way the tokenizer with the chat template it was trained with, and
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tuneforge.datasets.chat_render import chat_text
 from tuneforge.errors import InvalidRequestError, QuantizationUnavailableError
 from tuneforge.training.base import TrainResult, batch_arguments
-from tuneforge.training.checkpoint_metrics import VALID_BATCH_ROWS
+from tuneforge.training.devices import (
+    bnb_quant_storage,
+    choose_dtype,
+    cuda_capability,
+    ddp_arguments,
+    device_map_for,
+    local_rank,
+    precision_flags,
+    torch_dtype,
+)
 from tuneforge.training.hyperparameters import learning_rate
 from tuneforge.training.spec import DPOMethod, ReinforcementMethod, SupervisedMethod, hub_id_of
 
@@ -192,28 +200,36 @@ def _is_adapter(folder: Path) -> bool:
 
 
 def compute_dtype(device: str) -> Any:
-    """bfloat16 on GPUs that have it, float16 on other GPUs, float32 on the CPU."""
-    import torch
-
-    if device != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """bfloat16 on GPUs with native bf16 (Ampere and newer), float16 on older GPUs, float32
+    on the CPU (see `devices.choose_dtype`)."""
+    return torch_dtype(choose_dtype(cuda_capability() if device == "cuda" else None))
 
 
 def load_causal_lm(
-    location: str, *, device: str, quantization: str = "none", dtype: Any = None
+    location: str,
+    *,
+    device: str,
+    quantization: str = "none",
+    dtype: Any = None,
+    strategy: str | None = None,
 ) -> Any:
     """A causal LM from a folder or Hub id: safetensors only, no remote code. One of our LoRA
     models loads as its merged weights (`merged/`), or as its base with the adapters merged
-    in. `quantization` 4bit/8bit loads it with bitsandbytes onto the current CUDA device."""
-    import torch
+    in. On `device` cuda it loads straight onto this process's GPU (its local rank's), never
+    through the CPU (unquantized under fsdp/deepspeed, which place it, as before);
+    `quantization` 4bit/8bit loads it with bitsandbytes, its packed weights stored in the
+    compute dtype under `strategy` fsdp."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     folder = Path(location)
     if _is_adapter(folder):
         if (folder / MERGED).is_dir():
             return load_causal_lm(
-                str(folder / MERGED), device=device, quantization=quantization, dtype=dtype
+                str(folder / MERGED),
+                device=device,
+                quantization=quantization,
+                dtype=dtype,
+                strategy=strategy,
             )
         from peft import PeftModel
 
@@ -224,18 +240,23 @@ def load_causal_lm(
         "use_safetensors": True,
         "trust_remote_code": False,
     }
+    # Sharded strategies place the weights themselves (each rank holds a shard, not a copy);
+    # bitsandbytes quantizes only on the GPU.
+    if device == "cuda" and (strategy not in ("fsdp", "deepspeed") or quantization != "none"):
+        kwargs["device_map"] = device_map_for(local_rank())
     if quantization in ("4bit", "8bit"):
+        compute = choose_dtype(cuda_capability())
         kwargs["quantization_config"] = (
             BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type="nf4",
                 bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=compute_dtype(device),
+                bnb_4bit_compute_dtype=torch_dtype(compute),
+                **bnb_quant_storage(strategy, compute),
             )
             if quantization == "4bit"
             else BitsAndBytesConfig(load_in_8bit=True)
         )
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
     return AutoModelForCausalLM.from_pretrained(location, **kwargs)
 
 
@@ -251,8 +272,10 @@ def base_location(folder: Path) -> str:
 def load_for_training(
     ctx: RunContext, params: LLMMethodParams, hp: LLMHyperparameters
 ) -> tuple[Any, Any, str]:
-    """(model, peft LoraConfig or None, quantization used) for a run. With quantization the
-    model is prepared for k-bit training (norms in float32, input gradients on)."""
+    """(model, peft LoraConfig or None, quantization used) for a run. A quantized model keeps
+    its embedding, head and norms in the compute dtype (as trl does since it stopped calling
+    peft's `prepare_model_for_kbit_training`); `hp.qlora_upcast` casts them to float32 as
+    that function does (about 2.2 GB more for a 7B, and a float32 residual stream)."""
     import torch
 
     location, device = ctx.model_location, ctx.device
@@ -260,16 +283,31 @@ def load_for_training(
     full = params.tuning == "full"
     # Full fine-tuning keeps float32 master weights (mixed precision computes in half).
     dtype = torch.float32 if full else compute_dtype(device)
-    model = load_causal_lm(location, device=device, quantization=quantization, dtype=dtype)
+    strategy = ctx.spec.distributed.strategy if ctx.spec.distributed else None
+    model = load_causal_lm(
+        location, device=device, quantization=quantization, dtype=dtype, strategy=strategy
+    )
     if quantization != "none":
+        model = prepare_quantized(model, hp.gradient_checkpointing, upcast=hp.qlora_upcast)
+    return model, None if full else lora_config(params), quantization
+
+
+def prepare_quantized(model: Any, gradient_checkpointing: bool, *, upcast: bool) -> Any:
+    """A quantized model made ready for adapters: with `upcast`, peft's
+    `prepare_model_for_kbit_training` (float32 embedding, head and norms); without, only
+    what training needs of it: input gradients, so that checkpointed layers over a frozen
+    embedding still pass gradients to the adapters."""
+    if upcast:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(
+        return prepare_model_for_kbit_training(
             model,
-            use_gradient_checkpointing=hp.gradient_checkpointing,
+            use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    return model, None if full else lora_config(params), quantization
+    if gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model
 
 
 def with_learning_rate(
@@ -313,16 +351,15 @@ def training_arguments(
     work_dir: Path,
     has_eval: bool,
     world_size: int = 1,
+    tuning: str = "lora",
 ) -> dict[str, Any]:
     """Keyword arguments of trl's SFTConfig / DPOConfig that both kinds set alike
-    (`world_size`: the processes of a distributed job, see `base.batch_arguments`)."""
-    import torch
-
+    (`world_size`: the processes of a distributed job, see `base.batch_arguments`; `tuning`:
+    lora or full, for DDP's settings)."""
     evaluate_by = ("steps" if hp.eval_steps else "epoch") if has_eval else "no"
     # The best model can only be kept when every evaluation has a checkpoint to go back to.
     keep_best = hp.early_stopping_patience is not None and has_eval
     save_steps = hp.checkpoint_steps or (hp.eval_steps if keep_best else None)
-    bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     return {
         "output_dir": str(work_dir / "checkpoints"),
         "num_train_epochs": hp.n_epochs,
@@ -347,8 +384,8 @@ def training_arguments(
         "greater_is_better": False if keep_best else None,
         "gradient_checkpointing": hp.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False},
-        "bf16": bf16,
-        "fp16": device == "cuda" and not bf16,
+        **precision_flags(cuda_capability() if device == "cuda" else None),
+        **ddp_arguments(tuning, world_size),
         "use_cpu": device == "cpu",
         "report_to": [],
         "disable_tqdm": True,
@@ -442,24 +479,28 @@ def train_and_save(
         ctx.reporter.metrics(0, {f"eval_{k}": v for k, v in baseline["metrics"].items()})
     result = TrainResult(primary_metric=primary_metric if eval_rows else None)
     result.baseline = baseline["metrics"]
-    if not result.train(trainer, ctx.reporter, ctx.resume_from) or not main:
+    steps = finishing_steps(ctx.spec.distributed.strategy if ctx.spec.distributed else None)
+    if not result.train(trainer, ctx.reporter, ctx.resume_from) or not (main or steps.all_ranks):
         return result
-    final = measure("fine-tuned")
+    final = measure("fine-tuned")  # under FSDP on every rank: each forward gathers the shards
+    state_dict = full_state_dict(trainer) if steps.gather else None
+    if not main:
+        return result
+    model = trainer.accelerator.unwrap_model(trainer.model) if steps.gather else trainer.model
     result.evaluation = final["metrics"]
     info = save_trained(
-        trainer.model,
+        model,
         tokenizer,
         ctx.output_dir,
         spec=ctx.spec,
         params=params,
         model_location=ctx.model_location,
         quantization=quantization,
+        state_dict=state_dict,
     )
     result.details = {
         "model": info,
-        "trainable_parameters": sum(
-            p.numel() for p in trainer.model.parameters() if p.requires_grad
-        ),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "generation_checks": {
             "base_model": baseline["generation"],
             "fine_tuned_model": final["generation"],
@@ -468,86 +509,29 @@ def train_and_save(
     return result
 
 
-# -- measuring ---------------------------------------------------------------------------------
+class FinishingSteps(NamedTuple):
+    """How a run ends after training: `all_ranks` measure the trained model (else rank 0
+    alone), `gather` its full state dict on every rank before rank 0 saves it."""
+
+    all_ranks: bool
+    gather: bool
 
 
-def token_scores(model: Any, tokenized: list[dict[str, list[int]]]) -> list[tuple[float, int, int]]:
-    """Per sequence: (summed log-probability of its labelled tokens, how many, how many the
-    model ranks first). One sequence at a time: the logits of a long one are large."""
-    import torch
-
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    scores = []
-    with torch.no_grad():
-        for row in tokenized:
-            ids = torch.tensor([row["input_ids"]], device=device)
-            labels = torch.tensor(row["labels"][1:], device=device)
-            logits = model(input_ids=ids).logits[0, :-1].float()
-            mask = labels != IGNORED
-            logps = torch.log_softmax(logits[mask], dim=-1)
-            picked = logps.gather(1, labels[mask].unsqueeze(1)).squeeze(1)
-            correct = int((logits[mask].argmax(-1) == labels[mask]).sum())
-            scores.append((float(picked.sum()), int(mask.sum()), correct))
-    model.train(was_training)
-    return scores
+def finishing_steps(strategy: str | None) -> FinishingSteps:
+    """Under FSDP each rank holds a shard: a forward pass is a collective every rank makes,
+    and a save needs the shards gathered, so every rank measures and joins the gathering
+    (rank 0 alone would wait forever, or save its shard). Otherwise rank 0 holds the whole
+    model and finishes alone."""
+    sharded = strategy == "fsdp"
+    return FinishingSteps(all_ranks=sharded, gather=sharded)
 
 
-def chat_metrics(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Validation loss (mean negative log-likelihood per trained token), its perplexity and
-    the share of trained tokens the model ranks first, over chat rows."""
-    tokenized = [tokenize_conversation(tokenizer, r["messages"], r.get("tools")) for r in rows]
-    scores = token_scores(model, tokenized)
-    tokens = sum(n for _, n, _ in scores)
-    if not tokens:
-        return {}
-    loss = -sum(s for s, _, _ in scores) / tokens
-    return {
-        "loss": loss,
-        "perplexity": math.exp(min(loss, 50.0)),
-        "token_accuracy": sum(c for _, _, c in scores) / tokens,
-    }
-
-
-def valid_batch_measure(
-    tokenizer: Any, rows: list[dict[str, Any]]
-) -> Callable[[Any], dict[str, float]] | None:
-    """For chat rows: a checkpoint's `valid_loss` and `valid_mean_token_accuracy`, on the
-    first VALID_BATCH_ROWS validation rows (the same rows at every checkpoint; loss and token
-    accuracy on the answers as `chat_metrics` measures them); None without validation rows."""
-    batch = rows[:VALID_BATCH_ROWS]
-    if not batch:
-        return None
-
-    def measure(model: Any) -> dict[str, float]:
-        found = chat_metrics(model, tokenizer, batch)
-        if not found:
-            return {}
-        return {"valid_loss": found["loss"], "valid_mean_token_accuracy": found["token_accuracy"]}
-
-    return measure
-
-
-def preference_metrics(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """How much the model prefers the chosen answers, without a reference model: the share of
-    pairs whose chosen answer is the more likely one (`preference_accuracy`) and the mean
-    log-probability margin chosen minus rejected, in nats."""
-    tokenized = [
-        tokenize_conversation(tokenizer, r["prompt"] + answer)
-        for r in rows
-        for answer in (r["chosen"], r["rejected"])
-    ]
-    scores = [s for s, _, _ in token_scores(model, tokenized)]
-    if not scores:
-        return {}
-    margins = [c - r for c, r in zip(scores[::2], scores[1::2], strict=True)]
-    return {
-        "preference_accuracy": sum(m > 0 for m in margins) / len(margins),
-        "logp_margin": sum(margins) / len(margins),
-        "chosen_logp": sum(scores[::2]) / len(margins),
-        "rejected_logp": sum(scores[1::2]) / len(margins),
-    }
+def full_state_dict(trainer: Any) -> dict[str, Any]:
+    """The whole model's state dict, gathered from the FSDP shards (a collective: every rank
+    calls it); rank 0 gets the tensors, on the CPU."""
+    accelerator = trainer.accelerator
+    accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    return dict(accelerator.get_state_dict(trainer.model))
 
 
 # -- saving ------------------------------------------------------------------------------------
@@ -562,14 +546,17 @@ def save_trained(
     params: LLMMethodParams,
     model_location: str,
     quantization: str,
+    state_dict: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Save a trained model as described above; returns what `tuneforge.json` says."""
+    """Save a trained model as described above; returns what `tuneforge.json` says.
+    `state_dict`: its weights as gathered from the ranks of a sharded run."""
     output_dir.mkdir(parents=True, exist_ok=True)
     lora = params.tuning == "lora"
     if lora:
         # The adapters name the base as users load it, not as this machine found it.
         model.peft_config["default"].base_model_name_or_path = hub_id_of(spec.model)
-    model.save_pretrained(str(output_dir), safe_serialization=True)
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(str(output_dir), safe_serialization=True, **extra)
     tokenizer.save_pretrained(str(output_dir))
     info = {
         "kind": spec.method.type,

@@ -60,7 +60,7 @@ class RerankerHyperparameters(Hyperparameters):
         description="mnrl only: documents of other queries in the batch each query is also "
         "ranked against.",
     )
-    use_amp: UseAmp = False
+    use_amp: UseAmp = None
     save_best_model: bool = Field(
         False, description="Keep the weights of the best evaluation, not the last step's."
     )

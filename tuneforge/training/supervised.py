@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuneforge.datasets.chat_render import uses_tools
-from tuneforge.training import llm
+from tuneforge.training import chat_measures, llm
 from tuneforge.training.base import RunContext, TrainResult
 from tuneforge.training.batching import GROUP_BY_LENGTH, LengthGrouping
 from tuneforge.training.checkpoints import AtomicCheckpoints
@@ -47,7 +47,7 @@ def evaluate_model(
     base model) on the answers of chat rows."""
     tokenizer = llm.load_chat_tokenizer(model_location)
     model = llm.load_causal_lm(model_location, device=device).to(device)
-    return llm.chat_metrics(model, tokenizer, rows)
+    return chat_measures.chat_metrics(model, tokenizer, rows)
 
 
 def prompts_and_answers(rows: list[dict[str, Any]]) -> list[tuple[list[Any], str]]:
@@ -80,7 +80,7 @@ def train_supervised(ctx: RunContext, params: SupervisedMethodParams) -> TrainRe
         trainer,
         tokenizer,
         quantization=quantization,
-        metrics_of=llm.chat_metrics,
+        metrics_of=chat_measures.chat_metrics,
         examples=prompts_and_answers(eval_rows[:samples]),
         primary_metric=PRIMARY_METRIC,
     )
@@ -118,6 +118,7 @@ def build_trainer(ctx: RunContext, params: SupervisedMethodParams) -> tuple[Any,
             work_dir=ctx.work_dir,
             has_eval=bool(eval_rows),
             world_size=ctx.world_size,
+            tuning=params.tuning,
         ),
         max_length=hp.max_seq_length,
         packing=hp.packing,
@@ -133,7 +134,7 @@ def build_trainer(ctx: RunContext, params: SupervisedMethodParams) -> tuple[Any,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=llm.trainer_callbacks(
-            ctx, hp, measure_valid=llm.valid_batch_measure(tokenizer, eval_rows)
+            ctx, hp, measure_valid=chat_measures.valid_batch_measure(tokenizer, eval_rows)
         ),
     )
     return trainer, tokenizer, quantization
