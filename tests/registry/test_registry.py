@@ -192,9 +192,15 @@ def test_aliases_delete_protection_and_a_gate_that_refuses_a_worse_model(
     assert compared["spec_differences"]["seed"] == [42, 1]
     assert compared["metrics"]["spearman_cosine"][0] is not None
 
-    # Move production to 2 and staging to 1; an aliased version cannot be deleted.
-    assert server.client.put(f"/v1/registered_models/{NAME}/aliases/production",
-                             json={"version": 2}).status_code == 200
+    # Move production to 2 and staging to 1; an aliased version cannot be deleted. A version
+    # worse than its base model moves an alias only when forced.
+    moved = server.client.put(f"/v1/registered_models/{NAME}/aliases/production",
+                              json={"version": 2})
+    if done["worse_than_base"]:
+        assert moved.status_code == 409, moved.text
+        moved = server.client.put(f"/v1/registered_models/{NAME}/aliases/production",
+                                  json={"version": 2, "force": True})
+    assert moved.status_code == 200, moved.text
     assert server.client.put(f"/v1/registered_models/{NAME}/aliases/staging",
                              json={"version": 1}).json()["version"] == 1
     assert server.client.put(f"/v1/registered_models/{NAME}/aliases/staging",
