@@ -64,7 +64,7 @@ class LocalTarget(BaseModel):
 
 
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-HUB_REPO = rf"^({_REPO_PART}/)?{_REPO_PART}$"
+HUB_REPO = rf"^{_REPO_PART}/{_REPO_PART}$"
 
 
 class HuggingFaceTarget(BaseModel):
