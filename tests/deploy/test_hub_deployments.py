@@ -31,10 +31,12 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStandIn]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, offline_hub: Path) -> Iterator[Server]:
-    """The module's server: the hub token in its environment, and no Xet uploads (the
-    stand-in speaks the LFS protocol only)."""
+    """The module's server: the hub token in its environment, no Xet uploads (the stand-in
+    speaks the LFS protocol only), and not offline (huggingface_hub then sends nothing; the
+    base model is found in the offline cache all the same)."""
     srv = Server(tmp_path_factory.mktemp("server") / "tuneforge-data",
-                 env={**TEST_ENV, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1"})
+                 env={**TEST_ENV, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
+                      "HF_HUB_OFFLINE": "0"})
     yield srv
     srv.stop()
 

@@ -47,10 +47,15 @@ class HubRepo:
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import httpx
-        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
         try:
             return fn(*args, **kwargs)
+        except OfflineModeIsEnabled as error:
+            raise DeploymentError(
+                f"Cannot reach the hub at {self.endpoint} ({what}): HF_HUB_OFFLINE is set in "
+                "the server's environment; unset it to deploy to a hub."
+            ) from error
         except HfHubHTTPError as error:
             status = error.response.status_code if error.response is not None else "?"
             raise DeploymentError(
