@@ -47,6 +47,7 @@ class HubRepo:
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import httpx
+        import httpx2  # huggingface_hub 2's HTTP client
         from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
         try:
@@ -64,7 +65,7 @@ class HubRepo:
                 + ("; is HF_TOKEN set in the server's environment, with write access?"
                    if status in (401, 403) else "")
             ) from error
-        except (ConnectionError, httpx.HTTPError) as error:
+        except (ConnectionError, httpx.HTTPError, httpx2.HTTPError) as error:
             raise DeploymentError(
                 f"The hub at {self.endpoint} is unreachable ({what}): {error}"
             ) from error
