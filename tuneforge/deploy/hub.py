@@ -22,12 +22,7 @@ from tuneforge.jobs.reporting import JobReporter
 from tuneforge.registry.models import resolve_model
 from tuneforge.registry.versions import sha256_of
 
-HUB = "https://huggingface.co"
 GITATTRIBUTES = ".gitattributes"
-
-
-def default_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
 
 
 def git_blob_id(data: bytes) -> str:
@@ -142,9 +137,9 @@ def _check_folder(folder: Path, artefacts: list[dict[str, Any]]) -> None:
 
 
 def to_huggingface(
-    store: Store, settings: Settings, job: Row, reporter: JobReporter
+    store: Store, settings: Settings, job: Row, reporter: JobReporter, local_health_check: Any
 ) -> dict[str, Any]:
-    from tuneforge.deploy.run import local_health_check
+    """`local_health_check`: run.py's, which loads a model folder as the endpoints do."""
     from tuneforge.deploy.service import deployments_to
 
     spec = job["spec"]

@@ -27,7 +27,7 @@ def run_deployment(store: Store, settings: Settings, job: Row, reporter: JobRepo
     elif spec["target"]["type"] == "huggingface":
         from tuneforge.deploy.hub import to_huggingface
 
-        result = to_huggingface(store, settings, job, reporter)
+        result = to_huggingface(store, settings, job, reporter, local_health_check)
     else:
         result = _to_local(store, settings, job, reporter)
     reporter.ensure_lease()

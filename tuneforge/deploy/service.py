@@ -6,6 +6,7 @@ target. Rollback is a deployment too: the target's previous live version, deploy
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -125,6 +126,11 @@ class DeploymentCreate(BaseModel):
         return value
 
 
+def default_hub_endpoint() -> str:
+    """HF_ENDPOINT, as huggingface_hub reads it, else the Hub."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
 def target_key(spec: dict[str, Any]) -> str:
     """What two deployments share when they deploy to the same place."""
     target = spec["target"]
@@ -161,9 +167,7 @@ def create_deployment(
         _check_gguf_exportable(store, settings, version, request.target)
         spec["ollama_name"] = request.target.name or _ollama_name(version["name"])
     if request.target.type == "huggingface":
-        from tuneforge.deploy.hub import default_endpoint
-
-        spec["hub_endpoint"] = request.target.endpoint or default_endpoint()
+        spec["hub_endpoint"] = request.target.endpoint or default_hub_endpoint()
     spec["target_key"] = target_key(spec)
     job_id = new_id("deploy")
     store.insert_job(
