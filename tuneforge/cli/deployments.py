@@ -1,5 +1,6 @@
-"""`tuneforge deployments`: registered versions taken to an Ollama server or to tuneforge's own
-endpoints, health-checked before they count as live, and rolled back."""
+"""`tuneforge deployments`: registered versions taken to an Ollama server, a Hugging Face Hub
+repository or tuneforge's own endpoints, health-checked before they count as live, and rolled
+back."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from tuneforge.cli.options import DEFAULT_URL, Url
 from tuneforge.jobs.status import TERMINAL, JobStatus
 
 app = typer.Typer(
-    help="Deployments: create (to Ollama or an alias here), list, show, rollback.",
+    help="Deployments: create (to Ollama, a Hub repository or an alias here), list, show, "
+    "rollback.",
     no_args_is_help=True,
 )
 
@@ -31,6 +33,16 @@ def create_deployment(
     alias: Annotated[
         str | None, typer.Option(help="Deploy here instead: the alias to move (e.g. production).")
     ] = None,
+    hub: Annotated[
+        str | None,
+        typer.Option(help="A Hub repository, org/name (token: the server's HF_TOKEN)."),
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="hub: another hub's URL (default: the server's HF_ENDPOINT).")
+    ] = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="hub: create the repository public (default private).")
+    ] = False,
     no_rollback: Annotated[
         bool, typer.Option("--no-rollback", help="Keep the new model when its check fails.")
     ] = False,
@@ -38,13 +50,18 @@ def create_deployment(
     url: Url = DEFAULT_URL,
 ) -> None:
     """Deploy a registered version (POST /v1/deployments) and wait for its health check."""
-    if (ollama is None) == (alias is None):
-        fail("Name one target: --ollama URL, or --alias ALIAS for this server's endpoints.")
-    target: dict[str, Any] = (
-        {"type": "ollama", "url": ollama, "quantization": quantization}
-        if ollama is not None
-        else {"type": "local", "alias": alias}
-    )
+    if sum(x is not None for x in (ollama, hub, alias)) != 1:
+        fail("Name one target: --ollama URL, --hub ORG/NAME, or --alias ALIAS for this "
+             "server's endpoints.")
+    target: dict[str, Any]
+    if ollama is not None:
+        target = {"type": "ollama", "url": ollama, "quantization": quantization}
+    elif hub is not None:
+        target = {"type": "huggingface", "repo_id": hub, "private": not public}
+        if endpoint is not None:
+            target["endpoint"] = endpoint
+    else:
+        target = {"type": "local", "alias": alias}
     if name is not None:
         target["name"] = name
     api = ApiClient(url)

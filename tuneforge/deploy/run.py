@@ -24,6 +24,10 @@ def run_deployment(store: Store, settings: Settings, job: Row, reporter: JobRepo
     spec = job["spec"]
     if spec["target"]["type"] == "ollama":
         result = _to_ollama(store, settings, job, reporter)
+    elif spec["target"]["type"] == "huggingface":
+        from tuneforge.deploy.hub import to_huggingface
+
+        result = to_huggingface(store, settings, job, reporter, local_health_check)
     else:
         result = _to_local(store, settings, job, reporter)
     reporter.ensure_lease()

@@ -6,6 +6,7 @@ target. Rollback is a deployment too: the target's previous live version, deploy
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -63,6 +64,35 @@ class LocalTarget(BaseModel):
         return value
 
 
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+HUB_REPO = rf"^{_REPO_PART}/{_REPO_PART}$"
+
+
+class HuggingFaceTarget(BaseModel):
+    """A repository on the Hugging Face Hub (or a compatible hub): the version's folder with
+    its model card becomes a commit there. The token is the server's HF_TOKEN, never part of
+    a request."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["huggingface"]
+    repo_id: str = Field(..., pattern=HUB_REPO, max_length=200, description="org/name.")
+    endpoint: str | None = Field(
+        None, max_length=2000, description="The hub (default: HF_ENDPOINT, else the Hub)."
+    )
+    private: bool = Field(True, description="Visibility when the repository is created.")
+    revision: str = Field("main", pattern=r"^[A-Za-z0-9._/-]{1,200}$", description="Branch.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("endpoint must be an http:// or https:// address of a hub")
+        return value.rstrip("/")
+
+
 class HealthCheck(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompts: int = Field(3, ge=1, le=20, description="Validation prompts asked.")
@@ -79,7 +109,9 @@ class HealthCheck(BaseModel):
 class DeploymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(..., max_length=255, description="name@vN, name@alias or an ft: id.")
-    target: Annotated[OllamaTarget | LocalTarget, Field(discriminator="type")]
+    target: Annotated[
+        OllamaTarget | LocalTarget | HuggingFaceTarget, Field(discriminator="type")
+    ]
     health_check: HealthCheck = Field(default_factory=HealthCheck)
     rollback_on_failure: bool = Field(
         True, description="Restore what was live when the health check fails."
@@ -94,11 +126,18 @@ class DeploymentCreate(BaseModel):
         return value
 
 
+def default_hub_endpoint() -> str:
+    """HF_ENDPOINT, as huggingface_hub reads it, else the Hub."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
 def target_key(spec: dict[str, Any]) -> str:
     """What two deployments share when they deploy to the same place."""
     target = spec["target"]
     if target["type"] == "ollama":
         return f"ollama {target['url']} {spec['ollama_name']}"
+    if target["type"] == "huggingface":
+        return f"huggingface {spec['hub_endpoint']} {target['repo_id']}"
     return f"local {spec['name']}@{target['alias']}"
 
 
@@ -127,6 +166,8 @@ def create_deployment(
     if request.target.type == "ollama":
         _check_gguf_exportable(store, settings, version, request.target)
         spec["ollama_name"] = request.target.name or _ollama_name(version["name"])
+    if request.target.type == "huggingface":
+        spec["hub_endpoint"] = request.target.endpoint or default_hub_endpoint()
     spec["target_key"] = target_key(spec)
     job_id = new_id("deploy")
     store.insert_job(

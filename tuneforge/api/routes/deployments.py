@@ -1,5 +1,6 @@
-"""`/v1/deployments`: registered model versions taken to an Ollama server or to tuneforge's
-own endpoints, health-checked before they count as live, and rolled back."""
+"""`/v1/deployments`: registered model versions taken to an Ollama server, a Hugging Face Hub
+repository or tuneforge's own endpoints, health-checked before they count as live, and rolled
+back."""
 
 from __future__ import annotations
 

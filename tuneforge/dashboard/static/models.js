@@ -214,13 +214,15 @@ function deploymentCheck(d) {
 }
 
 // Deployments of this registered model: where each version went, whether its health check
-// passed, a rollback per target, and a form to deploy this version (here or to Ollama).
+// passed, a rollback per target, and a form to deploy this version (here, to Ollama or to a
+// Hub repository: private, the server's HF_TOKEN and HF_ENDPOINT).
 function deploymentsSection(version, ctx) {
   const box = h("div", {}, message("Loading…"));
   const status = h("div", { role: "status" });
   const alias = h("input", { id: "deploy-alias", value: "production", size: 12 });
   const ollama = h("input", { id: "deploy-ollama", placeholder: "http://localhost:11434",
     size: 26 });
+  const hub = h("input", { id: "deploy-hub", placeholder: "org/name", size: 20 });
   async function load() {
     const { data } = await api("/v1/deployments?limit=100", { signal: ctx.signal });
     const mine = data.filter((d) => d.name === version.name);
@@ -277,7 +279,11 @@ function deploymentsSection(version, ctx) {
       llm ? ollama : null,
       llm ? h("button", { type: "button", class: "btn",
         onclick: () => submit({ type: "ollama", url: ollama.value }) }, "Deploy to Ollama")
-        : null),
+        : null,
+      h("label", { for: "deploy-hub" }, " Hub repository "), hub,
+      h("button", { type: "button", class: "btn",
+        onclick: () => submit({ type: "huggingface", repo_id: hub.value }) },
+      "Deploy to the Hub")),
     status, box);
 }
 
