@@ -78,7 +78,11 @@ def test_ollama_deploys_checks_rolls_back_and_restores_on_a_failed_check(
     first = _deploy(server, "tiny-llama-deploy@v1", target)
     assert first["version"] == 1 and first["model"] == versions[0]
     check = first["health_check"]
-    assert check["passed"] and check["prompts"] == 3 and check["agreement"] >= 0.5, check
+    # As many prompts as asked (3) where the export was verified on that many: here the job's
+    # validation split (and so the verification) has fewer.
+    verified = len(first["details"]["export_details"]["verification"]["samples"])
+    assert check["prompts"] == min(3, verified) >= 1, check
+    assert check["passed"] and check["agreement"] >= 0.5, check
     assert all(a["answer"] for a in check["answers"])
     v1 = _digest(server, first)
     assert ollama.models["social-media:latest"]["digest"] == v1

@@ -230,17 +230,12 @@ def _prompt_of(row: dict[str, Any]) -> list[dict[str, str]] | None:
 
 
 def validation_conversations(rows: Rows | None) -> list[list[dict[str, str]]]:
-    """Prompts from the model's validation rows first, then from its training rows (a small
-    validation split alone would check a file on one or two prompts), each prompt once."""
+    """Prompts from the model's validation rows (training rows if it had none)."""
     if rows is None:
         return []
     train, validation = rows
-    found: list[list[dict[str, str]]] = []
-    for row in [*validation, *train]:
-        prompt = _prompt_of(row)
-        if prompt and prompt not in found:
-            found.append(prompt)
-    return found
+    prompts = [_prompt_of(r) for r in (validation or train)]
+    return [p for p in prompts if p]
 
 
 def shared_system_prompt(rows: Rows | None) -> str | None:
