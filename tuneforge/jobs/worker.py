@@ -40,7 +40,6 @@ from tuneforge.config import Settings
 from tuneforge.db.store import Row, Store
 from tuneforge.errors import InvalidStateError, LeaseLostError, TuneforgeError
 from tuneforge.jobs.forkserver import ForkServer, JobProcess, start_process
-from tuneforge.jobs.oom import requeue_smaller
 from tuneforge.jobs.status import JobStatus, StopReason
 from tuneforge.net import free_port
 from tuneforge.training.devices import (
@@ -496,10 +495,12 @@ class Worker:
                     "The job's process was killed (SIGKILL), most likely for lack of memory. "
                     "Try a smaller batch_size or max_seq_length."
                 )
-                if not requeue_smaller(self.store, job_id, lease, message):
-                    self.store.retry_or_fail(
-                        job_id, lease, {"code": "out_of_memory", "message": message}
-                    )
+                # A SIGKILL may also be an operator's kill -9: it counts as a failed attempt
+                # and keeps the settings. An out-of-memory error the job itself sees (CUDA,
+                # cuBLAS, the CPU allocator) adapts the batch instead (jobs.oom).
+                self.store.retry_or_fail(
+                    job_id, lease, {"code": "out_of_memory", "message": message}
+                )
             else:
                 message = f"The job's process exited with code {returncode}; see its log."
                 self.store.retry_or_fail(job_id, lease, {"code": "internal", "message": message})
