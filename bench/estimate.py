@@ -3,8 +3,8 @@
 Each case runs in a process of its own, as a job process would: it imports the training
 libraries, estimates the job from the model's config (meta device) and its rows
 (tuneforge.jobs.fit), trains it with the kind's own `run` on the CPU, and reports the
-process's peak resident memory (the kernel's high-water mark, `ru_maxrss`). The estimate is
-within ±25% of the measurement when `ok`.
+process's peak resident memory (VmHWM, the high-water mark of its address space). The
+estimate is within ±25% of the measurement when `ok`.
 
     python bench/estimate.py [--cases tiny-llama-lora,minilm-embedding,...] [--threads N]
     python bench/estimate.py --child CASE      # one case, a JSON line on stdout
@@ -103,6 +103,17 @@ def case_job(case: str, folder: Path) -> tuple[str, dict[str, Any], str, list[di
     raise SystemExit(f"unknown case {case!r}; cases: {', '.join(CASES)}")
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory, in bytes: VmHWM, the high-water mark of its own
+    address space. (`ru_maxrss` would not do: Linux carries into it the RSS of the process
+    that forked this one, as it stood at the exec, so a child of a large test worker would
+    report the worker's size.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(case: str, threads: int) -> dict[str, Any]:
     """Run one case in this process: estimate, train, measure the peak."""
     import torch
@@ -134,7 +145,7 @@ def child(case: str, threads: int) -> dict[str, Any]:
         )
         (folder / "work").mkdir()
         KINDS[spec.method.type].run(ctx)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _peak_rss()
     estimated = found.peak_bytes
     return {
         "case": case,

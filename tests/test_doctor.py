@@ -35,7 +35,13 @@ def test_a_working_set_up_passes_with_its_models_named(tmp_path: Path, offline_h
     store = Store(f"sqlite:///{home / 'tuneforge.db'}")
     store.create_schema()
     store.dispose()
-    code, lines = doctor(TUNEFORGE_HOME=str(home), HF_HOME=str(offline_hub), HF_HUB_OFFLINE="1")
+    # A cache of its own with MiniLM alone: other tests of the session add models to the
+    # shared one.
+    hub = tmp_path / "hf" / "hub"
+    hub.mkdir(parents=True)
+    minilm = "models--sentence-transformers--all-MiniLM-L6-v2"
+    (hub / minilm).symlink_to(offline_hub / "hub" / minilm)
+    code, lines = doctor(TUNEFORGE_HOME=str(home), HF_HOME=str(hub.parent), HF_HUB_OFFLINE="1")
     assert code == 0, lines
     assert lines["python"].startswith("ok   python        Python 3.")
     assert lines["database"].startswith("ok") and "migrations at head" in lines["database"]

@@ -120,7 +120,7 @@ def test_a_job_carries_its_warnings_with_their_numbers(server: Server, tmp_path:
     assert "no CUDA device: it trains on the CPU" in running["warnings"][-1]["message"]
     events = server.client.get(f"{JOBS}/{job['id']}/events", params={"limit": 100}).json()
     warned = {e["data"]["warning"] for e in events["data"]
-              if e["level"] == "warning" and e["data"] and "warning" in e["data"]}
+              if e["level"] == "warn" and e["data"] and "warning" in e["data"]}
     assert warned == set(found) | {"device_unavailable"}
     # The CLI shows them first, on stderr, above the job's JSON.
     shown = subprocess.run(

@@ -105,7 +105,7 @@ def test_examples_run_verbatim(server: Server, seed_datasets, example: str) -> N
         assert job["validation_file"] == f"file-{uuid.UUID(request['val_dataset_id']).hex}"
     if request.get("device") == "cuda":
         warnings = server.client.get(f"/v1/fine_tuning/jobs/{job['id']}/events",
-                                     params={"level": "warning"}).json()["data"]
+                                     params={"level": "warn"}).json()["data"]
         assert any("asked for device cuda" in e["message"] for e in warnings)
         # ... and at the top of the job, and of its seed-000 status.
         assert "device_unavailable" in [w["code"] for w in job["warnings"]]

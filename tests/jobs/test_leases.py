@@ -60,7 +60,7 @@ def test_crashes_are_retried_until_max_attempts_then_fail_with_the_cause(store: 
     job = store.retry_or_fail(job_id, lease, oom)
     assert job["status"] == "queued" and job["failures"] == 1 and job["error"] is None
     retry_event = store.list_events(job_id, limit=1)[0][0]
-    assert retry_event["level"] == "warning"
+    assert retry_event["level"] == "warn"
     assert retry_event["data"] == {"retry": 1, "max_attempts": 2, "error": oom}
     assert "Attempt 1 of 2 failed" in retry_event["message"]
 

@@ -151,7 +151,7 @@ def test_a_run_out_of_memory_is_retried_with_half_the_micro_batch(
     assert (hp["batch_size"], hp["gradient_accumulation_steps"]) == (1, 4)
     events, _ = store.list_events(job_id, limit=100, newest_first=False)
     adapted = [e for e in events if (e["data"] or {}).get("out_of_memory")]
-    assert [e["level"] for e in adapted] == ["warning", "warning"]
+    assert [e["level"] for e in adapted] == ["warn", "warn"]
     assert [
         (e["data"]["hyperparameters"]["batch_size"],
          e["data"]["hyperparameters"]["gradient_accumulation_steps"]) for e in adapted

@@ -105,14 +105,14 @@ def test_event_pagination_and_filters(store: Store) -> None:
     job_id = add_job(store)
     for i in range(5):
         store.add_event(job_id, f"m{i}", type="metrics", data={"step": i})
-    store.add_event(job_id, "warn", level="warning")
+    store.add_event(job_id, "warn", level="warn")
     newest, more = store.list_events(job_id, limit=3)
     assert [e["message"] for e in newest] == ["warn", "m4", "m3"] and more
     older, _ = store.list_events(job_id, after=newest[-1]["id"], limit=10)
     assert [e["message"] for e in older] == ["m2", "m1", "m0", "created"]
     metrics, _ = store.list_events(job_id, type="metrics", limit=10)
     assert len(metrics) == 5 and metrics[0]["data"] == {"step": 4}
-    warnings, _ = store.list_events(job_id, level="warning", limit=10)
+    warnings, _ = store.list_events(job_id, level="warn", limit=10)
     assert [e["message"] for e in warnings] == ["warn"]
 
 

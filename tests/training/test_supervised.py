@@ -245,6 +245,36 @@ def test_early_stopping_keeps_the_best_evaluation(tiny_qwen: Path, tmp_path: Pat
     assert result.evaluation["loss"] == pytest.approx(best, rel=1e-3)
 
 
+def test_a_pause_at_an_epoch_end_resumes_to_the_same_adapter(
+    tiny_qwen: Path, tmp_path: Path
+) -> None:
+    """At an epoch's end the straight run evaluates and checkpoints; the paused one only
+    checkpoints. The evaluation must not move the random stream (dropout, order) the steps
+    after it draw from, or the resumed run ends elsewhere."""
+    from tests.training.conftest import RecordingReporter
+    from tuneforge.training.checkpoints import newest_complete
+
+    rows = json_chats()
+    spec = method(lora={"r": 8, "alpha": 16, "dropout": 0.1}, generation_checks={"samples": 0},
+                  hyperparameters={"n_epochs": 3, "batch_size": 2})
+    straight = run_context(tmp_path / "straight", tiny_qwen, spec, rows, rows, seed=3)
+    assert supervised.run(straight).steps == 12
+    work = tmp_path / "paused" / "work"
+    paused = run_context(tmp_path / "paused", tiny_qwen, spec, rows, rows, seed=3,
+                         work_dir=work, reporter=RecordingReporter(stop_at_step=4))
+    assert supervised.run(paused).steps == 4  # the first epoch's last step
+    checkpoint = newest_complete(work / "checkpoints")
+    assert checkpoint is not None and checkpoint.name == "checkpoint-4"
+    resumed = run_context(tmp_path / "paused", tiny_qwen, spec, rows, rows, seed=3,
+                          work_dir=work, resume_from=checkpoint)
+    assert supervised.run(resumed).steps == 12
+    a = load_file(straight.output_dir / "adapter_model.safetensors")
+    b = load_file(resumed.output_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
 def test_quantization_needs_cuda(tiny_qwen: Path, tmp_path: Path) -> None:
     """On a machine without CUDA, 4-bit and 8-bit are refused before anything loads."""
     if torch.cuda.is_available():

@@ -268,7 +268,7 @@ class JobStore(Database):
                 t.jobs.update().where(t.jobs.c.id == job_id).values(warnings=[*kept, warning])
             )
             write_event(
-                conn, job_id, warning["message"], level="warning",
+                conn, job_id, warning["message"], level="warn",
                 data={"warning": warning["code"], **warning.get("data", {})},
             )
 

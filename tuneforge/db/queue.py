@@ -210,7 +210,7 @@ class JobQueue(JobStore):
                     "Retrying from the last checkpoint.",
                     {JobStatus.RUNNING},
                     lease,
-                    "warning",
+                    "warn",
                     {"retry": failures, "max_attempts": limit, "error": error},
                     {"failures": failures, "worker_id": None, "cancel_requested": False},
                 )

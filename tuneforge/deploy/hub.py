@@ -238,7 +238,7 @@ def _restore(
     """Put back what the repository held before this deployment; returns what was done."""
     if not spec["rollback_on_failure"]:
         reporter.note(f"Left {commit[:12]} on {repo.repo_id}: rollback_on_failure is off.",
-                      level="warning")
+                      level="warn")
         return ""
     if not existed:
         repo._call(f"delete {repo.repo_id}", repo.api.delete_repo, repo.repo_id)

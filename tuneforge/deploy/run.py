@@ -176,7 +176,7 @@ def _restore(
     server: OllamaServer, name: str, backup: str | None, rollback: bool, reporter: JobReporter
 ) -> None:
     if not rollback:
-        reporter.note(f"Left {name} as created: rollback_on_failure is off.", level="warning")
+        reporter.note(f"Left {name} as created: rollback_on_failure is off.", level="warn")
         return
     if backup:
         server.copy(backup, name)

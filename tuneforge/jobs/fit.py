@@ -407,7 +407,7 @@ def check_on_worker(
         f"On this worker's {where}: the job needs about {gib(peak)} per device, "
         f"{gib(cap.free_bytes)} is free"
         + ("." if fits else "; it may run out of memory (the micro-batch then halves)."),
-        level="info" if fits else "warning",
+        level="info" if fits else "warn",
         data={"peak_bytes": peak, "free_bytes": cap.free_bytes, "device": cap.device},
     )
     if settings.check_fit:

@@ -133,7 +133,7 @@ def requeue_smaller(store: Store, job_id: str, lease: int, reason: str) -> bool:
         "checkpoint.",
         expected={JobStatus.RUNNING},
         lease=lease,
-        level="warning",
+        level="warn",
         data={
             "out_of_memory": True,
             "hyperparameters": spec["method"][kind]["hyperparameters"],

@@ -90,8 +90,9 @@ def promotion_gate(
     (the new one from `saved`) in the kind's serving precision, on this job's validation
     rows. (The job's own measurement may be of a 4-bit model: a QLoRA model would otherwise
     be judged quantized against an unquantized old version.) Against the base model, the
-    job's two measurements compare, made the same way during training. The caller frees the
-    trainer's memory first."""
+    job's two measurements compare, made the same way during training. A model worse than
+    its base passes only with a negative `min_delta`, the explicit override. The caller frees
+    the trainer's memory first."""
     if spec.promote is None:
         return None
     gate = spec.promote
@@ -131,7 +132,7 @@ def promotion_gate(
     old = old_metrics[metric]
     gain = better_by(kind, metric, new, old)
     base = base_comparison(kind, result)
-    if base is not None and base["worse_than_base"]:
+    if base is not None and base["worse_than_base"] and gate.min_delta >= 0:
         decision.update(new=new, old=old, against=against, against_version=current, gain=gain)
         decision["reason"] = (
             f"the fine-tuned model is worse than its base ({base['metric']} "
@@ -239,7 +240,7 @@ def publish(
         summary = f" Warning: {warning}{summary}"
     with store.fenced(job_id, lease) as conn:
         if warning:
-            store.add_event(job_id, warning, level="warning", data=comparison, conn=conn)
+            store.add_event(job_id, warning, level="warn", data=comparison, conn=conn)
         if final.exists():
             shutil.rmtree(final)  # left by a run that crashed before its commit
         os.replace(staging, final)

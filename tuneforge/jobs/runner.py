@@ -222,7 +222,7 @@ def _train(store: Store, settings: Settings, job: Row, reporter: JobReporter) ->
     if discarded:
         reporter.note(
             f"Removed incomplete checkpoint data from an earlier run: {', '.join(discarded)}.",
-            level="warning",
+            level="warn",
         )
     resume_from = newest_complete(checkpoints)
     if resume_from is not None:
@@ -339,7 +339,7 @@ def _stop(store: Store, job_id: str, spec: JobCreate, reporter: JobReporter, ste
             f"Worker shutting down; checkpoint at step {step} written, job queued again.",
             expected={JobStatus.RUNNING},
             lease=lease,
-            level="warning",
+            level="warn",
             worker_id=None,
             progress=progress,
             data={"step": step},

@@ -98,7 +98,7 @@ def create_job(store: Store, settings: Settings, request: JobCreate) -> Row:
         store.add_event(job_id, method_note, data={"method": spec.method.type})
     for found in warnings:
         numbers = {"warning": found["code"], **found["data"]}
-        store.add_event(job_id, found["message"], level="warning", data=numbers)
+        store.add_event(job_id, found["message"], level="warn", data=numbers)
     if loss_note:
         store.add_event(job_id, loss_note, data={"loss": spec.method.embedding.loss})  # type: ignore[union-attr]
     return store.transition(

@@ -20,7 +20,7 @@ from tuneforge.jobs.status import TERMINAL
 
 Poll = Callable[[], tuple[dict[str, Any], list[dict[str, Any]]]]
 
-EVENT_STYLES = {"warning": "yellow", "error": "bold red"}
+EVENT_STYLES = {"warn": "yellow", "error": "bold red"}
 
 
 def watch_job(

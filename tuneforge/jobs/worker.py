@@ -299,7 +299,7 @@ class Worker:
                         self.stop.is_set(),
                         JobStatus.QUEUED,
                         "Worker shut down while waiting for machines; job queued again.",
-                        {"level": "warning", "worker_id": None},
+                        {"level": "warn", "worker_id": None},
                     ),
                 )
                 for due, target, message, fields in endings:
@@ -373,8 +373,7 @@ class Worker:
                 f"Worker {self.worker_id} on {self.hostname} does not join: it cannot see this "
                 f"run in its data folder ({token_file.parent}). The machines of a job share "
                 "one data folder.",
-                level="warning",
-                data={"worker_id": self.worker_id},
+                level="warn", data={"worker_id": self.worker_id},
             )
         return False
 
@@ -482,7 +481,7 @@ class Worker:
                     "last checkpoint.",
                     expected={JobStatus.RUNNING},
                     lease=lease,
-                    level="warning",
+                    level="warn",
                     worker_id=None,
                 )
             elif killed_for == StopReason.TIMEOUT:

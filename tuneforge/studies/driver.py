@@ -220,7 +220,7 @@ class StudyDriver:
             job["id"],
             f"Pruned by study {trial['study_id']}: eval_{spec.objective.name}={value:.4g} at "
             f"step {step} trails the other trials ({spec.pruner.type} pruner); stopping.",
-            level="warning",
+            level="warn",
             data={"pruned": True, "study": trial["study_id"], "trial": trial["number"],
                   "step": step, "value": value},
         )
@@ -248,7 +248,7 @@ class StudyDriver:
                     job["id"],
                     f"Study {trial['study_id']}: the job has no {spec.objective.name} to rank "
                     "it by (no validation data?); trial counted as failed.",
-                    level="warning",
+                    level="warn",
                 )
         self.store.update_trial(
             trial["study_id"], trial["number"], state=state, value=value,

@@ -65,6 +65,7 @@ class ReportingCallback(TrainerCallback):
         self._last_time = 0.0
         self._last_step = 0
         self._saved_step: int | None = None
+        self._random_state: dict[str, Any] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._last_time = time.monotonic()
@@ -110,6 +111,8 @@ class ReportingCallback(TrainerCallback):
             self.reporter.ensure_lease()
             self._prepare_checkpoint(args, state, control, reason, kwargs.get("model"))
 
+        self._keep_random_state(control)
+
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if control.should_evaluate and self.checkpoint_metrics.evaluated(state.global_step):
             # A checkpoint at the epoch's last step had its evaluation: the same weights.
@@ -125,6 +128,20 @@ class ReportingCallback(TrainerCallback):
         if control.should_save:
             self.reporter.ensure_lease()
             self._prepare_checkpoint(args, state, control, reason, kwargs.get("model"))
+        self._keep_random_state(control)
+
+    def _keep_random_state(self, control: Any) -> None:
+        """Before an evaluation, remember the random generators' state, for `on_evaluate` to
+        put back: iterating the evaluation's data loader draws from torch's generator, so an
+        evaluation would otherwise change the dropout and order of the steps after it. With
+        it, a run stopped at a step (a pause checkpoints without evaluating) resumes to the
+        same weights as a run that went straight through."""
+        self._random_state = random_state() if control.should_evaluate else None
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._random_state is not None:
+            restore_random_state(self._random_state)
+            self._random_state = None
 
     def _prepare_checkpoint(
         self, args: Any, state: Any, control: Any, reason: StopReason | None, model: Any
@@ -162,3 +179,33 @@ class ReportingCallback(TrainerCallback):
     def on_checkpoint_complete(self, step: int, epoch: float, path: str) -> None:
         """From `AtomicCheckpoints`' finishing thread, once the checkpoint is in place."""
         self.reporter.checkpoint(step, epoch, path, self.checkpoint_metrics.for_checkpoint(step))
+
+
+def random_state() -> dict[str, Any]:
+    """The state of Python's, NumPy's and torch's (CPU and CUDA) random generators."""
+    import random
+
+    import numpy as np
+    import torch
+
+    found: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "cpu": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        found["cuda"] = torch.cuda.get_rng_state_all()
+    return found
+
+
+def restore_random_state(found: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(found["python"])
+    np.random.set_state(found["numpy"])
+    torch.set_rng_state(found["cpu"])
+    if "cuda" in found:
+        torch.cuda.set_rng_state_all(found["cuda"])

@@ -95,7 +95,7 @@ def train_reinforcement(ctx: RunContext, params: ReinforcementMethodParams) -> T
         ctx.reporter.note(
             f"reasoning_effort {hp.reasoning_effort!r} has no effect: the model answers as "
             "its chat template has it.",
-            level="warning",
+            level="warn",
         )
     grader = parse_grader(params.grader, "method.reinforcement.grader")
     backends = job_backends(ctx)

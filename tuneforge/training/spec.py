@@ -305,7 +305,8 @@ class Promotion(Strict):
     min_delta: float = Field(
         0.0,
         description="How much better the new version must be than the version the alias "
-        "points at (or the base model), on this job's validation data.",
+        "points at (or the base model), on this job's validation data. A negative value "
+        "is the explicit override that lets a model worse than its base take the alias.",
     )
     grader: dict[str, Any] | None = Field(
         None,

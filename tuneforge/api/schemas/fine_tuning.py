@@ -116,7 +116,7 @@ class JobEventPublic(Public):
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
-    level: Literal["info", "warning", "error"]
+    level: Literal["info", "warn", "error"]
     message: str
     type: Literal["message", "metrics"]
     data: dict[str, Any] | None
