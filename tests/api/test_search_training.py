@@ -252,6 +252,34 @@ def test_mining_turns_pairs_into_triplets(idle: Server, idle_files: dict[str, st
     assert job["method"]["embedding"]["loss"] == "mnrl"
 
 
+def test_mining_writes_n_tuples_for_embedding_and_reranker_jobs(
+    idle: Server, idle_files: dict[str, str]
+) -> None:
+    server, files = idle, idle_files
+    r = server.client.post(f"/v1/datasets/{files['pairs']}/mine_negatives", json={
+        "model": MODEL, "num_negatives": 3, "range_max": 20, "margin": 0.05,
+        "output_format": "n-tuple"})
+    assert r.status_code == 200, r.text
+    report, dataset = r.json()["report"], r.json()["dataset"]
+    assert report["output_format"] == "n-tuple"
+    assert report["columns"] == ["anchor", "positive", "negative_1", "negative_2", "negative_3"]
+    kept = report["rows_with_negatives"]
+    assert kept == report["rows_out"] == dataset["statistics"]["rows"] > 0
+    assert kept + report["rows_without_negatives"] + report["rows_with_too_few_negatives"] == 60
+    assert report["negatives"] == 3 * kept
+    assert dataset["valid"] and dataset["kind"] == "reranker" and dataset["layout"] == "ranking"
+    rows = server.client.get(f"/v1/datasets/{dataset['id']}/rows?limit=500").json()["data"]
+    for row in rows:
+        record = row["values"]
+        negatives = [record[f"negative_{n}"] for n in (1, 2, 3)]
+        assert len(set(negatives)) == 3 and record["positive"] not in negatives
+    # Both kinds take it; the embedding job's loss follows the n-tuples: mnrl.
+    job = create(server, {"training_file": dataset["id"], "method": {"type": "embedding"}})
+    assert job["method"]["embedding"]["loss"] == "mnrl"
+    job = create(server, {"training_file": dataset["id"], "method": {"type": "reranker"}})
+    assert job["method"]["type"] == "reranker"
+
+
 def test_mining_refuses_too_little_data_and_writes_nothing(
     idle: Server, idle_files: dict[str, str]
 ) -> None:

@@ -120,15 +120,18 @@ def mine_negatives_command(
     model: Annotated[
         str, typer.Option(help="Embedding model that judges similarity (usually the base).")
     ],
-    num_negatives: Annotated[int, typer.Option(help="Negatives (triplets) per row.")] = 1,
+    num_negatives: Annotated[int, typer.Option(help="Negatives per row.")] = 1,
     range_min: Annotated[int, typer.Option(help="Skip this many most similar.")] = 0,
     range_max: Annotated[int, typer.Option(help="Take negatives up to this rank.")] = 100,
     margin: Annotated[float, typer.Option(help="Below the positive's similarity by.")] = 0.0,
     sampling: Annotated[str, typer.Option(help="top or random.")] = "top",
+    output_format: Annotated[
+        str, typer.Option(help="triplet (a row per negative) or n-tuple (a row per pair).")
+    ] = "triplet",
     seed: int = 0,
     url: Url = DEFAULT_URL,
 ) -> None:
-    """Hard-negative mining: a pair dataset becomes a new triplet dataset."""
+    """Hard-negative mining: a pair dataset becomes a new triplet or n-tuple dataset."""
     body = {
         "model": model,
         "num_negatives": num_negatives,
@@ -136,6 +139,7 @@ def mine_negatives_command(
         "range_max": range_max,
         "margin": margin,
         "sampling": sampling,
+        "output_format": output_format,
         "seed": seed,
     }
     done = ApiClient(url).post(f"/v1/datasets/{dataset_id}/mine_negatives", json=body)
@@ -143,7 +147,8 @@ def mine_negatives_command(
     console.print(
         f"{report['rows_in']} pairs in; {report['negatives']} negatives for "
         f"{report['rows_with_negatives']} rows ({report['rows_without_negatives']} without "
-        f"one); triplets [bold]{done['dataset']['id']}[/] ({report['rows_out']} rows)",
+        f"one); {report['output_format']}s [bold]{done['dataset']['id']}[/] "
+        f"({report['rows_out']} rows)",
         soft_wrap=True,
     )
     console.print(

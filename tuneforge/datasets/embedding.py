@@ -1,10 +1,17 @@
-"""Embedding data: the three layouts, their validation, and their rows for training.
+"""Embedding data: the four layouts, their validation, and their rows for training.
 
 | layout       | columns                                  | losses                      |
 |--------------|------------------------------------------|-----------------------------|
 | `triplet`    | `anchor` (or `question`), `positive`, `negative` | mnrl, cached_mnrl, triplet |
 | `pair`       | `anchor` (or `question`), `positive`     | mnrl, cached_mnrl           |
 | `scored_pair`| `sentence1`, `sentence2`, `score`        | cosine, cosent              |
+| `n_tuple`    | `anchor`, `positive`, `negative_1` … `negative_n` | mnrl, cached_mnrl     |
+
+(`negatives`, a list, may stand for `negative_1` … `negative_n`.)
+
+Every row of an n-tuple file has as many negatives as the first (the trainer's columns are
+fixed). Such files are uploaded as reranker data (its `ranking` layout, the same columns),
+and embedding jobs read them too.
 
 Scores lie in [0, 1], or in [0, 5] (the STS Benchmark's scale); rows used for training are
 scaled to [0, 1].
@@ -13,6 +20,7 @@ scaled to [0, 1].
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,9 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
     "pair": ("anchor", "positive"),
     "scored_pair": ("sentence1", "sentence2", "score"),
 }
+# n-tuples: their negative columns (`negatives` a list, or `negative_1` … `negative_n`).
+N_TUPLE = ("anchor", "positive", "negatives")
+NEGATIVE_N = re.compile(r"^negative_(\d+)$")
 ALIASES = {"question": "anchor", "query": "anchor"}
 KNOWN_COLUMNS = set(ALIASES) | {c for cols in LAYOUTS.values() for c in cols}
 # Files without a header line (like the STS Benchmark CSVs): columns by count.
@@ -70,8 +81,8 @@ def read_embedding_file(
     problems = ProblemLog()
     peek = first_record(RecordStream(path, fmt, ProblemLog(), KNOWN_COLUMNS, HEADERLESS))
     layout = _detect_layout(peek)
-    wanted = LAYOUTS.get(layout or "", ())
-    text_columns = [c for c in wanted if c != "score"]
+    wanted = N_TUPLE if layout == "n_tuple" else LAYOUTS.get(layout or "", ())
+    text_columns = [c for c in wanted if c not in ("score", "negatives")]
     tally = _Tally(text_columns, tokenizer)
     rows: list[dict[str, Any]] = []
     stream = RecordStream(
@@ -80,7 +91,10 @@ def read_embedding_file(
     for line, record in stream:
         if layout is None:
             continue
-        row = _check_row(line, record, layout, problems)
+        if layout == "n_tuple":
+            row = _check_n_tuple(line, record, problems, tally.negatives)
+        else:
+            row = _check_row(line, record, layout, problems)
         if row is not None:
             tally.add(row)
             if keep_rows:
@@ -128,6 +142,10 @@ def _detect_layout(first: tuple[int, dict[str, Any]] | None) -> str | None:
     if first is None:
         return None
     names = {ALIASES.get(k.strip().lower(), k.strip().lower()) for k in first[1]}
+    if {"anchor", "positive"} <= names and (
+        "negatives" in names or any(NEGATIVE_N.match(n) for n in names)
+    ):
+        return "n_tuple"
     for layout in ("scored_pair", "triplet", "pair"):
         if set(LAYOUTS[layout]) <= names:
             return layout
@@ -143,9 +161,12 @@ class _Tally:
         self.max_score = -math.inf
         self.duplicates = DuplicateCounter()
         self.columns = {c: LengthColumn(tokenizer) for c in text_columns}
+        self.negatives: list[int] = []  # n-tuples: the first row's count of negatives
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows += 1
+        if "negatives" in row and not self.negatives:
+            self.negatives.append(len(row["negatives"]))
         self.duplicates.add(repr(tuple(row.values())))
         for name, column in self.columns.items():
             column.add(row[name])
@@ -153,11 +174,76 @@ class _Tally:
             self.max_score = max(self.max_score, row["score"])
 
     def statistics(self) -> dict[str, Any]:
-        return {
+        found = {
             "rows": self.rows,
             "exact_duplicates": self.duplicates.count(),
             "columns": {name: column.statistics() for name, column in self.columns.items()},
         }
+        if self.negatives:
+            found["negatives_per_row"] = self.negatives[0]
+        return found
+
+
+def _check_n_tuple(
+    line: int, record: dict[str, Any], problems: ProblemLog, first_count: list[int]
+) -> dict[str, Any] | None:
+    """The canonical n-tuple row (anchor, positive, negatives) of a record, or None after its
+    problems are logged; its negatives must be as many as the first valid row's."""
+    found: dict[str, Any] = {}
+    numbered: list[tuple[int, str, Any]] = []
+    listed: Any = None
+    for key, value in record.items():
+        name = ALIASES.get(key.strip().lower(), key.strip().lower())
+        if name in ("anchor", "positive"):
+            found[name] = value
+        elif name == "negatives":
+            listed = value
+        elif match := NEGATIVE_N.match(name):
+            numbered.append((int(match.group(1)), key, value))
+        else:
+            problems.append(Problem(
+                "unknown_column",
+                f"Column {key!r} is not part of the n_tuple layout (anchor, positive, "
+                "negative_1 … negative_n or negatives).",
+                line=line, column=key,
+            ))
+            return None
+    if listed is not None and not isinstance(listed, list):
+        problems.append(Problem("wrong_type", "'negatives' must be a list of strings.",
+                                line=line, column="negatives"))
+        return None
+    texts = [(f"negatives[{i}]", v) for i, v in enumerate(listed or [])]
+    # Trailing empty cells (a CSV row with fewer negatives than the header) are no negatives.
+    texts += [(key, v) for _, key, v in sorted(numbered) if v is not None and v != ""]
+    checked = {"anchor": found.get("anchor"), "positive": found.get("positive"), **dict(texts)}
+    ok = True
+    for name, value in checked.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            problems.append(Problem("missing_column" if value is None else "empty_value",
+                                    f"{name!r} is {'missing' if value is None else 'empty'}.",
+                                    line=line, column=name))
+            ok = False
+        elif not isinstance(value, str):
+            problems.append(Problem("wrong_type",
+                                    f"{name!r} must be a string, got {type(value).__name__}.",
+                                    line=line, column=name))
+            ok = False
+    if not ok:
+        return None
+    negatives = [str(v) for _, v in texts]
+    if not negatives:
+        problems.append(Problem("no_negative", "The row has no negative.", line=line,
+                                column="negative_1"))
+        return None
+    if first_count and len(negatives) != first_count[0]:
+        problems.append(Problem(
+            "negative_count",
+            f"The row has {len(negatives)} negatives and the first row {first_count[0]}: "
+            "every row of an n-tuple file needs as many.",
+            line=line, column="negatives",
+        ))
+        return None
+    return {"anchor": checked["anchor"], "positive": checked["positive"], "negatives": negatives}
 
 
 def _check_row(

@@ -1,4 +1,5 @@
-"""Hard-negative mining: pairs (anchor, positive) in, triplets (anchor, positive, negative) out.
+"""Hard-negative mining: pairs (anchor, positive) in; triplets (anchor, positive, negative) or
+n-tuples (anchor, positive, negative_1 … negative_n) out.
 
 `POST /v1/datasets/{id}/mine_negatives` embeds every anchor and every distinct positive of a
 valid pair dataset with an embedding model (usually the base model of the job to come, or
@@ -14,12 +15,16 @@ sentence-transformers' `mine_hard_negatives` does:
 - `margin`: a negative must be at least this much less similar than the row's positive;
   `relative_margin`: at most (1 - relative_margin) times the positive's similarity;
 - `num_negatives` per row, the most similar ones left (`sampling: top`) or drawn at random
-  among those left (`sampling: random`, by `seed`); each becomes one triplet row.
+  among those left (`sampling: random`, by `seed`).
 
-The triplets are a new dataset (the source stays as it is), usable by embedding jobs (mnrl,
-cached_mnrl, triplet). Its report (`mining`) says how many negatives were found, for how
-many rows, and how hard they are: mean similarity of positives and negatives, the gap, and
-the negatives' rank distribution. Nothing is written when no negative is found, or when the
+The output is a new dataset (the source stays as it is). `output_format: triplet` (the
+default) gives one row per negative, for embedding jobs (mnrl, cached_mnrl, triplet) and
+reranker jobs; `n-tuple` one row per pair with its `num_negatives` negatives as columns,
+for embedding jobs (mnrl, cached_mnrl) and reranker jobs (every listwise loss); rows with
+fewer negatives found are left out of n-tuples, which need as many on every row. Its
+report (`mining`) says how many negatives were found, for how many rows, and how hard they
+are: mean similarity of positives and negatives, the gap, and the negatives' rank
+distribution. Nothing is written when no negative is found, or when the
 data has too few rows to find any in.
 """
 
@@ -87,6 +92,11 @@ class MiningRequest(BaseModel):
     sampling: Literal["top", "random"] = Field(
         "top", description="top: the most similar negatives left; random: drawn among them."
     )
+    output_format: Literal["triplet", "n-tuple"] = Field(
+        "triplet",
+        description="triplet: a row per negative; n-tuple: a row per pair with its "
+        "num_negatives negatives (negative_1 … negative_n), rows with fewer left out.",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of sampling random.")
     batch_size: int = Field(64, ge=1, le=4096, description="Texts embedded per batch.")
 
@@ -108,7 +118,8 @@ def _embed(model: Any, texts: list[str], batch_size: int) -> Any:
 
 
 def mine(rows: list[Row], model: Any, request: MiningRequest) -> tuple[list[Row], dict[str, Any]]:
-    """(triplet rows, report) for pair `rows`, embedded by `model`; see the module's text."""
+    """(triplet or n-tuple rows, report) for pair `rows`, embedded by `model`; see the
+    module's text."""
     import torch
 
     anchors = sorted({r["anchor"] for r in rows})
@@ -136,7 +147,9 @@ def mine(rows: list[Row], model: Any, request: MiningRequest) -> tuple[list[Row]
             kept = [(i, s) for i, s in zip(row_indices, row_scores, strict=True) if i not in own]
             ranked[anchor] = kept[: request.range_max]
     rng = random.Random(request.seed)
-    triplets: list[Row] = []
+    n_tuples = request.output_format == "n-tuple"
+    out: list[Row] = []
+    rows_short = 0
     positive_scores: list[float] = []
     negative_scores: list[float] = []
     negative_ranks: list[int] = []
@@ -158,15 +171,23 @@ def mine(rows: list[Row], model: Any, request: MiningRequest) -> tuple[list[Row]
             left = sorted(rng.sample(left, request.num_negatives))
         chosen = left[: request.num_negatives]
         positive_scores.append(positive)
-        if not chosen:
-            rows_without += 1
+        short = n_tuples and len(chosen) < request.num_negatives
+        if not chosen or short:
+            rows_without += not chosen
+            rows_short += bool(chosen and short)
             if len(without) < EXAMPLES:
-                without.append({"row": number, "anchor": r["anchor"][:200]})
+                without.append({"row": number, "anchor": r["anchor"][:200],
+                                "negatives_found": len(chosen)})
             continue
+        if n_tuples:
+            out.append({"anchor": r["anchor"], "positive": r["positive"],
+                        **{f"negative_{n}": corpus[i] for n, (_, i, _) in
+                           enumerate(chosen, start=1)}})
         for rank, i, s in chosen:
-            triplets.append(
-                {"anchor": r["anchor"], "positive": r["positive"], "negative": corpus[i]}
-            )
+            if not n_tuples:
+                out.append(
+                    {"anchor": r["anchor"], "positive": r["positive"], "negative": corpus[i]}
+                )
             negative_scores.append(s)
             negative_ranks.append(rank)
     report: dict[str, Any] = {
@@ -175,16 +196,20 @@ def mine(rows: list[Row], model: Any, request: MiningRequest) -> tuple[list[Row]
         "rows_in": len(rows),
         "anchors": len(anchors),
         "corpus": len(corpus),
-        "rows_with_negatives": len(rows) - rows_without,
+        "rows_with_negatives": len(rows) - rows_without - rows_short,
         "rows_without_negatives": rows_without,
+        "rows_with_too_few_negatives": rows_short,
         "rows_without_examples": without,
         "negatives": len(negative_scores),
-        "rows_out": len(triplets),
-        "output_format": "triplet",
-        "columns": ["anchor", "positive", "negative"],
+        "rows_out": len(out),
+        "output_format": request.output_format,
+        "columns": (
+            ["anchor", "positive", *(f"negative_{n}" for n in range(1, request.num_negatives + 1))]
+            if n_tuples else ["anchor", "positive", "negative"]
+        ),
         "hardness": _hardness(positive_scores, negative_scores, negative_ranks),
     }
-    return triplets, report
+    return out, report
 
 
 def _mean(values: list[float]) -> float | None:
@@ -232,9 +257,10 @@ def mine_dataset(
     request: MiningRequest,
     load: Callable[[str], Any],
 ) -> dict[str, Any]:
-    """Mine `dataset_id` (pairs) into a new triplet dataset; {dataset, report}. `load(name)`
-    gives the embedding model as served (`serving.embeddings.Embedder`). Nothing is written
-    when the dataset is no valid pair dataset, too small, or yields too few negatives."""
+    """Mine `dataset_id` (pairs) into a new triplet or n-tuple dataset; {dataset, report}.
+    `load(name)` gives the embedding model as served (`serving.embeddings.Embedder`).
+    Nothing is written when the dataset is no valid pair dataset, too small, or yields too
+    few negatives."""
     kind, _, rows = read_dataset(store, settings, dataset_id, "id")
     layout = require_file(store, dataset_id)["report"].get("layout")
     if kind != "embedding" or layout != "pair":
@@ -246,23 +272,27 @@ def mine_dataset(
     check_enough(dataset_id, rows, request)
     embedder = load(request.model)
     with embedder.lock:
-        triplets, report = mine(rows, embedder.model, request)
+        mined, report = mine(rows, embedder.model, request)
     report["model"] = request.model
     report["source"] = dataset_id
     report["reranker_note"] = (
         "Reranker jobs read the same rows as query (anchor), positive and negatives."
     )
-    if len(triplets) < settings.min_rows:
+    if len(mined) < settings.min_rows:
         raise InvalidRequestError(
-            f"{len(triplets)} negative(s) found for the {len(rows)} rows of {dataset_id} with "
-            f"these settings (range_min, range_max, margin), fewer than the {settings.min_rows} "
-            "rows a training file needs; nothing written. Lower margin or range_min, or raise "
-            "range_max or num_negatives.",
+            f"{len(mined)} row(s) mined from the {len(rows)} rows of {dataset_id} with these "
+            f"settings (range_min, range_max, margin, num_negatives), fewer than the "
+            f"{settings.min_rows} rows a training file needs; nothing written. Lower margin "
+            "or range_min, or raise range_max (or num_negatives for triplets).",
             param="margin",
             details={"hardness": report["hardness"], "rows": len(rows)},
         )
     stem = Path(require_file(store, dataset_id)["filename"]).stem[:100]
+    n_tuples = request.output_format == "n-tuple"
+    # n-tuples read as reranker data (its ranking layout), which embedding jobs read too.
     written = write_dataset(
-        store, settings, f"{stem}-mined-triplets.jsonl", "embedding", triplets, {"mining": report}
+        store, settings,
+        f"{stem}-mined-{'n-tuples' if n_tuples else 'triplets'}.jsonl",
+        "reranker" if n_tuples else "embedding", mined, {"mining": report},
     )
     return {"dataset": written, "report": report}

@@ -188,7 +188,9 @@ JOB_READERS: dict[str, JobReader] = {
 # Kinds that read files uploaded as another kind: reinforcement prompts uploaded before the
 # upload's check told them from chat data were recorded as supervised.
 # A reranker trains on triplets and scored pairs as embedding jobs do.
+# An embedding job trains on n-tuples (query, positive, negatives), uploaded as reranker data.
 READS_UPLOADS_OF = {"reinforcement": ("supervised",), "reranker": ("embedding",)}
+READS_LAYOUTS_OF = {("embedding", "reranker"): "ranking"}
 
 
 def named_files(spec: JobCreate) -> list[tuple[str, str]]:
@@ -217,7 +219,11 @@ def read_job_file(
     names_columns = isinstance(spec.method, ClassificationMethod) and bool(
         spec.method.classification.text_column or spec.method.classification.label_column
     )
-    readable = uploaded_as == kind or uploaded_as in READS_UPLOADS_OF.get(kind, ())
+    readable = (
+        uploaded_as == kind
+        or uploaded_as in READS_UPLOADS_OF.get(kind, ())
+        or row["report"].get("layout") == READS_LAYOUTS_OF.get((kind, uploaded_as))
+    )
     if uploaded_as and not readable and not names_columns:
         raise InvalidDatasetError(
             f"File {file_id} holds {uploaded_as} data (its columns say so); a {kind} job "

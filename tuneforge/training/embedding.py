@@ -148,11 +148,11 @@ def _evaluator(layout: str, rows: list[dict[str, Any]], batch_size: int, dim: in
             name=name,
             truncate_dim=dim,
         )
-    if layout == "triplet":
+    if layout in ("triplet", "n_tuple"):  # an n-tuple's first negative (mined: the hardest)
         return evaluation.TripletEvaluator(
             [r["anchor"] for r in rows],
             [r["positive"] for r in rows],
-            [r["negative"] for r in rows],
+            [r["negative"] if layout == "triplet" else r["negatives"][0] for r in rows],
             batch_size=batch_size,
             name=name,
             truncate_dim=dim,
@@ -185,6 +185,7 @@ def evaluate(evaluator: Any, model: Any) -> dict[str, float]:
 PRIMARY_METRICS = {
     "scored_pair": "spearman_cosine",
     "triplet": "cosine_accuracy",
+    "n_tuple": "cosine_accuracy",
     "pair": "cosine_ndcg@10",
 }
 
@@ -214,6 +215,12 @@ def to_dataset(layout: str, rows: list[dict[str, Any]]) -> Any:
 
     from tuneforge.datasets.embedding import LAYOUTS
 
+    if layout == "n_tuple":  # the negatives as columns negative_1 … negative_n
+        count = len(rows[0]["negatives"]) if rows else 0
+        table = {c: [r[c] for r in rows] for c in ("anchor", "positive")}
+        for i in range(count):
+            table[f"negative_{i + 1}"] = [r["negatives"][i] for r in rows]
+        return Dataset.from_dict(table)
     columns = LAYOUTS[layout]
     return Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
 

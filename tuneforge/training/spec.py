@@ -30,15 +30,17 @@ MODEL_NAME = re.compile(
 
 # Which data layouts each loss trains on (see tuneforge.datasets.embedding).
 LOSS_LAYOUTS: dict[str, tuple[str, ...]] = {
-    "mnrl": ("pair", "triplet"),
-    "cached_mnrl": ("pair", "triplet"),
+    "mnrl": ("pair", "triplet", "n_tuple"),
+    "cached_mnrl": ("pair", "triplet", "n_tuple"),
     "triplet": ("triplet",),
     "cosine": ("scored_pair",),
     "cosent": ("scored_pair",),
 }
 # The loss a job that names none trains with, by the data's layout ("the loss follows the
-# data"): CoSENT for scored pairs, in-batch negatives (MNRL) for pairs and triplets.
-DEFAULT_LOSS: dict[str, str] = {"scored_pair": "cosent", "pair": "mnrl", "triplet": "mnrl"}
+# data"): CoSENT for scored pairs, in-batch negatives (MNRL) for pairs, triplets and n-tuples.
+DEFAULT_LOSS: dict[str, str] = {
+    "scored_pair": "cosent", "pair": "mnrl", "triplet": "mnrl", "n_tuple": "mnrl"
+}
 
 
 def hub_id_of(name: str) -> str:
