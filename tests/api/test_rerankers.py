@@ -73,6 +73,7 @@ def test_a_reranker_job_ends_in_a_registered_model_with_ranking_metrics(
     assert (evaluation["base_model"]["no_reranking_ndcg@10"]
             == evaluation["fine_tuned_model"]["no_reranking_ndcg@10"])
     assert reranker_job["result"]["loss"] == "mnrl"  # the ranking rows' default
+    assert reranker_job["kept_model"] == {"model": "last_step", "step": 2}  # 16 rows, 8 a step
     registered = reranker_job["registered_model"]
     version = server.client.get(
         f"/v1/registered_models/{registered['name']}/versions/{registered['version']}").json()

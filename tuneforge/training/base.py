@@ -76,6 +76,32 @@ class TrainResult:
         return not self.stopped_early
 
 
+    def keep(self, trainer: Any, keep_best: bool, *, base_counts: bool) -> bool:
+        """Record in `details["kept"]` which weights the run hands on, once it has measured
+        the weights it ended with (`evaluation`): with `keep_best`, the best evaluation's
+        checkpoint or, when `base_counts` and the base model (step 0) scored higher on the
+        primary metric, the base; without, the last step's. True when the base is kept: the
+        caller then saves the base's weights, and `evaluation` becomes the base's."""
+        key = self.primary_metric
+        if (
+            keep_best
+            and base_counts
+            and key in self.baseline
+            and key in self.evaluation
+            and self.baseline[key] > self.evaluation[key]
+        ):
+            self.evaluation = dict(self.baseline)
+            self.details["kept"] = {"model": "base", "step": 0}
+            return True
+        if keep_best:
+            best = trainer.state.best_model_checkpoint
+            step = int(best.rsplit("-", 1)[-1]) if best else self.steps
+            self.details["kept"] = {"model": "best_checkpoint", "step": step}
+        else:
+            self.details["kept"] = {"model": "last_step", "step": self.steps}
+        return False
+
+
 def batch_arguments(batch_size: int, world_size: int) -> dict[str, Any]:
     """Trainer arguments for `batch_size` examples per process and step.
 

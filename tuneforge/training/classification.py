@@ -314,6 +314,8 @@ def train_classification(
             y_true, y_pred = _as_array(eval_targets), predicted(logits, multi_label)
             result.evaluation = metric_values(y_true, y_pred)
             result.details = {"baseline": BASELINE, **class_report(y_true, y_pred, labels)}
+    # The baseline here is a majority-class guess, not a model to keep: only checkpoints count.
+    result.keep(trainer, keep_best, base_counts=False)
     trained: Any = trainer.model
     model = trained.merge_and_unload() if params.tuning == "lora" else trained
     model.save_pretrained(str(output_dir))

@@ -360,30 +360,14 @@ def train_embedding(
         return result
     if evaluator is not None:
         result.evaluation = evaluate(evaluator, model)
-        if keep_best and base_is_best(result):
-            # Best-model selection counts the base model (step 0) too: it was the best.
-            model = load_model(model_location, device, hp.max_seq_length)
-            result.evaluation = dict(result.baseline)
-            result.details["kept"] = {"model": "base", "step": 0}
-        elif keep_best:
-            best = trainer.state.best_model_checkpoint
-            step = int(best.rsplit("-", 1)[-1]) if best else result.steps
-            result.details["kept"] = {"model": "best_checkpoint", "step": step}
-        if params.matryoshka_dims:
-            full = model.get_embedding_dimension()
-            result.details["matryoshka"] = matryoshka_table(result, full, params.matryoshka_dims)
-    if "kept" not in result.details:
-        result.details["kept"] = {"model": "last_step", "step": result.steps}
+    # Best-model selection counts the base model (step 0) too.
+    if result.keep(trainer, keep_best, base_counts=True):
+        model = load_model(model_location, device, hp.max_seq_length)
+    if evaluator is not None and params.matryoshka_dims:
+        full = model.get_embedding_dimension()
+        result.details["matryoshka"] = matryoshka_table(result, full, params.matryoshka_dims)
     model.save(str(output_dir), safe_serialization=True)
     return result
-
-
-def base_is_best(result: TrainResult) -> bool:
-    """The base model scored higher than the weights the run kept, on the primary metric."""
-    key = result.primary_metric
-    if not key or key not in result.baseline or key not in result.evaluation:
-        return False
-    return result.baseline[key] > result.evaluation[key]
 
 
 def matryoshka_table(result: TrainResult, full: int, dims: list[int]) -> list[dict[str, Any]]:

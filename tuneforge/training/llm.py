@@ -488,6 +488,9 @@ def train_and_save(
         return result
     model = trainer.accelerator.unwrap_model(trainer.model) if steps.gather else trainer.model
     result.evaluation = final["metrics"]
+    # Adapters or weights of the best evaluation, or of the last step; the base itself is
+    # not handed on as a chat model's fine-tune (it is flagged when better, see jobs.publish).
+    result.keep(trainer, bool(trainer.args.load_best_model_at_end), base_counts=False)
     info = save_trained(
         model,
         tokenizer,

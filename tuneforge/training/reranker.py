@@ -362,5 +362,8 @@ def train_reranker(
         return result
     if evaluator is not None:
         result.evaluation = evaluator(model)
+    # Best-model selection counts the base model (step 0) too.
+    if result.keep(trainer, keep_best, base_counts=True):
+        model = load_model(model_location, device, hp.max_seq_length)
     model.save(str(output_dir), safe_serialization=True)
     return result
