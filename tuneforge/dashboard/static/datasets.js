@@ -2,6 +2,7 @@
 // statistics as charts, and a preview of the rows as they were read.
 import { api, uploadFile } from "./api.js";
 import { barList, Histogram } from "./charts.js";
+import { miningSection } from "./mining.js";
 import {
   announce, badge, facts, fmtBytes, fmtNum, fmtTime, h, message, section, short, table, fill,
 } from "./dom.js";
@@ -221,5 +222,6 @@ export async function detail(main, ctx, id) {
       remove),
     problemsSection(dataset),
     statisticsSection(dataset),
+    miningSection(dataset),
     previewSection(dataset, ctx));
 }
