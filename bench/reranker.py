@@ -9,7 +9,7 @@ so that a loaded machine cannot cost the run its lease. The bi-encoder's dev Spe
 embedding kind's measurement (`training.embedding.evaluate_model`) of all-MiniLM-L6-v2.
 Results go to bench/results/reranker.json and a Markdown table on stdout.
 
-    OMP_NUM_THREADS=1 python bench/reranker.py                 # ~25 min on one busy core
+    OMP_NUM_THREADS=2 python bench/reranker.py                 # ~12 min on 2 idle cores
     python bench/reranker.py --set n_epochs=2 --set learning_rate=3e-5
     python bench/reranker.py --train-rows 200                  # a quick look
 """

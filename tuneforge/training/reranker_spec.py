@@ -42,15 +42,16 @@ DEFAULT_RERANKER_LOSS = {"labeled_pair": "bce", "ranking": "mnrl"}
 
 class RerankerHyperparameters(Hyperparameters):
     """Hyperparameters of a reranker job. The defaults are the recipe sentence-transformers'
-    STS Benchmark cross-encoders were trained with (4 epochs, batch 16, learning rate 2e-5,
-    10% warm-up); bench/reranker.py measures them (see bench/README.md). `"auto"` takes the
-    default."""
+    STS Benchmark cross-encoders were trained with (4 epochs, batch 16, 10% warm-up) with a
+    higher learning rate, 1e-4 instead of 2e-5: a fresh head on a small encoder learns faster
+    with it (STSb-en dev Spearman 0.8600 with 2e-5, 0.8648 with 6e-5, 0.8663 with 1e-4;
+    bench/reranker.py, bench/README.md). `"auto"` takes the default."""
 
     n_epochs: Epochs = 4
     batch_size: int = Field(
         16, ge=1, le=65536, description="Rows per step (a query with all its documents is one)."
     )
-    learning_rate: float = Field(2e-5, gt=0, le=1, description="Peak learning rate (AdamW).")
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate (AdamW).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps to warm up over.")
     warmup_steps: WarmupSteps = None
     mnrl_negatives: int = Field(
