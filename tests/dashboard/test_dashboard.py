@@ -95,46 +95,6 @@ def sts_rows(stsb_slice: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return path
 
 
-def test_mine_hard_negatives_from_a_pair_datasets_page(
-    server: Server, page, tmp_path: Path
-) -> None:
-    import json
-
-    from ..conftest import stsb_rows
-
-    close = [r for r in stsb_rows() if float(r[2]) >= 4.0][:40]
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"anchor": a, "positive": b}) + "\n" for a, b, _ in close))
-    pairs = server.upload(path)["id"]
-    page.goto(f"/#/datasets/{pairs}")
-    form = page.locator("#mining-form")
-    expect(form).to_be_visible()
-    form.get_by_label("Negatives per pair").fill("2")
-    form.get_by_label("Take up to rank (range_max)").fill("15")
-    form.get_by_label("Output").select_option("n-tuple")
-    form.get_by_role("button", name="Mine hard negatives").click()
-    result = page.locator("#mining-result")
-    expect(result.get_by_role("link", name="Open the mined dataset")).to_be_visible(timeout=60_000)
-    expect(result).to_contain_text("n-tuple")
-    mined_id = re.search(r"New dataset (file-\w+)", result.inner_text()).group(1)
-    mined = server.client.get(f"/v1/datasets/{mined_id}").json()
-    assert mined["mining"]["output_format"] == "n-tuple" and mined["mining"]["source"] == pairs
-    assert mined["mining"]["settings"]["num_negatives"] == 2
-    assert mined["mining"]["settings"]["range_max"] == 15
-    rows_out = mined["mining"]["rows_out"]
-    expect(result).to_contain_text(f"{rows_out} rows")
-    # The bars count every negative, by rank.
-    counted = sum(int(t.replace(",", "")) for t in
-                  result.locator(".hbar-value").all_inner_texts())
-    assert counted == mined["mining"]["negatives"] == 2 * rows_out
-    # The mined dataset's page shows its report and links back; it offers no mining itself.
-    result.get_by_role("link", name="Open the mined dataset").click()
-    expect(page.get_by_role("heading", name="Mining report")).to_be_visible()
-    expect(page.locator("#mining-form")).to_have_count(0)
-    expect(page.get_by_role("link", name=pairs)).to_be_visible()
-    shoot(page, "dataset-mined")
-
-
 def test_upload_names_every_problem_with_its_line(server: Server, page, sts_rows: Path) -> None:
     page.goto("/#/datasets")
     expect(page.get_by_role("heading", name="Datasets", exact=True)).to_be_visible()
@@ -427,3 +387,44 @@ def test_job_page_lists_checkpoints_with_their_metrics(server: Server, page) -> 
     assert last.all_inner_texts()[2] == "0.5"
     expect(last.locator("code")).to_have_text(f"{job_id}:ckpt-step-54")
     shoot(page, "job-checkpoints")
+
+
+# Last: the earlier tests count the datasets they uploaded.
+def test_mine_hard_negatives_from_a_pair_datasets_page(
+    server: Server, page, tmp_path: Path
+) -> None:
+    import json
+
+    from ..conftest import stsb_rows
+
+    close = [r for r in stsb_rows() if float(r[2]) >= 4.0][:40]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"anchor": a, "positive": b}) + "\n" for a, b, _ in close))
+    pairs = server.upload(path)["id"]
+    page.goto(f"/#/datasets/{pairs}")
+    form = page.locator("#mining-form")
+    expect(form).to_be_visible()
+    form.get_by_label("Negatives per pair").fill("2")
+    form.get_by_label("Take up to rank (range_max)").fill("15")
+    form.get_by_label("Output").select_option("n-tuple")
+    form.get_by_role("button", name="Mine hard negatives").click()
+    result = page.locator("#mining-result")
+    expect(result.get_by_role("link", name="Open the mined dataset")).to_be_visible(timeout=60_000)
+    expect(result).to_contain_text("n-tuple")
+    mined_id = re.search(r"New dataset (file-\w+)", result.inner_text()).group(1)
+    mined = server.client.get(f"/v1/datasets/{mined_id}").json()
+    assert mined["mining"]["output_format"] == "n-tuple" and mined["mining"]["source"] == pairs
+    assert mined["mining"]["settings"]["num_negatives"] == 2
+    assert mined["mining"]["settings"]["range_max"] == 15
+    rows_out = mined["mining"]["rows_out"]
+    expect(result).to_contain_text(f"{rows_out} rows")
+    # The bars count every negative, by rank.
+    counted = sum(int(t.replace(",", "")) for t in
+                  result.locator(".hbar-value").all_inner_texts())
+    assert counted == mined["mining"]["negatives"] == 2 * rows_out
+    # The mined dataset's page shows its report and links back; it offers no mining itself.
+    result.get_by_role("link", name="Open the mined dataset").click()
+    expect(page.get_by_role("heading", name="Mining report")).to_be_visible()
+    expect(page.locator("#mining-form")).to_have_count(0)
+    expect(page.get_by_role("link", name=pairs)).to_be_visible()
+    shoot(page, "dataset-mined")
