@@ -92,7 +92,7 @@ def read_embedding_file(
         if layout is None:
             continue
         if layout == "n_tuple":
-            row = _check_n_tuple(line, record, problems, tally.negatives)
+            row = _check_n_tuple(line, record, problems, tally.negatives_per_row)
         else:
             row = _check_row(line, record, layout, problems)
         if row is not None:
@@ -161,12 +161,12 @@ class _Tally:
         self.max_score = -math.inf
         self.duplicates = DuplicateCounter()
         self.columns = {c: LengthColumn(tokenizer) for c in text_columns}
-        self.negatives: list[int] = []  # n-tuples: the first row's count of negatives
+        self.negatives_per_row: int | None = None  # n-tuples: the first row's count
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows += 1
-        if "negatives" in row and not self.negatives:
-            self.negatives.append(len(row["negatives"]))
+        if "negatives" in row and self.negatives_per_row is None:
+            self.negatives_per_row = len(row["negatives"])
         self.duplicates.add(repr(tuple(row.values())))
         for name, column in self.columns.items():
             column.add(row[name])
@@ -179,13 +179,13 @@ class _Tally:
             "exact_duplicates": self.duplicates.count(),
             "columns": {name: column.statistics() for name, column in self.columns.items()},
         }
-        if self.negatives:
-            found["negatives_per_row"] = self.negatives[0]
+        if self.negatives_per_row is not None:
+            found["negatives_per_row"] = self.negatives_per_row
         return found
 
 
 def _check_n_tuple(
-    line: int, record: dict[str, Any], problems: ProblemLog, first_count: list[int]
+    line: int, record: dict[str, Any], problems: ProblemLog, first_count: int | None
 ) -> dict[str, Any] | None:
     """The canonical n-tuple row (anchor, positive, negatives) of a record, or None after its
     problems are logged; its negatives must be as many as the first valid row's."""
@@ -235,10 +235,10 @@ def _check_n_tuple(
         problems.append(Problem("no_negative", "The row has no negative.", line=line,
                                 column="negative_1"))
         return None
-    if first_count and len(negatives) != first_count[0]:
+    if first_count is not None and len(negatives) != first_count:
         problems.append(Problem(
             "negative_count",
-            f"The row has {len(negatives)} negatives and the first row {first_count[0]}: "
+            f"The row has {len(negatives)} negatives and the first row {first_count}: "
             "every row of an n-tuple file needs as many.",
             line=line, column="negatives",
         ))
