@@ -173,6 +173,13 @@ def test_reranker_jobs_refuse_data_their_loss_cannot_train_on(
     assert answer.json()["error"]["param"] == "training_file"
     assert "listnet" in answer.json()["error"]["message"]
 
+    ranking = server.upload(write_jsonl(tmp_path / "ranking.jsonl", ranking_rows(list(TOPICS))))
+    body = {"model": model_id, "training_file": ranking["id"], "method": {
+        "type": "reranker", "reranker": {"hyperparameters": {"both_orders": True}}}}
+    answer = server.client.post("/v1/fine_tuning/jobs", json=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "method.reranker.hyperparameters.both_orders"
+
     bad = write_jsonl(tmp_path / "bad.jsonl", [*pairs[:11], {"document": "d", "label": 7}])
     report = server.upload(bad)
     dataset = server.client.get(f"/v1/datasets/{report['id']}").json()

@@ -64,3 +64,15 @@ def test_each_loss_gets_the_columns_it_reads(loss: str, columns: list[str]) -> N
         assert dataset[0]["negative_3"] == ROWS[0]["negatives"][0]
     if loss in ("lambda", "listnet"):
         assert dataset[1]["labels"] == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_both_orders_adds_each_labeled_pair_swapped() -> None:
+    rows = [{"query": "a cat sits", "document": "a cat is sitting", "label": 0.9},
+            {"query": "it rains", "document": "stocks fell", "label": 0.0}]
+    plain = to_dataset("labeled_pair", "bce", rows)
+    assert list(zip(plain["query"], plain["document"], strict=True)) == [
+        ("a cat sits", "a cat is sitting"), ("it rains", "stocks fell")]
+    both = to_dataset("labeled_pair", "bce", rows, both_orders=True)
+    assert sorted(zip(both["query"], both["document"], both["label"], strict=True)) == sorted([
+        ("a cat sits", "a cat is sitting", 0.9), ("a cat is sitting", "a cat sits", 0.9),
+        ("it rains", "stocks fell", 0.0), ("stocks fell", "it rains", 0.0)])

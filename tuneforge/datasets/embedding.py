@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.datasets.problems import Problem, ProblemLog, shown
-from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
+from tuneforge.datasets.readers import IndexSink, RecordStream, first_record, negative_cells
 from tuneforge.datasets.statistics import DuplicateCounter, LengthColumn
 
 LAYOUTS: dict[str, tuple[str, ...]] = {
@@ -190,16 +190,16 @@ def _check_n_tuple(
     """The canonical n-tuple row (anchor, positive, negatives) of a record, or None after its
     problems are logged; its negatives must be as many as the first valid row's."""
     found: dict[str, Any] = {}
-    numbered: list[tuple[int, str, Any]] = []
-    listed: Any = None
+    # Negatives by their column's place: the `negatives` list first, then negative_1 … n.
+    numbered: list[tuple[int, list[tuple[str, Any]]]] = []
     for key, value in record.items():
         name = ALIASES.get(key.strip().lower(), key.strip().lower())
         if name in ("anchor", "positive"):
             found[name] = value
         elif name == "negatives":
-            listed = value
+            numbered.append((0, negative_cells(key, name, value)))
         elif match := NEGATIVE_N.match(name):
-            numbered.append((int(match.group(1)), key, value))
+            numbered.append((int(match.group(1)), negative_cells(key, name, value)))
         else:
             problems.append(Problem(
                 "unknown_column",
@@ -208,13 +208,7 @@ def _check_n_tuple(
                 line=line, column=key,
             ))
             return None
-    if listed is not None and not isinstance(listed, list):
-        problems.append(Problem("wrong_type", "'negatives' must be a list of strings.",
-                                line=line, column="negatives"))
-        return None
-    texts = [(f"negatives[{i}]", v) for i, v in enumerate(listed or [])]
-    # Trailing empty cells (a CSV row with fewer negatives than the header) are no negatives.
-    texts += [(key, v) for _, key, v in sorted(numbered) if v is not None and v != ""]
+    texts = [cell for _, cells in sorted(numbered, key=lambda n: n[0]) for cell in cells]
     checked = {"anchor": found.get("anchor"), "positive": found.get("positive"), **dict(texts)}
     ok = True
     for name, value in checked.items():

@@ -474,3 +474,13 @@ def first_record(
         return None
     finally:
         getattr(records, "close", lambda: None)()
+
+
+def negative_cells(key: str, name: str, value: Any) -> list[tuple[str, Any]]:
+    """The negatives one column of a record holds, each with the name its problems give it:
+    a `negatives` list one per item (`negatives[0]` …), an empty cell none (an n-tuple row
+    may leave its trailing negatives empty), any other cell its value. `name` is the
+    column's canonical name."""
+    if name == "negatives" and isinstance(value, list):
+        return [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    return [] if value is None or value == "" else [(key, value)]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.datasets.problems import Problem, ProblemLog, shown
-from tuneforge.datasets.readers import IndexSink, RecordStream, first_record
+from tuneforge.datasets.readers import IndexSink, RecordStream, first_record, negative_cells
 from tuneforge.datasets.statistics import DuplicateCounter, LengthColumn
 
 LAYOUTS: dict[str, tuple[str, ...]] = {
@@ -208,10 +208,7 @@ def _check_row(
     for key, value in record.items():
         name = canonical(key)
         if layout == "ranking" and NEGATIVE_COLUMN.match(name):
-            if name == "negatives" and isinstance(value, list):
-                negatives += [(f"{key}[{i}]", v) for i, v in enumerate(value)]
-            elif value is not None and value != "":  # n-tuples may leave trailing ones empty
-                negatives.append((key, value))
+            negatives += negative_cells(key, name, value)
             continue
         if name not in LAYOUTS[layout]:
             problems.append(

@@ -256,13 +256,19 @@ def read_job_file(
                 f"{' or '.join(LOSS_LAYOUTS[loss])}.",
                 param=param,
             )
-    if isinstance(spec.method, RerankerMethod) and for_training and spec.method.reranker.loss:
-        ranker_loss = spec.method.reranker.loss
-        if data.layout not in RERANKER_LOSS_LAYOUTS[ranker_loss]:
+    if isinstance(spec.method, RerankerMethod) and for_training:
+        reranker = spec.method.reranker
+        if reranker.loss and data.layout not in RERANKER_LOSS_LAYOUTS[reranker.loss]:
             raise InvalidDatasetError(
-                f"File {file_id} holds {data.layout} rows; reranker loss {ranker_loss!r} trains "
-                f"on {' or '.join(RERANKER_LOSS_LAYOUTS[ranker_loss])} rows.",
+                f"File {file_id} holds {data.layout} rows; reranker loss {reranker.loss!r} "
+                f"trains on {' or '.join(RERANKER_LOSS_LAYOUTS[reranker.loss])} rows.",
                 param=param,
+            )
+        if reranker.hyperparameters.both_orders and data.layout != "labeled_pair":
+            raise InvalidDatasetError(
+                f"File {file_id} holds {data.layout} rows; both_orders swaps the two texts of "
+                "labeled_pair rows (query, document, label) only.",
+                param="method.reranker.hyperparameters.both_orders",
             )
     return data
 

@@ -191,13 +191,19 @@ def evaluate_model(
     return RerankerEvaluator(layout, rows, batch_size=32)(load_model(model_location, device))
 
 
-def to_dataset(layout: str, loss: str, rows: list[dict[str, Any]]) -> Any:
-    """The training rows in the columns `loss` reads: (query, document, label) pairs for bce,
-    (query, positive, negative_1 … negative_n) for mnrl, (query, documents, labels) lists for
-    lambda and listnet."""
+def to_dataset(
+    layout: str, loss: str, rows: list[dict[str, Any]], both_orders: bool = False
+) -> Any:
+    """The training rows in the columns `loss` reads: (query, document, label) pairs for bce
+    (with `both_orders`, each pair also as (document, query, label)), (query, positive,
+    negative_1 … negative_n) for mnrl, (query, documents, labels) lists for lambda and
+    listnet."""
     from datasets import Dataset
 
     if layout == "labeled_pair":
+        if both_orders:
+            swapped = [{**r, "query": r["document"], "document": r["query"]} for r in rows]
+            rows = [r for pair in zip(rows, swapped, strict=True) for r in pair]
         return Dataset.from_dict({c: [r[c] for r in rows] for c in ("query", "document", "label")})
     if loss == "bce":
         pairs = [
@@ -351,7 +357,7 @@ def train_reranker(
     trainer = CheckpointingTrainer(
         model=model,
         args=args,
-        train_dataset=to_dataset(layout, loss_name, train_rows),
+        train_dataset=to_dataset(layout, loss_name, train_rows, hp.both_orders),
         loss=build_loss(model, loss_name, params),
         evaluator=evaluator,
         callbacks=[ReportingCallback(reporter, hp.batch_size)],

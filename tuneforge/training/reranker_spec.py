@@ -61,6 +61,13 @@ class RerankerHyperparameters(Hyperparameters):
         description="mnrl only: documents of other queries in the batch each query is also "
         "ranked against.",
     )
+    both_orders: bool = Field(
+        False,
+        description="Labeled pairs only: also train on each pair with its two texts swapped, "
+        "for symmetric tasks (STS, duplicate questions) where either text may come first. A "
+        "cross-encoder reads its texts in order; this teaches it both. Doubles the steps per "
+        "epoch.",
+    )
     use_amp: UseAmp = None
     save_best_model: bool = Field(
         False, description="Keep the weights of the best evaluation, not the last step's."
