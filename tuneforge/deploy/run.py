@@ -52,11 +52,11 @@ def verified_export(store: Store, spec: dict[str, Any]) -> tuple[Row, dict[str, 
     for kind in ("export", "deployment"):
         after = None
         while True:
-            rows, more = store.list_jobs(after=after, limit=100, kind=kind)
+            rows, more = store.list_jobs(
+                after=after, limit=100, kind=kind, status=JobStatus.SUCCEEDED.value
+            )
             for row in rows:
                 s, result = row["spec"], row.get("result") or {}
-                if row["status"] != JobStatus.SUCCEEDED.value:
-                    continue
                 if kind == "export" and s.get("model") in names and s.get("format") == "gguf" \
                         and s.get("quantization") == quantization:
                     return row, result
