@@ -58,6 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-rows", type=int, default=0, help="Use the first N rows (0: all).")
     parser.add_argument("--skip-bi-encoder", action="store_true", help="Only the reranker.")
+    parser.add_argument("--seed", type=int, default=42, help="The training's seed.")
+    parser.add_argument("--out", default="reranker.json", help="File name under bench/results.")
     parser.add_argument(
         "--set", action="append", default=[], help="A reranker hyperparameter, name=value."
     )
@@ -93,7 +95,7 @@ def main() -> None:
             layout="labeled_pair",
             train_rows=train,
             eval_rows=[],
-            seed=42,
+            seed=args.seed,
             device="cpu",
             work_dir=Path(tmp) / "job",
             output_dir=output,
@@ -102,6 +104,7 @@ def main() -> None:
         wall = round(time.perf_counter() - started, 1)
         trained = evaluate_model(str(output), "labeled_pair", dev, "cpu")
     row = {
+        "seed": args.seed,
         "train_rows": len(train),
         "dev_rows": len(dev),
         "hyperparameters": params.hyperparameters.model_dump(exclude_none=True),
@@ -113,7 +116,7 @@ def main() -> None:
     }
     out = report.RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    (out / "reranker.json").write_text(json.dumps(row, indent=2))
+    (out / args.out).write_text(json.dumps(row, indent=2))
     print(json.dumps(row, indent=2))
     print("| model | dev Spearman |\n|---|---|")
     print(f"| bi-encoder all-MiniLM-L6-v2 | {row['bi_encoder_base_spearman']:.4f} |")
