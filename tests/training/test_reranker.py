@@ -98,6 +98,7 @@ def test_a_reranker_learns_sts_pairs(model_id: str, tmp_path: Path) -> None:
         output_dir=tmp_path / "model", reporter=RecordingReporter(),
     )
     assert result.steps == 20
-    # A fresh head scores at random (Spearman near 0); 20 steps already rank the pairs.
+    # A fresh head scores at random (Spearman near 0); 20 steps at the default rate already
+    # rank the pairs (0.65 at the old 1e-4).
     spearman = evaluate_model(str(tmp_path / "model"), "labeled_pair", dev, "cpu")["spearman"]
-    assert spearman > 0.5, spearman
+    assert spearman > 0.7, spearman  # 0.81 measured with the defaults
