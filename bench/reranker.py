@@ -7,11 +7,12 @@ The files are read by the product's reader (`datasets.reranker`: STS scores 0-5 
 (`training.reranker.train_reranker`, what a job's process runs), in this process: no worker,
 so that a loaded machine cannot cost the run its lease. The bi-encoder's dev Spearman is the
 embedding kind's measurement (`training.embedding.evaluate_model`) of all-MiniLM-L6-v2.
-Results go to bench/results/reranker.json and a Markdown table on stdout.
+Results go to bench/results/reranker.json (or `--out`) and a Markdown table on stdout.
 
-    OMP_NUM_THREADS=2 python bench/reranker.py                 # ~12 min on 2 idle cores
+    OMP_NUM_THREADS=2 python bench/reranker.py                 # ~8 min on 2 idle cores
     python bench/reranker.py --set n_epochs=2 --set learning_rate=3e-5
     python bench/reranker.py --train-rows 200                  # a quick look
+    python bench/reranker.py --skip-bi-encoder --seed 1 --out seed1.json   # another seed
 """
 
 from __future__ import annotations
